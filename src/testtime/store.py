@@ -1,0 +1,226 @@
+"""SQLite store: every generation lands here, keyed by a hash of its full request, before it is used.
+
+A rerun of the same command replays generations from here instead of recomputing them, and a run killed
+with SIGKILL loses nothing that was committed: each backend call's results are committed in one
+transaction (WAL mode) before the strategy sees them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from testtime.types import Completion, Problem, Trace
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS problems (
+    run_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    PRIMARY KEY (run_id, problem_id)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    params TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    stop TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    generated_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    budget INTEGER NOT NULL,
+    answer TEXT,
+    correct INTEGER,
+    compute TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, problem_id, strategy, budget)
+);
+"""
+
+
+def generation_key(model: str, prompt: str, params: dict[str, Any], seed: int, sample_index: int) -> str:
+    """Hash of everything that determines a generation. Key order is canonicalised."""
+    payload = json.dumps(
+        {"model": model, "prompt": prompt, "params": params, "seed": seed, "sample_index": sample_index},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Store:
+    """One SQLite file per output folder; safe to share between threads of one process."""
+
+    FILENAME = "testtime.sqlite"
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if path.suffix != ".sqlite":
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / self.FILENAME
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        # WAL + synchronous=NORMAL: a committed transaction survives a killed process.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        if int(found) != SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: store schema version {found}, this testtime reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- generations -------------------------------------------------------------------------------
+
+    def get_generations(self, keys: Iterable[str]) -> dict[str, Completion]:
+        keys = list(keys)
+        out: dict[str, Completion] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):  # stay under SQLite's host-parameter limit
+                chunk = keys[i : i + 500]
+                rows = self._db.execute(
+                    "SELECT key, text, finish_reason, stop, prompt_tokens, cached_prompt_tokens, "
+                    f"generated_tokens FROM generations WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for key, text, finish, stop, pt, cpt, gt in rows:
+                    out[key] = Completion(text, finish, pt, cpt, gt, stop=stop, from_store=True)
+        return out
+
+    def put_generations(self, rows: list[tuple[str, str, str, dict, int, int, Completion]]) -> None:
+        """Rows of (key, model, prompt, params, seed, sample_index, completion), one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            key, model, prompt, json.dumps(params, sort_keys=True), seed, idx,
+                            c.text, c.finish_reason, c.stop, c.prompt_tokens, c.cached_prompt_tokens,
+                            c.generated_tokens, now,
+                        )
+                        for key, model, prompt, params, seed, idx, c in rows
+                    ],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def count_generations(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    # -- runs, problems, results -------------------------------------------------------------------
+
+    def start_run(self, run_id: str, config: dict[str, Any], problems: list[Problem]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO runs(run_id, created, updated, status, config) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, status='running'",
+                (run_id, now, now, "running", json.dumps(config, sort_keys=True, default=str)),
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?,?)",
+                [
+                    (run_id, p.id, i, p.question, p.answer, p.kind, json.dumps(p.meta, default=str))
+                    for i, p in enumerate(problems)
+                ],
+            )
+            self._db.execute("COMMIT")
+
+    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET status='done', updated=?, summary=? WHERE run_id=?",
+                (time.time(), json.dumps(summary, default=str), run_id),
+            )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT run_id, created, updated, status, config, summary FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return {
+            "run_id": row[0], "created": row[1], "updated": row[2], "status": row[3],
+            "config": json.loads(row[4]), "summary": json.loads(row[5]) if row[5] else None,
+        }
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY created")]
+        return [r for r in (self.get_run(i) for i in ids) if r is not None]
+
+    def put_result(self, run_id: str, trace: Trace) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id, trace.problem_id, trace.strategy, trace.budget, trace.answer,
+                    None if trace.correct is None else int(trace.correct),
+                    json.dumps(trace.compute.to_dict()), json.dumps(asdict(trace), default=str), time.time(),
+                ),
+            )
+
+    def get_results(self, run_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT trace FROM results WHERE run_id=? ORDER BY rowid", (run_id,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
