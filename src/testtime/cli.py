@@ -1,0 +1,205 @@
+"""testtime command line: a thin typer app over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compute-optimal test-time scaling.")
+data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets.")
+app.add_typer(data_app, name="data")
+# Tables and progress go to stderr with --json so stdout's last line is the JSON object.
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _fmt_flops(x: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9)):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.3g}"
+
+
+def _result_table(result: Any) -> Table:
+    s = result.summary()
+    t = Table(title=f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems")
+    for col in ("level", "problems", "accuracy", "pass@1", "gen tokens / problem", "FLOPs"):
+        t.add_column(col, justify="right")
+    levels = result.by_level()
+    if len(levels) > 1 or None not in levels:
+        for level, row in levels.items():
+            t.add_row(
+                str(level), str(row["n_problems"]), f"{row['accuracy']:.1%}", f"{row['pass@1']:.1%}",
+                f"{row['mean_generated_tokens']:.0f}", _fmt_flops(row["flops"]),
+            )
+        t.add_section()
+    t.add_row(
+        "all", str(s["n_problems"]), f"{s['accuracy']:.1%}", f"{s['pass@1']:.1%}",
+        f"{s['mean_generated_tokens']:.0f}", _fmt_flops(s["flops"]), style="bold",
+    )
+    t.caption = (
+        f"wall {s['wall_s']:.1f} s | generations: {s['new_generations']} new, {s['cached_generations']} "
+        f"from store | prompt tokens {s['prompt_tokens']} ({s['cached_prompt_tokens']} from KV cache)"
+    )
+    return t
+
+
+@app.command()
+def run(
+    dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
+    strategy: Annotated[str, typer.Option(help="cot | majority")] = "majority",
+    n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
+    limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
+    level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="output folder (holds the SQLite store)")] = Path("runs"),
+    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name")] = None,
+    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (cot is greedy)")] = 0.7,
+    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
+    answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
+    kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Run a strategy over a dataset with the policy and print the result table."""
+    from testtime import engine
+    from testtime.datasets import DatasetError, load_dataset
+    from testtime.policy import load_policy
+
+    if n < 1:
+        _fail(f"--n {n}: must be >= 1")
+    if strategy not in ("cot", "majority"):
+        _fail(f"--strategy {strategy}: unknown (available: cot, majority)")
+    config = engine.RunConfig(
+        dataset=dataset, strategy=strategy, n=n, limit=limit, levels=level or None, seed=seed,
+        model=model, out=str(out), max_tokens=max_tokens, temperature=temperature, fewshot=fewshot,
+    )
+    mapping = {}
+    if dataset.endswith(".jsonl"):
+        mapping = {"question_field": question_field, "answer_field": answer_field, "kind": kind}
+    try:
+        problems = load_dataset(dataset, limit=limit, seed=seed, levels=level or None, **mapping)
+    except (DatasetError, FileNotFoundError) as e:
+        _fail(str(e))
+    if not problems:
+        _fail(f"--dataset {dataset}: no problems selected")
+    try:
+        policy = load_policy(model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    out_console = err_console if as_json else console
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=out_console, transient=False,
+    ) as progress:
+        task = progress.add_task(f"{strategy}@{n}", total=len(problems))
+        result = engine.run(
+            config, policy, problems, on_progress=lambda done, total: progress.update(task, completed=done)
+        )
+    policy.close()
+    out_console.print(_result_table(result))
+    if as_json:
+        summary = result.summary()
+        summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
+        print(json.dumps(summary))
+
+
+@data_app.command("list")
+def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The bundled datasets and the synthetic arith task."""
+    from testtime.datasets import list_datasets
+
+    infos = list_datasets()
+    if as_json:
+        print(json.dumps([i.__dict__ for i in infos]))
+        return
+    t = Table(title="datasets")
+    for col in ("name", "problems", "kind", "description", "license"):
+        t.add_column(col)
+    for i in infos:
+        t.add_row(i.name, "generated" if i.n_problems is None else str(i.n_problems), i.kind, i.description, i.license)
+    console.print(t)
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Embedded models (GGUF files shipped in wheels) and whether they are installed."""
+    from testtime.policy import list_models
+
+    rows = list_models()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    t = Table(title="embedded models (any GGUF path also works with --model)")
+    for col in ("name", "description", "installed", "package", "path"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["description"], r["installed"], r["package"], r["path"])
+    console.print(t)
+
+
+@app.command()
+def grade(
+    pairs: Annotated[Path, typer.Option(help='JSONL, each line {"pred": ..., "ref": ..., "kind": optional}')],
+    kind: Annotated[str, typer.Option(help="default answer kind")] = "math",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show how answers are judged: each (pred, ref) pair's verdict."""
+    from testtime.grading import KINDS, extract_answer, is_equivalent
+
+    if not pairs.is_file():
+        _fail(f"--pairs {pairs}: no such file")
+    rows: list[tuple[int, str, str, str]] = []
+    with pairs.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                _fail(f"{pairs}:{lineno}: invalid JSON ({e.msg} at column {e.colno})")
+            if not isinstance(obj, dict):
+                _fail(f"{pairs}:{lineno}: expected a JSON object")
+            for key in ("pred", "ref"):
+                if key not in obj:
+                    _fail(f"{pairs}:{lineno}: field '{key}': missing")
+                if not isinstance(obj[key], (str, int, float)) or isinstance(obj[key], bool):
+                    _fail(f"{pairs}:{lineno}: field '{key}': expected a string or number")
+            k = obj.get("kind", kind)
+            if k not in KINDS:
+                _fail(f"{pairs}:{lineno}: field 'kind': unknown {k!r} (expected one of {sorted(KINDS)})")
+            rows.append((lineno, str(obj["pred"]), str(obj["ref"]), k))
+    verdicts = []
+    for lineno, pred, ref, k in rows:
+        # a pred holding a whole solution is reduced to its final answer first
+        extracted = extract_answer(pred) or pred
+        ok = is_equivalent(extracted, ref, k)
+        verdicts.append({"line": lineno, "pred": extracted, "ref": ref, "kind": k, "equivalent": ok})
+        (err_console if as_json else console).print(
+            f"{lineno}: {'[green]equivalent[/green]' if ok else '[red]different[/red]'}  "
+            f"pred={extracted!r} ref={ref!r} kind={k}", highlight=False,
+        )
+    if as_json:
+        print(json.dumps({"n": len(verdicts), "equivalent": sum(v["equivalent"] for v in verdicts),
+                          "verdicts": verdicts}))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,165 @@
+"""Runs a strategy over a dataset: batches across problems, records every result, summarises.
+
+The run id is a hash of everything that decides the results, so rerunning the same command lands on
+the same run and replays its generations from the store (see generation.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testtime.datasets import load_dataset
+from testtime.generation import CachedGenerator
+from testtime.grading import grade_many, is_equivalent
+from testtime.policy.base import Policy
+from testtime.policy.prompts import PromptConfig
+from testtime.search.base import SearchContext
+from testtime.search.sampling import make_strategy
+from testtime.store import Store
+from testtime.types import Compute, Problem, Trace
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "arith"
+    strategy: str = "majority"
+    n: int = 8
+    limit: int | None = None
+    levels: list[int] | None = None
+    seed: int = 0
+    model: str | None = None  # GGUF path or embedded model name
+    out: str = "runs"
+    max_tokens: int = 384
+    temperature: float = 0.7
+    fewshot: int = 3
+    batch_sequences: int = 64  # sequences per backend call (problems x samples)
+
+    def identity(self, model_id: str) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("out", "model", "batch_sequences"):  # where/how, not what: same results either way
+            d.pop(k)
+        d["model_id"] = model_id
+        if self.strategy == "cot":
+            d["n"] = 1
+        return d
+
+
+def run_id_for(identity: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{identity['dataset'].replace('/', '_')}-{identity['strategy']}-n{identity['n']}-{digest}"
+
+
+@dataclass
+class ProblemResult:
+    problem: Problem
+    trace: Trace
+    sample_correct: list[bool]  # each candidate graded against the reference
+
+    @property
+    def pass1(self) -> float:
+        return sum(self.sample_correct) / len(self.sample_correct) if self.sample_correct else 0.0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    config: RunConfig
+    results: list[ProblemResult]
+    wall_s: float
+    compute: Compute = field(default_factory=Compute)
+    store_path: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.results)
+        acc = sum(bool(r.trace.correct) for r in self.results) / n if n else 0.0
+        c = self.compute
+        return {
+            "run_id": self.run_id,
+            "dataset": self.config.dataset,
+            "strategy": self.config.strategy,
+            "n": 1 if self.config.strategy == "cot" else self.config.n,
+            "n_problems": n,
+            "accuracy": acc,
+            "pass@1": sum(r.pass1 for r in self.results) / n if n else 0.0,
+            "pass@n": sum(any(r.sample_correct) for r in self.results) / n if n else 0.0,
+            "generated_tokens": c.generated_tokens,
+            "prompt_tokens": c.prompt_tokens,
+            "cached_prompt_tokens": c.cached_prompt_tokens,
+            "mean_generated_tokens": c.generated_tokens / n if n else 0.0,
+            "flops": c.flops,
+            "wall_s": self.wall_s,
+            "new_generations": c.new_generations,
+            "cached_generations": c.cached_generations,
+            "store": self.store_path,
+        }
+
+    def by_level(self) -> dict[Any, dict[str, float]]:
+        groups: dict[Any, list[ProblemResult]] = defaultdict(list)
+        for r in self.results:
+            groups[r.problem.level].append(r)
+        out = {}
+        for level in sorted(groups, key=lambda x: (x is None, str(x))):
+            rs = groups[level]
+            out[level] = {
+                "n_problems": len(rs),
+                "accuracy": sum(bool(r.trace.correct) for r in rs) / len(rs),
+                "pass@1": sum(r.pass1 for r in rs) / len(rs),
+                "mean_generated_tokens": sum(r.trace.compute.generated_tokens for r in rs) / len(rs),
+                "flops": sum(r.trace.compute.flops for r in rs),
+            }
+        return out
+
+
+def run(
+    config: RunConfig,
+    policy: Policy,
+    problems: list[Problem] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Run `config.strategy` over the dataset; `on_progress(done, total)` after each batch."""
+    t0 = time.perf_counter()
+    if problems is None:
+        problems = load_dataset(config.dataset, limit=config.limit, seed=config.seed, levels=config.levels)
+    strategy = make_strategy(config.strategy, config.n)
+    identity = config.identity(policy.model_id)
+    rid = run_id_for(identity)
+    store = Store(Path(config.out))
+    try:
+        store.start_run(rid, identity, problems)
+        ctx = SearchContext(
+            generator=CachedGenerator(policy, store),
+            prompt=PromptConfig(fewshot=config.fewshot),
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+            seed=config.seed,
+        )
+        per_call = max(1, config.batch_sequences // max(1, strategy.budget))
+        results: list[ProblemResult] = []
+        total = Compute()
+        if on_progress:
+            on_progress(0, len(problems))
+        for start in range(0, len(problems), per_call):
+            batch = problems[start : start + per_call]
+            for problem, trace in zip(batch, strategy.run(batch, ctx), strict=True):
+                answers = [c.answer for c in trace.candidates]
+                verdicts = grade_many([(a, problem.answer) for a in answers], kind=problem.kind)
+                for cand, ok in zip(trace.candidates, verdicts, strict=True):
+                    cand.correct = ok
+                trace.correct = is_equivalent(trace.answer, problem.answer, problem.kind)
+                store.put_result(rid, trace)
+                total.add(trace.compute)
+                results.append(ProblemResult(problem, trace, verdicts))
+            if on_progress:
+                on_progress(len(results), len(problems))
+        result = RunResult(rid, config, results, time.perf_counter() - t0, total, str(store.path))
+        store.finish_run(rid, result.summary())
+        return result
+    finally:
+        store.close()

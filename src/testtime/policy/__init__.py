@@ -1,0 +1,24 @@
+"""Policy models: the protocol, prompt building, and backends (llama.cpp is the CPU default)."""
+
+from testtime.policy.base import STEP_STOP, GenerationRequest, Policy, SamplingParams
+from testtime.policy.models import DEFAULT_MODEL, list_models, resolve_model
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "STEP_STOP",
+    "GenerationRequest",
+    "Policy",
+    "SamplingParams",
+    "list_models",
+    "load_policy",
+    "resolve_model",
+]
+
+
+def load_policy(model: str | None = None, backend: str = "llamacpp", **kwargs) -> Policy:
+    """Open a policy backend. `model` is a GGUF path or an embedded model name."""
+    if backend == "llamacpp":
+        from testtime.policy.llamacpp import LlamaCppPolicy
+
+        return LlamaCppPolicy(resolve_model(model), **kwargs)
+    raise ValueError(f"--backend {backend}: unknown policy backend (available: llamacpp)")

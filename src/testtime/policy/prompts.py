@@ -1,0 +1,70 @@
+"""Prompt building: chat template from the model, few-shot examples as earlier turns.
+
+SmolLM2 zero-shot ignores the requested answer format in 30-60% of samples; three worked examples of
+the same level as earlier chat turns, each ending "The answer is N.", bring compliance to ~100%.
+A base model (no chat template) gets the same examples as plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jinja2
+import jinja2.sandbox
+
+from testtime.types import Problem
+
+INSTRUCTION = (
+    "Solve the problem step by step. Write one step per paragraph and finish with "
+    '"The answer is N." where N is the final answer.'
+)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    fewshot: int = 3  # worked examples shown before the question (0 = zero-shot)
+    instruction: str = INSTRUCTION
+    system: str | None = None  # None keeps the template's own default system turn
+
+
+def render_jinja_chat(template: str, bos: str, eos: str) -> Callable[[list[dict[str, str]]], str]:
+    """Compile a GGUF/HF chat template once; returns a renderer with add_generation_prompt=True."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(msg: str) -> None:
+        raise jinja2.TemplateError(msg)
+
+    env.globals["raise_exception"] = raise_exception
+    compiled = env.from_string(template)
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return compiled.render(messages=messages, add_generation_prompt=True, bos_token=bos, eos_token=eos)
+
+    return render
+
+
+def plain_chat(messages: list[dict[str, str]]) -> str:
+    """Fallback for base models: 'Question: ... / Answer: ...' blocks."""
+    parts = []
+    for m in messages:
+        if m["role"] == "system":
+            parts.append(m["content"].strip() + "\n\n")
+        elif m["role"] == "user":
+            parts.append(f"Question: {m['content'].strip()}\nAnswer:\n")
+        else:
+            parts.append(m["content"].strip() + "\n\n\n")
+    return "".join(parts)
+
+
+def build_messages(
+    problem: Problem, examples: list[tuple[str, str]], config: PromptConfig
+) -> list[dict[str, str]]:
+    messages: list[dict[str, str]] = []
+    if config.system is not None:
+        messages.append({"role": "system", "content": config.system})
+    for question, solution in examples[: config.fewshot]:
+        messages.append({"role": "user", "content": f"{config.instruction}\n\n{question}"})
+        messages.append({"role": "assistant", "content": solution})
+    messages.append({"role": "user", "content": f"{config.instruction}\n\n{problem.question}"})
+    return messages

@@ -1,0 +1,55 @@
+"""Answer selection: pure functions over the candidates' final answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from testtime.grading import normalize_str, parse_number
+
+Equivalent = Callable[[str, str], bool]
+
+
+def answer_key(answer: str) -> str:
+    """A cheap canonical form: equal keys are certainly equivalent answers ("19", "19.0", "$19$")."""
+    num = parse_number(answer, lenient=False)
+    if num is not None:
+        return f"#{num.numerator}/{num.denominator}"
+    return normalize_str(answer)
+
+
+def group_answers(answers: Sequence[str | None], equivalent: Equivalent | None = None) -> list[list[int]]:
+    """Indices of the candidates, grouped by equivalent answer (None answers are left out).
+
+    Groups are first formed by `answer_key`; with `equivalent` (e.g. math-verify), groups whose
+    representatives are equivalent are merged. Group order = order of first appearance, which makes
+    every tie-break below deterministic.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(answers):
+        if a is None or not a.strip():
+            continue
+        groups.setdefault(answer_key(a), []).append(i)
+    merged: list[list[int]] = []
+    for members in groups.values():
+        rep = answers[members[0]]
+        for g in merged:
+            if equivalent is not None and equivalent(answers[g[0]], rep):  # type: ignore[arg-type]
+                g.extend(members)
+                break
+        else:
+            merged.append(list(members))
+    for g in merged:
+        g.sort()
+    merged.sort(key=lambda g: g[0])
+    return merged
+
+
+def majority_vote(
+    answers: Sequence[str | None], equivalent: Equivalent | None = None
+) -> tuple[str | None, list[list[int]]]:
+    """The most frequent answer (ties: the one that appeared first) and the groups it came from."""
+    groups = group_answers(answers, equivalent)
+    if not groups:
+        return None, groups
+    best = max(groups, key=lambda g: (len(g), -g[0]))
+    return answers[best[0]], groups
