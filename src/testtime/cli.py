@@ -117,6 +117,89 @@ def run(
         print(json.dumps(summary))
 
 
+def _pool_keys(trace: Any, kind: str) -> list[str | None]:
+    """Each candidate's answer group in the whole pool (math-equivalent answers share a group)."""
+    from testtime.grading import is_equivalent
+    from testtime.search.selection import group_answers
+
+    answers = [c.answer for c in trace.candidates]
+    keys: list[str | None] = [None] * len(answers)
+    for gi, members in enumerate(group_answers(answers, lambda a, b: is_equivalent(a, b, kind))):
+        for i in members:
+            keys[i] = str(gi)
+    return keys
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="dataset spec (see run)")] = "arith",
+    limit: Annotated[int, typer.Option(help="problems")] = 30,
+    n: Annotated[int, typer.Option(help="majority budget N_max")] = 8,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """CoT vs majority voting at every N <= N_max, per difficulty level, with a plot."""
+    from testtime import engine
+    from testtime.datasets import DatasetError, load_dataset
+    from testtime.metrics import majority_curve, powers_of_two
+    from testtime.policy import load_policy
+    from testtime.report import plot_budget_curves
+
+    if n < 1:
+        _fail(f"--n {n}: must be >= 1")
+    try:
+        problems = load_dataset(dataset, limit=limit, seed=seed)
+        policy = load_policy(model)
+    except (DatasetError, FileNotFoundError) as e:
+        _fail(str(e))
+    out_console = err_console if as_json else console
+    results = {}
+    for strategy, budget in (("cot", 1), ("majority", n)):
+        config = engine.RunConfig(dataset=dataset, strategy=strategy, n=budget, limit=limit, seed=seed,
+                                  model=model, out=str(out))
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=out_console) as progress:
+            task = progress.add_task(f"{strategy}@{budget}", total=len(problems))
+            results[strategy] = engine.run(config, policy, problems,
+                                           on_progress=lambda d, t, task=task: progress.update(task, completed=d))
+        out_console.print(_result_table(results[strategy]))
+    policy.close()
+
+    ks = powers_of_two(n)
+    by_level: dict[str, list[tuple[list[str | None], list[bool]]]] = {}
+    cot_by_level: dict[str, list[bool]] = {}
+    for r_cot, r_maj in zip(results["cot"].results, results["majority"].results, strict=True):
+        label = f"level {r_maj.problem.level}" if r_maj.problem.level is not None else "all"
+        by_level.setdefault(label, []).append((_pool_keys(r_maj.trace, r_maj.problem.kind), r_maj.sample_correct))
+        cot_by_level.setdefault(label, []).append(bool(r_cot.trace.correct))
+    curves: dict[str, dict[int, float]] = {}
+    for label, pools in by_level.items():
+        per_problem = [majority_curve(keys, ok, ks, seed=seed) for keys, ok in pools]
+        curves[label] = {k: sum(c[k] for c in per_problem) / len(per_problem) for k in ks}
+    cot = {label: sum(v) / len(v) for label, v in cot_by_level.items()}
+    table = Table(title=f"accuracy vs samples per problem ({dataset}, {len(problems)} problems)")
+    table.add_column("level")
+    table.add_column("CoT", justify="right")
+    for k in ks:
+        table.add_column(f"maj@{k}", justify="right")
+    table.add_column(f"pass@{n}", justify="right")
+    for label in curves:
+        pass_n = [any(ok) for _, ok in by_level[label]]
+        table.add_row(label, f"{cot[label]:.0%}", *[f"{curves[label][k]:.0%}" for k in ks],
+                      f"{sum(pass_n) / len(pass_n):.0%}")
+    out_console.print(table)
+    plot = plot_budget_curves(curves, cot, out / "accuracy_vs_n.png",
+                              f"SmolLM2 on {dataset}: majority voting vs CoT")
+    out_console.print(f"plot: {plot}")
+    if as_json:
+        print(json.dumps({
+            "plot": str(plot), "cot": results["cot"].summary(), "majority": results["majority"].summary(),
+            "curves": curves, "cot_by_level": cot,
+        }))
+
+
 @data_app.command("list")
 def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bundled datasets and the synthetic arith task."""
