@@ -106,15 +106,31 @@ def run(
         console=out_console, transient=False,
     ) as progress:
         task = progress.add_task(f"{strategy}@{n}", total=len(problems))
-        result = engine.run(
-            config, policy, problems, on_progress=lambda done, total: progress.update(task, completed=done)
-        )
-    policy.close()
+        try:
+            result = engine.run(
+                config, policy, problems, on_progress=lambda done, total: progress.update(task, completed=done)
+            )
+        finally:
+            policy.close()
     out_console.print(_result_table(result))
     if as_json:
         summary = result.summary()
         summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
         print(json.dumps(summary))
+
+
+def _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, out_console) -> None:
+    from testtime import engine
+
+    for strategy, budget in (("cot", 1), ("majority", n)):
+        config = engine.RunConfig(dataset=dataset, strategy=strategy, n=budget, limit=limit, seed=seed,
+                                  model=model, out=str(out))
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=out_console) as progress:
+            task = progress.add_task(f"{strategy}@{budget}", total=len(problems))
+            results[strategy] = engine.run(config, policy, problems,
+                                           on_progress=lambda d, t, task=task: progress.update(task, completed=d))
+        out_console.print(_result_table(results[strategy]))
 
 
 def _pool_keys(trace: Any, kind: str) -> list[str | None]:
@@ -141,7 +157,6 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """CoT vs majority voting at every N <= N_max, per difficulty level, with a plot."""
-    from testtime import engine
     from testtime.datasets import DatasetError, load_dataset
     from testtime.metrics import majority_curve, powers_of_two
     from testtime.policy import load_policy
@@ -156,16 +171,10 @@ def demo(
         _fail(str(e))
     out_console = err_console if as_json else console
     results = {}
-    for strategy, budget in (("cot", 1), ("majority", n)):
-        config = engine.RunConfig(dataset=dataset, strategy=strategy, n=budget, limit=limit, seed=seed,
-                                  model=model, out=str(out))
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=out_console) as progress:
-            task = progress.add_task(f"{strategy}@{budget}", total=len(problems))
-            results[strategy] = engine.run(config, policy, problems,
-                                           on_progress=lambda d, t, task=task: progress.update(task, completed=d))
-        out_console.print(_result_table(results[strategy]))
-    policy.close()
+    try:
+        _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, out_console)
+    finally:
+        policy.close()
 
     ks = powers_of_two(n)
     by_level: dict[str, list[tuple[list[str | None], list[bool]]]] = {}

@@ -105,7 +105,7 @@ class RunResult:
         for r in self.results:
             groups[r.problem.level].append(r)
         out = {}
-        for level in sorted(groups, key=lambda x: (x is None, str(x))):
+        for level in sorted(groups, key=_level_order):
             rs = groups[level]
             out[level] = {
                 "n_problems": len(rs),
@@ -115,6 +115,13 @@ class RunResult:
                 "flops": sum(r.trace.compute.flops for r in rs),
             }
         return out
+
+
+def _level_order(level: Any) -> tuple:
+    """Numeric levels in numeric order (2 before 10), then strings, then None."""
+    if isinstance(level, (int, float)):
+        return (0, level, "")
+    return (1 if level is not None else 2, 0, str(level))
 
 
 def run(

@@ -43,12 +43,12 @@ class CachedGenerator:
         found = self.store.get_generations(k for ks in keys for k in ks)
         todo: list[GenerationRequest] = []
         owner: list[int] = []  # todo index -> request index
+        planned: set[str] = set()  # identical requests in one batch are generated once
         for ri, (req, ks) in enumerate(zip(requests, keys, strict=True)):
-            missing = [req.first_index + j for j, k in enumerate(ks) if k not in found]
+            missing = [req.first_index + j for j, k in enumerate(ks) if k not in found and k not in planned]
+            planned.update(ks)
             for first, count in _missing_runs(missing):
-                todo.append(
-                    GenerationRequest(req.prompt, count, req.seed, req.params, first_index=first)
-                )
+                todo.append(GenerationRequest(req.prompt, count, req.seed, req.params, first_index=first))
                 owner.append(ri)
 
         def commit(ti: int, first: int, done: list[Completion]) -> None:
@@ -58,10 +58,16 @@ class CachedGenerator:
             for j, c in enumerate(done):
                 idx = first + j
                 key = keys[owner[ti]][idx - req.first_index]
+                if key in found:
+                    continue
                 found[key] = c
                 rows.append((key, self.policy.model_id, req.prompt, params, req.seed, idx, c))
-            self.store.put_generations(rows)  # type: ignore[union-attr]
+            if rows:
+                self.store.put_generations(rows)  # type: ignore[union-attr]
 
         if todo:
-            self.policy.generate(todo, on_chunk=commit)
+            outputs = self.policy.generate(todo, on_chunk=commit)
+            # a backend that ignores on_chunk still gets everything committed before it is used
+            for ti, done in enumerate(outputs):
+                commit(ti, todo[ti].first_index, done)
         return [[found[k] for k in ks] for ks in keys]

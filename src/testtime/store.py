@@ -169,19 +169,26 @@ class Store:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO runs(run_id, created, updated, status, config) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, status='running'",
-                (run_id, now, now, "running", json.dumps(config, sort_keys=True, default=str)),
-            )
-            self._db.executemany(
-                "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?,?)",
-                [
-                    (run_id, p.id, i, p.question, p.answer, p.kind, json.dumps(p.meta, default=str))
-                    for i, p in enumerate(problems)
-                ],
-            )
-            self._db.execute("COMMIT")
+            try:
+                self._insert_run(run_id, now, config, problems)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _insert_run(self, run_id: str, now: float, config: dict[str, Any], problems: list[Problem]) -> None:
+        self._db.execute(
+            "INSERT INTO runs(run_id, created, updated, status, config) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, status='running'",
+            (run_id, now, now, "running", json.dumps(config, sort_keys=True, default=str)),
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?,?)",
+            [
+                (run_id, p.id, i, p.question, p.answer, p.kind, json.dumps(p.meta, default=str))
+                for i, p in enumerate(problems)
+            ],
+        )
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         with self._lock:

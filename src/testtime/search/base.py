@@ -55,10 +55,25 @@ class Strategy(Protocol):
 
 
 def split_steps(text: str) -> list[str]:
-    """A solution's steps: each ends at a blank line (kept, so the steps concatenate to the text)."""
+    """A solution's steps: each ends at a blank line, kept so that "".join(steps) == text.
+
+    Whitespace-only pieces (extra blank lines) stay attached to a neighbouring step instead of
+    being dropped, so a stored candidate is exactly what was generated.
+    """
     parts = text.split("\n\n")
-    steps = [p + "\n\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    return [s for s in steps if s.strip()] or ([text] if text else [])
+    pieces = [p + "\n\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    steps: list[str] = []
+    lead = ""
+    for piece in pieces:
+        if not piece.strip():
+            if steps:
+                steps[-1] += piece
+            else:
+                lead += piece
+            continue
+        steps.append(lead + piece)
+        lead = ""
+    return steps or ([text] if text else [])
 
 
 def compute_of(completions: list[Completion], n_params: int) -> Compute:

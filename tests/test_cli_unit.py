@@ -1,0 +1,204 @@
+"""The command line without a model: grade, data list, run's argument errors, run over a scripted policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import testtime.policy
+from fakes import ScriptedPolicy
+from testtime.cli import app
+from testtime.datasets import load_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def no_real_model(monkeypatch):
+    """Any test that got as far as loading a model would be slow: fail it instead."""
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a unit test tried to load the real policy model")
+
+    monkeypatch.setattr(testtime.policy, "load_policy", refuse)
+
+
+def write_jsonl(path, lines: list[str | dict]) -> str:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
+    return str(path)
+
+
+def last_json(stdout: str):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# --- grade --------------------------------------------------------------------------------------
+
+PAIRS = [
+    {"pred": "\\frac{1}{2}", "ref": "0.5"},
+    {"pred": "3", "ref": "4", "kind": "number"},
+    {"pred": "025", "ref": "25", "kind": "aime"},
+    {"pred": "Step 1: 2 + 2 = 4.\n\nThe answer is $4$.", "ref": "4", "kind": "arith"},
+    {"pred": 12, "ref": 12.0, "kind": "number"},
+    {"pred": "24.5", "ref": "24", "kind": "aime"},
+]
+
+
+def test_grade_json(tmp_path):
+    f = write_jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], PAIRS[1], "", PAIRS[2], PAIRS[3], PAIRS[4], PAIRS[5]])
+    result = runner.invoke(app, ["grade", "--pairs", f, "--json"])
+    assert result.exit_code == 0, result.output
+    # with --json stdout holds only the JSON object; the per-pair lines go to stderr
+    assert len(result.stdout.strip().splitlines()) == 1
+    out = last_json(result.stdout)
+    assert out["n"] == 6
+    assert [v["equivalent"] for v in out["verdicts"]] == [True, False, True, True, True, False]
+    assert out["equivalent"] == 4
+    assert [v["line"] for v in out["verdicts"]] == [1, 2, 4, 5, 6, 7]  # blank line 3 skipped, still counted
+    assert [v["kind"] for v in out["verdicts"]] == ["math", "number", "aime", "arith", "number", "aime"]
+    assert out["verdicts"][3]["pred"] == "4"  # a whole solution is reduced to its final answer
+    assert out["verdicts"][4]["pred"] == "12" and out["verdicts"][4]["ref"] == "12.0"
+    assert "1: equivalent" in result.stderr and "2: different" in result.stderr
+
+
+def test_grade_text_output_and_default_kind(tmp_path):
+    f = write_jsonl(tmp_path / "pairs.jsonl", [{"pred": "007", "ref": "7"}, {"pred": "7.5", "ref": "7"}])
+    result = runner.invoke(app, ["grade", "--pairs", f, "--kind", "aime"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("1: equivalent") and "kind=aime" in lines[0]
+    assert lines[1].startswith("2: different")
+    assert not result.stdout.strip().startswith("{")
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ('{"pred": "1", "ref": }', "invalid JSON"),
+        ('["1", "2"]', "expected a JSON object"),
+        ('{"pred": "1"}', "field 'ref'"),
+        ('{"ref": "1"}', "field 'pred'"),
+        ('{"pred": ["1"], "ref": "1"}', "field 'pred'"),
+        ('{"pred": "1", "ref": null}', "field 'ref'"),
+        ('{"pred": true, "ref": "1"}', "field 'pred'"),
+        ('{"pred": "1", "ref": "1", "kind": "latex"}', "field 'kind'"),
+    ],
+)
+def test_grade_malformed_line_is_a_one_line_error(tmp_path, bad, field):
+    f = write_jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], bad, PAIRS[1]])
+    result = runner.invoke(app, ["grade", "--pairs", f, "--json"])
+    line = one_line_error(result)
+    assert f"{f}:2:" in line
+    assert field in line
+    assert result.stdout.strip() == ""  # no verdicts and no JSON: the file is rejected before grading
+
+
+def test_grade_missing_file(tmp_path):
+    missing = str(tmp_path / "nope.jsonl")
+    line = one_line_error(runner.invoke(app, ["grade", "--pairs", missing]))
+    assert "--pairs" in line and "nope.jsonl" in line
+
+
+# --- data list ----------------------------------------------------------------------------------
+
+
+def test_data_list_json():
+    result = runner.invoke(app, ["data", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = last_json(result.stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"math500", "aime24", "amc23", "gsm8k", "arith"}
+    assert by_name["math500"]["n_problems"] == 500 and by_name["aime24"]["n_problems"] == 30
+    assert by_name["amc23"]["n_problems"] == 40 and by_name["gsm8k"]["n_problems"] == 1319
+    assert by_name["arith"]["n_problems"] is None
+    assert {r["kind"] for r in rows} == {"math", "aime", "amc", "gsm8k", "arith"}
+    assert all(r["license"] and r["description"] for r in rows)
+
+
+def test_data_list_table():
+    result = runner.invoke(app, ["data", "list"])
+    assert result.exit_code == 0, result.output
+    for name in ("math500", "aime24", "amc23", "gsm8k", "arith"):
+        assert name in result.stdout
+
+
+# --- run: argument errors (no model is loaded) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_run_n_below_one(tmp_path, n):
+    line = one_line_error(runner.invoke(app, ["run", "--n", n, "--out", str(tmp_path)]))
+    assert f"--n {n}" in line
+
+
+def test_run_unknown_dataset(tmp_path):
+    line = one_line_error(runner.invoke(app, ["run", "--dataset", "nosuch", "--out", str(tmp_path)]))
+    assert "'nosuch'" in line and "math500" in line
+
+
+def test_run_unknown_strategy(tmp_path):
+    line = one_line_error(runner.invoke(app, ["run", "--strategy", "beam", "--out", str(tmp_path)]))
+    assert "--strategy beam" in line and "majority" in line
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--dataset", "arith", "--limit", "0"], "no problems selected"),
+        (["--dataset", "arith", "--level", "9"], "9"),
+        (["--dataset", "arith:x"], "arith:x"),
+        (["--dataset", "missing-file.jsonl"], "missing-file.jsonl"),
+    ],
+)
+def test_run_dataset_errors(tmp_path, args, needle):
+    line = one_line_error(runner.invoke(app, ["run", *args, "--out", str(tmp_path)]))
+    assert needle in line
+
+
+def test_run_bad_option_type_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["run", "--n", "many", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--n" in result.output
+
+
+# --- run over a scripted policy -----------------------------------------------------------------
+
+
+def test_run_json_with_a_scripted_policy(tmp_path, monkeypatch):
+    problems = load_dataset("arith", limit=3)
+    script = {problems[0].question: ["9", "9"], problems[1].question: ["4", "5"], problems[2].question: ["1"]}
+    policies = []
+
+    def fake_load(model=None, **_k):
+        policies.append(ScriptedPolicy(script))
+        return policies[-1]
+
+    monkeypatch.setattr(testtime.policy, "load_policy", fake_load)
+    args = ["run", "--dataset", "arith", "--limit", "3", "--n", "2", "--out", str(tmp_path), "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    s = last_json(first.stdout)
+    assert s["n_problems"] == 3 and s["n"] == 2
+    assert s["accuracy"] == pytest.approx(1 / 3)  # "9" right; "4" (tie, first) wrong; "1" wrong
+    assert s["pass@1"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert s["pass@n"] == pytest.approx(2 / 3)
+    assert s["new_generations"] == 6 and s["cached_generations"] == 0
+    assert set(s["by_level"]) == {"1", "2", "3"}
+    assert policies[0].closed
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    s2 = last_json(second.stdout)
+    assert s2["run_id"] == s["run_id"]
+    assert s2["new_generations"] == 0 and s2["cached_generations"] == 6
+    assert policies[1].n_generated == 0
