@@ -78,11 +78,12 @@ def run(
     from testtime import engine
     from testtime.datasets import DatasetError, load_dataset
     from testtime.policy import load_policy
+    from testtime.search import STRATEGIES
 
     if n < 1:
         _fail(f"--n {n}: must be >= 1")
-    if strategy not in ("cot", "majority"):
-        _fail(f"--strategy {strategy}: unknown (available: cot, majority)")
+    if strategy not in STRATEGIES:
+        _fail(f"--strategy {strategy}: unknown (available: {', '.join(STRATEGIES)})")
     config = engine.RunConfig(
         dataset=dataset, strategy=strategy, n=n, limit=limit, levels=level or None, seed=seed,
         model=model, out=str(out), max_tokens=max_tokens, temperature=temperature, fewshot=fewshot,
@@ -100,23 +101,27 @@ def run(
         policy = load_policy(model)
     except FileNotFoundError as e:
         _fail(str(e))
-    out_console = err_console if as_json else console
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=out_console, transient=False,
-    ) as progress:
-        task = progress.add_task(f"{strategy}@{n}", total=len(problems))
-        try:
-            result = engine.run(
-                config, policy, problems, on_progress=lambda done, total: progress.update(task, completed=done)
-            )
-        finally:
-            policy.close()
-    out_console.print(_result_table(result))
+    try:
+        result = _run_with_progress(config, policy, problems, err_console if as_json else console)
+    finally:
+        policy.close()
     if as_json:
         summary = result.summary()
         summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
         print(json.dumps(summary))
+
+
+def _run_with_progress(config: Any, policy: Any, problems: list, out_console: Console) -> Any:
+    """engine.run under a progress bar, then its result table."""
+    from testtime import engine
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=out_console) as progress:
+        task = progress.add_task(f"{config.strategy}@{config.n}", total=len(problems))
+        result = engine.run(config, policy, problems,
+                            on_progress=lambda done, total: progress.update(task, completed=done))
+    out_console.print(_result_table(result))
+    return result
 
 
 def _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, out_console) -> None:
@@ -125,25 +130,7 @@ def _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, o
     for strategy, budget in (("cot", 1), ("majority", n)):
         config = engine.RunConfig(dataset=dataset, strategy=strategy, n=budget, limit=limit, seed=seed,
                                   model=model, out=str(out))
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=out_console) as progress:
-            task = progress.add_task(f"{strategy}@{budget}", total=len(problems))
-            results[strategy] = engine.run(config, policy, problems,
-                                           on_progress=lambda d, t, task=task: progress.update(task, completed=d))
-        out_console.print(_result_table(results[strategy]))
-
-
-def _pool_keys(trace: Any, kind: str) -> list[str | None]:
-    """Each candidate's answer group in the whole pool (math-equivalent answers share a group)."""
-    from testtime.grading import is_equivalent
-    from testtime.search.selection import group_answers
-
-    answers = [c.answer for c in trace.candidates]
-    keys: list[str | None] = [None] * len(answers)
-    for gi, members in enumerate(group_answers(answers, lambda a, b: is_equivalent(a, b, kind))):
-        for i in members:
-            keys[i] = str(gi)
-    return keys
+        results[strategy] = _run_with_progress(config, policy, problems, out_console)
 
 
 @app.command()
@@ -181,7 +168,8 @@ def demo(
     cot_by_level: dict[str, list[bool]] = {}
     for r_cot, r_maj in zip(results["cot"].results, results["majority"].results, strict=True):
         label = f"level {r_maj.problem.level}" if r_maj.problem.level is not None else "all"
-        by_level.setdefault(label, []).append((_pool_keys(r_maj.trace, r_maj.problem.kind), r_maj.sample_correct))
+        keys = [None if g is None else str(g) for g in r_maj.trace.meta["answer_groups"]]
+        by_level.setdefault(label, []).append((keys, r_maj.sample_correct))
         cot_by_level.setdefault(label, []).append(bool(r_cot.trace.correct))
     curves: dict[str, dict[int, float]] = {}
     for label, pools in by_level.items():

@@ -52,13 +52,17 @@ class Majority:
                 return is_equivalent(a, b, kind)
 
             chosen, groups = majority_vote(answers, equivalent)
+            group_of: list[int | None] = [None] * len(answers)  # candidate -> its answer group
+            for gi, members in enumerate(groups):
+                for i in members:
+                    group_of[i] = gi
             traces.append(
                 Trace(
                     problem.id, self.name, self.budget,
                     [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
                     chosen,
                     compute=compute_of(comps, ctx.n_params),
-                    meta={"votes": sorted((len(g) for g in groups), reverse=True)},
+                    meta={"votes": sorted((len(g) for g in groups), reverse=True), "answer_groups": group_of},
                 )
             )
         return traces
