@@ -17,7 +17,7 @@ from typing import Any
 
 from testtime.datasets import load_dataset
 from testtime.generation import CachedGenerator
-from testtime.grading import grade_many, is_equivalent
+from testtime.grading import grade_many
 from testtime.policy.base import Policy
 from testtime.policy.prompts import PromptConfig
 from testtime.search.base import SearchContext
@@ -155,11 +155,11 @@ def run(
         for start in range(0, len(problems), per_call):
             batch = problems[start : start + per_call]
             for problem, trace in zip(batch, strategy.run(batch, ctx), strict=True):
-                answers = [c.answer for c in trace.candidates]
-                verdicts = grade_many([(a, problem.answer) for a in answers], kind=problem.kind)
+                # the candidates and the chosen answer, graded in one batch
+                answers = [c.answer for c in trace.candidates] + [trace.answer]
+                *verdicts, trace.correct = grade_many([(a, problem.answer) for a in answers], kind=problem.kind)
                 for cand, ok in zip(trace.candidates, verdicts, strict=True):
                     cand.correct = ok
-                trace.correct = is_equivalent(trace.answer, problem.answer, problem.kind)
                 store.put_result(rid, trace)
                 total.add(trace.compute)
                 results.append(ProblemResult(problem, trace, verdicts))

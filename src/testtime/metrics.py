@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from testtime.search.selection import largest_group
+
 
 def majority_correct(keys: Sequence[str | None], correct: Sequence[bool]) -> bool:
     """Whether majority voting over these candidates picks a correct answer.
@@ -12,14 +14,12 @@ def majority_correct(keys: Sequence[str | None], correct: Sequence[bool]) -> boo
     `keys[i]` is candidate i's answer group (equivalent answers share a key; None = no answer) and
     `correct[i]` its grade. Ties go to the group seen first, as in `selection.majority_vote`.
     """
-    counts: dict[str, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, k in enumerate(keys):
         if k is not None:
-            counts.setdefault(k, []).append(i)
-    if not counts:
-        return False
-    best = max(counts.values(), key=lambda idx: (len(idx), -idx[0]))
-    return bool(correct[best[0]])
+            groups.setdefault(k, []).append(i)
+    best = largest_group(list(groups.values()))
+    return bool(correct[best[0]]) if best else False
 
 
 def majority_curve(

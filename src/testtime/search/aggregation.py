@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from testtime.search.selection import Equivalent, group_answers, majority_vote
+from testtime.search.selection import Equivalent, group_answers, largest_group, majority_vote
 
 AGGREGATIONS: tuple[str, ...] = ("last", "min", "mean", "prod")
 SELECTIONS: tuple[str, ...] = ("majority", "prm_max", "prm_vote")
@@ -101,11 +101,8 @@ def all_selections(
     _check_lengths(answers, step_rewards_per_candidate)
     groups = group_answers(answers, equivalent)
     out: dict[tuple[str, str], str | None] = {}
-    if groups:
-        best = max(groups, key=lambda g: (len(g), -g[0]))  # same rule as selection.majority_vote
-        out[(NO_AGGREGATION, "majority")] = answers[best[0]]
-    else:
-        out[(NO_AGGREGATION, "majority")] = None
+    best = largest_group(groups)
+    out[(NO_AGGREGATION, "majority")] = answers[best[0]] if best else None
     for agg in AGGREGATIONS:
         scores = [aggregate(r, agg) for r in step_rewards_per_candidate]
         out[(agg, "prm_max")] = _prm_max(answers, scores)

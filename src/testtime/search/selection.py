@@ -44,12 +44,15 @@ def group_answers(answers: Sequence[str | None], equivalent: Equivalent | None =
     return merged
 
 
+def largest_group(groups: Sequence[list[int]]) -> list[int] | None:
+    """The majority rule: the group with most members; ties go to the group whose first member came first."""
+    return max(groups, key=lambda g: (len(g), -g[0])) if groups else None
+
+
 def majority_vote(
     answers: Sequence[str | None], equivalent: Equivalent | None = None
 ) -> tuple[str | None, list[list[int]]]:
     """The most frequent answer (ties: the one that appeared first) and the groups it came from."""
     groups = group_answers(answers, equivalent)
-    if not groups:
-        return None, groups
-    best = max(groups, key=lambda g: (len(g), -g[0]))
-    return answers[best[0]], groups
+    best = largest_group(groups)
+    return (answers[best[0]] if best else None), groups
