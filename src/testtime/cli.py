@@ -59,8 +59,12 @@ def _result_table(result: Any) -> Table:
 @app.command()
 def run(
     dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
-    strategy: Annotated[str, typer.Option(help="cot | majority")] = "majority",
+    strategy: Annotated[str, typer.Option(help="cot | majority | best_of_n")] = "majority",
     n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
+    prm: Annotated[str | None, typer.Option(
+        help="step scorer for best_of_n: arith-check, judge[:MODEL], oracle, hf:PATH, vllm:PATH, http:URL")] = None,
+    aggregation: Annotated[str, typer.Option(help="step rewards -> score: last | min | mean | prod")] = "last",
+    selection: Annotated[str, typer.Option(help="answer choice: prm_max | prm_vote | majority")] = "prm_max",
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -78,15 +82,23 @@ def run(
     from testtime import engine
     from testtime.datasets import DatasetError, load_dataset
     from testtime.policy import load_policy
-    from testtime.search import STRATEGIES
+    from testtime.search import SCORED, STRATEGIES
+    from testtime.search.aggregation import AGGREGATIONS, SELECTIONS
 
     if n < 1:
         _fail(f"--n {n}: must be >= 1")
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy}: unknown (available: {', '.join(STRATEGIES)})")
+    if strategy in SCORED and not prm:
+        _fail(f"--strategy {strategy} needs --prm (e.g. --prm arith-check)")
+    if aggregation not in AGGREGATIONS:
+        _fail(f"--aggregation {aggregation}: unknown (valid: {', '.join(AGGREGATIONS)})")
+    if selection not in SELECTIONS:
+        _fail(f"--selection {selection}: unknown (valid: {', '.join(SELECTIONS)})")
     config = engine.RunConfig(
         dataset=dataset, strategy=strategy, n=n, limit=limit, levels=level or None, seed=seed,
         model=model, out=str(out), max_tokens=max_tokens, temperature=temperature, fewshot=fewshot,
+        prm=prm if strategy in SCORED else None, aggregation=aggregation, selection=selection,
     )
     mapping = {}
     if dataset.endswith(".jsonl"):
@@ -101,9 +113,19 @@ def run(
         policy = load_policy(model)
     except FileNotFoundError as e:
         _fail(str(e))
+    scorer = None
     try:
-        result = _run_with_progress(config, policy, problems, err_console if as_json else console)
+        if config.prm:
+            from testtime.reward import load_scorer
+
+            try:
+                scorer = load_scorer(config.prm, policy)
+            except (ValueError, ImportError, FileNotFoundError) as e:
+                _fail(str(e) if str(e).startswith("--prm") else f"--prm {config.prm}: {e}")
+        result = _run_with_progress(config, policy, problems, err_console if as_json else console, scorer)
     finally:
+        if scorer is not None and hasattr(scorer, "close"):
+            scorer.close()
         policy.close()
     if as_json:
         summary = result.summary()
@@ -111,17 +133,39 @@ def run(
         print(json.dumps(summary))
 
 
-def _run_with_progress(config: Any, policy: Any, problems: list, out_console: Console) -> Any:
-    """engine.run under a progress bar, then its result table."""
+def _run_with_progress(config: Any, policy: Any, problems: list, out_console: Console, scorer: Any = None) -> Any:
+    """engine.run under a progress bar, then its result table (and the selections table, if scored)."""
     from testtime import engine
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=out_console) as progress:
         task = progress.add_task(f"{config.strategy}@{config.n}", total=len(problems))
         result = engine.run(config, policy, problems,
-                            on_progress=lambda done, total: progress.update(task, completed=done))
+                            on_progress=lambda done, total: progress.update(task, completed=done), scorer=scorer)
     out_console.print(_result_table(result))
+    selections = _selections_table(result.summary())
+    if selections is not None:
+        out_console.print(selections)
     return result
+
+
+def _selections_table(s: dict[str, Any]) -> Table | None:
+    """Accuracy of every aggregation x selection pair, from one scoring pass."""
+    sel = s.get("selections")
+    if not sel:
+        return None
+    title = f"{s['strategy']}@{s['n']} with {s['prm']}: accuracy per aggregation x selection"
+    if s.get("oracle_upper_bound"):
+        title += " [ORACLE: upper bound, looks at the reference answer]"
+    t = Table(title=title)
+    t.add_column("aggregation")
+    for col in ("prm_max", "prm_vote"):
+        t.add_column(col, justify="right")
+    for agg in ("last", "min", "mean", "prod"):
+        t.add_row(agg, f"{sel[f'prm_{agg}_max']:.1%}", f"{sel[f'prm_{agg}_vote']:.1%}")
+    t.caption = (f"majority (no scores): {sel['majority']:.1%} | reported answer: {s['selection']} | "
+                 f"PRM tokens {s['prm_tokens']}, PRM FLOPs {_fmt_flops(s['prm_flops'])}")
+    return t
 
 
 def _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, out_console) -> None:

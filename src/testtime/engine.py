@@ -20,8 +20,9 @@ from testtime.generation import CachedGenerator
 from testtime.grading import grade_many
 from testtime.policy.base import Policy
 from testtime.policy.prompts import PromptConfig
+from testtime.reward import CachedScorer, RewardModel, load_scorer
 from testtime.search.base import SearchContext
-from testtime.search.sampling import make_strategy
+from testtime.search.registry import SCORED, make_strategy
 from testtime.store import Store
 from testtime.types import Compute, Problem, Trace
 
@@ -40,15 +41,26 @@ class RunConfig:
     temperature: float = 0.7
     fewshot: int = 3
     batch_sequences: int = 64  # sequences per backend call (problems x samples)
+    prm: str | None = None  # scorer spec for PRM-guided strategies (reward.load_scorer)
+    aggregation: str = "last"  # how step rewards become a candidate score (the reported answer's)
+    selection: str = "prm_max"  # how the answer is chosen (every pair is reported anyway)
 
-    def identity(self, model_id: str) -> dict[str, Any]:
+    def identity(self, model_id: str, scorer_name: str | None = None) -> dict[str, Any]:
         d = asdict(self)
         for k in ("out", "model", "batch_sequences"):  # where/how, not what: same results either way
             d.pop(k)
         d["model_id"] = model_id
         if self.strategy == "cot":
             d["n"] = 1
+        if self.strategy in SCORED:
+            d["prm"] = scorer_name or self.prm
+        else:  # unscored strategies keep the identity (and run id) they had before PRMs existed
+            for k in ("prm", "aggregation", "selection"):
+                d.pop(k)
         return d
+
+    def strategy_options(self) -> dict[str, Any]:
+        return {"aggregation": self.aggregation, "selection": self.selection} if self.strategy in SCORED else {}
 
 
 def run_id_for(identity: dict[str, Any]) -> str:
@@ -80,6 +92,22 @@ class RunResult:
         n = len(self.results)
         acc = sum(bool(r.trace.correct) for r in self.results) / n if n else 0.0
         c = self.compute
+        scored = self.config.strategy in SCORED
+        extra: dict[str, Any] = {}
+        if scored and self.results:
+            meta = self.results[0].trace.meta
+            extra = {
+                "prm": meta.get("scorer"),
+                # an oracle looked at the reference: its accuracy is an upper bound (pass@N), not a result
+                "oracle_upper_bound": bool(meta.get("oracle")),
+                "selection": meta.get("selection"),
+                "selections": {
+                    k: sum(bool(r.trace.meta["selections_correct"][k]) for r in self.results) / n
+                    for k in meta.get("selections_correct", {})
+                },
+                "prm_tokens": c.prm_tokens,
+                "prm_flops": c.prm_flops,
+            }
         return {
             "run_id": self.run_id,
             "dataset": self.config.dataset,
@@ -98,6 +126,7 @@ class RunResult:
             "new_generations": c.new_generations,
             "cached_generations": c.cached_generations,
             "store": self.store_path,
+            **extra,
         }
 
     def by_level(self) -> dict[Any, dict[str, float]]:
@@ -129,13 +158,24 @@ def run(
     policy: Policy,
     problems: list[Problem] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    scorer: RewardModel | None = None,
 ) -> RunResult:
-    """Run `config.strategy` over the dataset; `on_progress(done, total)` after each batch."""
+    """Run `config.strategy` over the dataset; `on_progress(done, total)` after each batch.
+
+    PRM-guided strategies score with `scorer`, or with the one `config.prm` names; scores go through
+    the store like generations.
+    """
     t0 = time.perf_counter()
     if problems is None:
         problems = load_dataset(config.dataset, limit=config.limit, seed=config.seed, levels=config.levels)
-    strategy = make_strategy(config.strategy, config.n)
-    identity = config.identity(policy.model_id)
+    strategy = make_strategy(config.strategy, config.n, **config.strategy_options())
+    own_scorer = False
+    if config.strategy in SCORED and scorer is None:
+        if not config.prm:
+            raise ValueError(f"--strategy {config.strategy} needs --prm (e.g. --prm arith-check)")
+        scorer = load_scorer(config.prm, policy)
+        own_scorer = True
+    identity = config.identity(policy.model_id, scorer.name if scorer is not None else None)
     rid = run_id_for(identity)
     store = Store(Path(config.out))
     try:
@@ -146,6 +186,7 @@ def run(
             max_tokens=config.max_tokens,
             temperature=config.temperature,
             seed=config.seed,
+            scorer=CachedScorer(scorer, store) if scorer is not None else None,
         )
         per_call = max(1, config.batch_sequences // max(1, strategy.budget))
         results: list[ProblemResult] = []
@@ -155,9 +196,14 @@ def run(
         for start in range(0, len(problems), per_call):
             batch = problems[start : start + per_call]
             for problem, trace in zip(batch, strategy.run(batch, ctx), strict=True):
-                # the candidates and the chosen answer, graded in one batch
-                answers = [c.answer for c in trace.candidates] + [trace.answer]
-                *verdicts, trace.correct = grade_many([(a, problem.answer) for a in answers], kind=problem.kind)
+                # the candidates, the chosen answer and every alternative selection, graded in one batch
+                picks: dict[str, str | None] = trace.meta.get("selections", {})
+                answers = [c.answer for c in trace.candidates] + [trace.answer] + list(picks.values())
+                graded = grade_many([(a, problem.answer) for a in answers], kind=problem.kind)
+                k = len(trace.candidates)
+                verdicts, trace.correct = graded[:k], graded[k]
+                if picks:
+                    trace.meta["selections_correct"] = dict(zip(picks, graded[k + 1 :], strict=True))
                 for cand, ok in zip(trace.candidates, verdicts, strict=True):
                     cand.correct = ok
                 store.put_result(rid, trace)
@@ -170,3 +216,7 @@ def run(
         return result
     finally:
         store.close()
+        if own_scorer and scorer is not None:
+            close = getattr(scorer, "close", None)
+            if close is not None:
+                close()

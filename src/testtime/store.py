@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,15 @@ CREATE TABLE IF NOT EXISTS generations (
     generated_tokens INTEGER NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rewards (
+    key TEXT PRIMARY KEY,
+    scorer TEXT NOT NULL,
+    question TEXT NOT NULL,
+    steps TEXT NOT NULL,
+    rewards TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL,
     problem_id TEXT NOT NULL,
@@ -75,6 +84,17 @@ def generation_key(model: str, prompt: str, params: dict[str, Any], seed: int, s
     """Hash of everything that determines a generation. Key order is canonicalised."""
     payload = json.dumps(
         {"model": model, "prompt": prompt, "params": params, "seed": seed, "sample_index": sample_index},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def reward_key(scorer: str, question: str, steps: Sequence[str], reference: str | None = None) -> str:
+    """Hash of everything that determines a solution's step rewards (reference only for outcome scorers)."""
+    payload = json.dumps(
+        {"scorer": scorer, "question": question, "steps": list(steps), "reference": reference},
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -162,6 +182,44 @@ class Store:
     def count_generations(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    # -- rewards ---------------------------------------------------------------------------------------
+
+    def get_rewards(self, keys: Iterable[str]) -> dict[str, tuple[list[float], int]]:
+        """key -> (step rewards, tokens scored) for the keys present."""
+        keys = list(keys)
+        out: dict[str, tuple[list[float], int]] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                rows = self._db.execute(
+                    f"SELECT key, rewards, tokens FROM rewards WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                for key, rewards, tokens in rows:
+                    out[key] = (json.loads(rewards), tokens)
+        return out
+
+    def put_rewards(self, rows: list[tuple[str, str, str, Sequence[str], list[float], int]]) -> None:
+        """Rows of (key, scorer, question, steps, rewards, tokens), one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO rewards VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (key, scorer, q, json.dumps(list(steps), ensure_ascii=False), json.dumps(r), tok, now)
+                        for key, scorer, q, steps, r, tok in rows
+                    ],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def count_rewards(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0]
 
     # -- runs, problems, results -------------------------------------------------------------------
 

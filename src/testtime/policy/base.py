@@ -39,6 +39,15 @@ class GenerationRequest:
     first_index: int = 0  # index of the first sample asked for (resume a partly stored group)
 
 
+@dataclass
+class NextTokenLogprobs:
+    """The top-k candidates for the token after a prompt (token text -> log-probability)."""
+
+    top: dict[str, float]
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+
 # (request index, index of its first sample, the finished samples)
 ChunkCallback = Callable[[int, int, list[Completion]], None]
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from testtime.policy.base import ChunkCallback, GenerationRequest
+from testtime.policy.base import ChunkCallback, GenerationRequest, NextTokenLogprobs
 from testtime.policy.gguf_meta import GGUFInfo, read_gguf_info
 from testtime.policy.prompts import plain_chat, render_jinja_chat
 from testtime.types import Completion
@@ -159,6 +159,27 @@ class LlamaCppPolicy:
         if len(out) != n:
             raise RuntimeError(f"llama.cpp returned {len(out)} samples, asked for {n}")
         return out
+
+    def _next_token(self, prompt: str, top_k: int) -> NextTokenLogprobs:
+        body = {
+            "prompt": prompt, "n": 1, "max_tokens": 1, "temperature": 0.0, "seed": 0,
+            "n_probs": top_k, "cache_prompt": True,
+        }
+        resp = self._server.handle_completions(body)
+        if not isinstance(resp, dict) or "choices" not in resp:
+            raise RuntimeError(f"llama.cpp completion failed: {str(resp)[:300]}")
+        content = (resp["choices"][0].get("logprobs") or {}).get("content") or []
+        top = content[0].get("top_logprobs", []) if content else []
+        timings = resp.get("timings") or {}
+        cached = int(timings.get("cache_n", 0))
+        return NextTokenLogprobs(
+            {t["token"]: float(t["logprob"]) for t in top}, int(timings.get("prompt_n", 0)) + cached, cached
+        )
+
+    def next_token_logprobs(self, prompts: list[str], top_k: int = 20) -> list[NextTokenLogprobs]:
+        """The top-k log-probabilities of the token after each prompt, all prompts batched by the server."""
+        futures = [self._pool.submit(self._next_token, p, top_k) for p in prompts]
+        return [f.result() for f in futures]
 
     def generate(
         self, requests: list[GenerationRequest], on_chunk: ChunkCallback | None = None

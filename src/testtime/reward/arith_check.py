@@ -25,7 +25,10 @@ two bare literals are always compared exactly (``1.5 = 1.50`` holds, ``1.5 = 1.5
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from fractions import Fraction
+
+from testtime.reward.base import BatchScorer, Scored, ScoreRequest
 
 # --------------------------------------------------------------------------------------------
 # Normalisation
@@ -306,16 +309,20 @@ def check_step(step: str, exact: bool = False) -> list[bool]:
     return [_holds(lhs, rhs, exact) for lhs, rhs in _statements(step)]
 
 
-class ArithCheck:
+class ArithCheck(BatchScorer):
     """Rule-based process verifier for arithmetic steps (see the module docstring)."""
 
-    name = "arith-check"
     n_params = 0
     outcome_only = False
 
     def __init__(self, neutral: float = 0.5, *, exact: bool = False) -> None:
+        if not 0.0 <= neutral <= 1.0:
+            raise ValueError(f"arith-check neutral={neutral}: must be in [0, 1]")
         self.neutral = float(neutral)
         self.exact = exact
+        # The name carries the settings that change rewards, so cached rewards never mix settings.
+        default = (neutral, exact) == (0.5, False)
+        self.name = "arith-check" if default else f"arith-check(neutral={neutral},exact={exact})"
 
     def step_reward(self, step: str) -> float:
         verdicts = check_step(step, self.exact)
@@ -323,9 +330,9 @@ class ArithCheck:
             return self.neutral
         return 1.0 if all(verdicts) else 0.0
 
-    def score(self, question: str, solutions: list[list[str]]) -> list[list[float]]:
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
         # The question is not needed: each step is judged on the arithmetic it states.
-        return [[self.step_reward(step) for step in steps] for steps in solutions]
+        return [Scored([self.step_reward(step) for step in r.steps]) for r in requests]
 
     def __repr__(self) -> str:
         return f"ArithCheck(neutral={self.neutral}, exact={self.exact})"

@@ -30,6 +30,9 @@ def aggregate(step_rewards: Sequence[float], how: str) -> float:
         raise ValueError(f"unknown aggregation {how!r}; valid: {', '.join(AGGREGATIONS)}")
     if not step_rewards:
         return 0.0
+    if any(math.isnan(r) for r in step_rewards):
+        # max() over NaN is order-dependent garbage; refuse instead of selecting silently
+        raise ValueError(f"NaN step reward in {list(step_rewards)}: the scorer is broken, not selecting")
     if how == "last":
         return float(step_rewards[-1])
     if how == "min":
@@ -108,3 +111,11 @@ def all_selections(
         out[(agg, "prm_max")] = _prm_max(answers, scores)
         out[(agg, "prm_vote")] = _prm_vote(answers, scores, groups)
     return out
+
+
+def selection_name(key: tuple[str, str]) -> str:
+    """Report name of an all_selections key: ('-', 'majority') -> 'majority', ('min', 'prm_vote') -> 'prm_min_vote'."""
+    agg, sel = key
+    if sel == "majority":
+        return "majority"
+    return f"prm_{agg}_{sel.removeprefix('prm_')}"

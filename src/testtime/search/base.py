@@ -10,6 +10,7 @@ from testtime.datasets import fewshot_for
 from testtime.generation import CachedGenerator
 from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
+from testtime.reward.base import RewardModel
 from testtime.types import Candidate, Completion, Compute, Problem, Trace
 
 
@@ -21,6 +22,13 @@ class SearchContext:
     temperature: float = 0.7  # sampling temperature (CoT is greedy regardless)
     top_p: float = 1.0
     seed: int = 0
+    # The step scorer for PRM-guided strategies (a CachedScorer in runs); None for CoT / majority.
+    scorer: RewardModel | None = None
+
+    def require_scorer(self, strategy: str) -> RewardModel:
+        if self.scorer is None:
+            raise ValueError(f"--strategy {strategy} needs a step scorer: pass --prm (e.g. --prm arith-check)")
+        return self.scorer
 
     def prompt_for(self, problem: Problem) -> str:
         examples = fewshot_for(problem, k=self.prompt.fewshot) if self.prompt.fewshot else []

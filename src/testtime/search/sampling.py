@@ -11,7 +11,8 @@ from testtime.search.selection import majority_vote
 from testtime.types import Problem, Trace
 
 
-def _sample(problems: list[Problem], ctx: SearchContext, n: int, temperature: float):
+def sample_solutions(problems: list[Problem], ctx: SearchContext, n: int, temperature: float):
+    """n full solutions per problem, one batched (store-backed) call for all problems."""
     params = ctx.sampling(temperature=temperature)
     requests = [GenerationRequest(ctx.prompt_for(p), n, ctx.problem_seed(p), params) for p in problems]
     return ctx.generator.generate(requests)  # one batched call for every problem
@@ -26,7 +27,7 @@ class CoT:
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         traces = []
-        for problem, comps in zip(problems, _sample(problems, ctx, 1, 0.0), strict=True):
+        for problem, comps in zip(problems, sample_solutions(problems, ctx, 1, 0.0), strict=True):
             answer = extract_answer(comps[0].text)
             traces.append(
                 Trace(problem.id, self.name, 1, [candidate_of(comps[0], answer)], answer,
@@ -44,7 +45,7 @@ class Majority:
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         traces = []
-        for problem, comps in zip(problems, _sample(problems, ctx, self.budget, ctx.temperature), strict=True):
+        for problem, comps in zip(problems, sample_solutions(problems, ctx, self.budget, ctx.temperature), strict=True):
             answers = [extract_answer(c.text) for c in comps]
 
             def equivalent(a: str, b: str, kind: str = problem.kind) -> bool:
@@ -68,10 +69,3 @@ class Majority:
         return traces
 
 
-STRATEGIES = {"cot": CoT, "majority": Majority}
-
-
-def make_strategy(name: str, n: int):
-    if name not in STRATEGIES:
-        raise ValueError(f"--strategy {name}: unknown (available: {', '.join(STRATEGIES)})")
-    return STRATEGIES[name]() if name == "cot" else STRATEGIES[name](budget=n)
