@@ -62,7 +62,7 @@ def load_scorer(spec: str, policy: Any = None) -> RewardModel:
             if target:
                 from testtime.policy import load_policy
 
-                return Judge(load_policy(target), **opts)
+                return Judge(load_policy(target), owns_policy=True, **opts)
             if policy is None:
                 raise ValueError("judge needs a policy (the run's, or judge:MODEL)")
             return Judge(policy, **opts)

@@ -49,6 +49,7 @@ class Judge(BatchScorer):
         no: Sequence[str] = ("no",),
         top_k: int = 20,
         neutral: float = 0.5,
+        owns_policy: bool = False,
     ) -> None:
         if not hasattr(policy, "next_token_logprobs"):
             raise ValueError(
@@ -62,6 +63,12 @@ class Judge(BatchScorer):
         self.n_params = int(getattr(policy, "n_params", 0))
         self.name = f"judge:{policy.model_id}"
         self.misses = 0  # steps where neither Yes nor No was in the top k
+        self._owns_policy = owns_policy  # judge:MODEL loads its own policy; the run's is not ours to close
+
+    def close(self) -> None:
+        if self._owns_policy:
+            self.policy.close()
+            self._owns_policy = False
 
     def prompt(self, question: str, steps: Sequence[str], k: int) -> str:
         """The judge prompt about step k (1-based) given steps[:k]."""

@@ -1,0 +1,181 @@
+"""Best-of-N through the engine with a scripted policy and a scripted scorer: every selection graded."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+from fakes import ScriptedPolicy
+from testtime import engine
+from testtime.datasets import load_dataset
+from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest
+from testtime.search.aggregation import AGGREGATIONS, selection_name
+
+
+class ScriptedScorer(BatchScorer):
+    """Rewards by (question, candidate position within one call); counts calls and solutions scored."""
+
+    def __init__(self, rewards: dict[str, list[list[float]]], n_params: int = 500, outcome_only: bool = False):
+        self.rewards = rewards
+        self.n_params = n_params
+        self.outcome_only = outcome_only
+        self.name = "scripted-scorer"
+        self.calls: list[int] = []
+
+    def score_batch(self, requests):
+        self.calls.append(len(requests))
+        seen: dict[str, int] = {}
+        out = []
+        for r in requests:
+            i = seen.get(r.question, 0)
+            seen[r.question] = i + 1
+            out.append(Scored(list(self.rewards[r.question][i]), tokens=10 * len(r.steps)))
+        return out
+
+
+@pytest.fixture(scope="module")
+def problems():
+    ps = load_dataset("arith", limit=2)
+    assert [p.answer for p in ps] == ["9", "5"]
+    return ps
+
+
+# problem 0 (answer 9): the table in test_selections_per_pair; problem 1 (answer 5): every pair right.
+ANSWERS = [["9", "7", "7", "9.0"], ["5", "5", "3", "5"]]
+REWARDS = [
+    [[1.0, 0.9], [0.1, 0.8], [1.0, 0.8], [1.0, 0.2]],
+    [[0.5, 0.5], [0.5, 0.5], [0.9, 0.7], [0.5, 0.5]],
+]
+
+
+def setup(problems, **kw):
+    policy = ScriptedPolicy({p.question: a for p, a in zip(problems, ANSWERS, strict=True)}, n_params=1000)
+    scorer = ScriptedScorer({p.question: copy.deepcopy(r) for p, r in zip(problems, REWARDS, strict=True)}, **kw)
+    return policy, scorer
+
+
+def config(tmp_path, **kw):
+    base = dict(dataset="arith", strategy="best_of_n", n=4, limit=2, out=str(tmp_path / "runs"), max_tokens=64)
+    return engine.RunConfig(**{**base, **kw})
+
+
+def test_selections_per_pair(tmp_path, problems):
+    policy, scorer = setup(problems)
+    res = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    t0 = res.results[0].trace
+    # max picks candidate 0 ("9") under every aggregation; vote sums per answer group:
+    # last: 9 -> .9+.2=1.1, 7 -> .8+.8=1.6 (wrong); min: 1.1 vs .9; mean: 1.55 vs 1.35; prod: 1.1 vs .88
+    expected = {"majority": "9"}
+    for agg in AGGREGATIONS:
+        expected[f"prm_{agg}_max"] = "9"
+        expected[f"prm_{agg}_vote"] = "7" if agg == "last" else "9"
+    assert t0.meta["selections"] == expected
+    assert t0.meta["selections_correct"] == {k: v != "7" for k, v in expected.items()}
+    # problem 1: the lone "3" has the top score, so every max pick is "3"; votes and majority pick "5"
+    t1 = res.results[1].trace
+    assert {k for k, v in t1.meta["selections"].items() if v == "3"} == {f"prm_{a}_max" for a in AGGREGATIONS}
+    s = res.summary()
+    assert s["selections"]["prm_last_vote"] == 0.5 and s["selections"]["majority"] == 1.0
+    assert s["selections"]["prm_min_max"] == 0.5 and s["selections"]["prm_min_vote"] == 1.0
+    assert s["selection"] == "prm_last_max" and t0.answer == "9" and s["accuracy"] == 0.5
+    assert s["prm"] == "scripted-scorer" and s["oracle_upper_bound"] is False
+
+
+def test_one_scoring_call_per_batch_and_prm_compute(tmp_path, problems):
+    policy, scorer = setup(problems)
+    res = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    assert scorer.calls == [8]  # both problems' 4 candidates in one call
+    for r in res.results:
+        steps = sum(len(c.steps) for c in r.trace.candidates)
+        assert r.trace.compute.prm_tokens == 10 * steps
+        assert r.trace.compute.prm_flops == 2.0 * 500 * 10 * steps
+    s = res.summary()
+    assert s["prm_tokens"] == 10 * 16 and s["flops"] == pytest.approx(res.compute.policy_flops + 2.0 * 500 * 160)
+
+
+def test_rerun_replays_rewards_and_generations(tmp_path, problems):
+    policy, scorer = setup(problems)
+    first = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    generated = policy.n_generated
+    second = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    assert len(scorer.calls) == 1 and policy.n_generated == generated
+    assert second.results[0].trace.meta["rewards_from_store"] == 4
+    assert [r.trace.meta["rewards"] for r in second.results] == [r.trace.meta["rewards"] for r in first.results]
+    assert second.summary()["selections"] == first.summary()["selections"]
+
+
+def test_best_of_n_reuses_majority_samples(tmp_path, problems):
+    policy, scorer = setup(problems)
+    engine.run(config(tmp_path, strategy="majority"), policy, problems)
+    generated = policy.n_generated
+    res = engine.run(config(tmp_path, selection="majority"), policy, problems, scorer=scorer)
+    assert policy.n_generated == generated  # same prompts, seeds and keys as majority voting
+    assert [r.trace.answer for r in res.results] == ["9", "5"]
+
+
+def test_chosen_selection_and_run_identity(tmp_path, problems):
+    policy, scorer = setup(problems)
+    a = engine.run(config(tmp_path, aggregation="min", selection="prm_vote"), policy, problems, scorer=scorer)
+    b = engine.run(config(tmp_path, aggregation="last", selection="prm_vote"), policy, problems, scorer=scorer)
+    assert a.results[0].trace.answer == "9" and b.results[0].trace.answer == "7"
+    assert a.run_id != b.run_id
+    # majority runs keep the identity they had before PRM options existed
+    assert "prm" not in config(tmp_path, strategy="majority").identity("m")
+
+
+def test_nan_reward_is_an_error_not_a_silent_pick(tmp_path, problems):
+    policy, scorer = setup(problems)
+    scorer.rewards[problems[0].question][2] = [1.0, math.nan]
+    with pytest.raises(RewardError, match="not a number"):
+        engine.run(config(tmp_path), policy, problems, scorer=scorer)
+
+
+def test_wrong_reward_count_is_an_error(tmp_path, problems):
+    policy, scorer = setup(problems)
+    scorer.rewards[problems[1].question][0] = [1.0]
+    with pytest.raises(RewardError, match="2 steps but got 1 rewards"):
+        engine.run(config(tmp_path), policy, problems, scorer=scorer)
+
+
+def test_needs_a_scorer(tmp_path, problems):
+    policy, _ = setup(problems)
+    with pytest.raises(ValueError, match="needs --prm"):
+        engine.run(config(tmp_path), policy, problems)
+
+
+def test_oracle_runs_are_flagged_and_reach_pass_at_n(tmp_path, problems):
+    policy, _ = setup(problems)
+    res = engine.run(config(tmp_path, prm="oracle"), policy, problems)
+    s = res.summary()
+    assert s["oracle_upper_bound"] is True and s["prm"] == "oracle"
+    assert s["accuracy"] == s["pass@n"] == 1.0
+
+
+def test_arith_check_by_spec(tmp_path, problems):
+    policy, _ = setup(problems)
+    res = engine.run(config(tmp_path, prm="arith-check"), policy, problems)
+    # scripted steps state no arithmetic: every reward is the neutral 0.5
+    assert all(r == 0.5 for x in res.results for c in x.trace.meta["rewards"] for r in c)
+
+
+def test_selection_names():
+    assert selection_name(("-", "majority")) == "majority"
+    assert selection_name(("min", "prm_vote")) == "prm_min_vote"
+    assert selection_name(("last", "prm_max")) == "prm_last_max"
+
+
+def test_scored_request_steps_are_stripped(tmp_path, problems):
+    policy, scorer = setup(problems)
+    seen: list[ScoreRequest] = []
+    inner = scorer.score_batch
+
+    def spy(requests):
+        seen.extend(requests)
+        return inner(requests)
+
+    scorer.score_batch = spy
+    engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    assert all(s == s.strip() for r in seen for s in r.steps)
+    assert seen[0].reference == "9" and seen[0].kind == "arith"

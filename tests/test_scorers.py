@@ -1,0 +1,164 @@
+"""The scorer contract, store caching, the oracle, the judge's probability math, and --prm specs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from testtime.policy.base import NextTokenLogprobs
+from testtime.reward import ArithCheck, CachedScorer, Judge, Oracle, load_scorer, parse_spec
+from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest, check_scored
+from testtime.reward.judge import yes_probability
+from testtime.search.aggregation import aggregate
+from testtime.store import Store, reward_key
+
+
+class CountingScorer(BatchScorer):
+    name = "counting"
+    n_params = 7
+
+    def __init__(self, outcome_only: bool = False):
+        self.outcome_only = outcome_only
+        self.batches: list[list[ScoreRequest]] = []
+
+    def score_batch(self, requests):
+        self.batches.append(list(requests))
+        return [Scored([len(s) / 100 for s in r.steps], tokens=len(r.steps)) for r in requests]
+
+
+def req(q: str, *steps: str, ref: str | None = None) -> ScoreRequest:
+    return ScoreRequest(q, tuple(steps), ref)
+
+
+def test_cached_scorer_scores_only_what_is_missing(tmp_path):
+    inner = CountingScorer()
+    with Store(tmp_path) as store:
+        cached = CachedScorer(inner, store)
+        a, b, c = req("q", "one", "three"), req("q", "xx"), req("p", "four")
+        first = cached.score_batch([a, b, a])  # duplicate scored once
+        assert [len(x) for x in inner.batches] == [2]
+        assert first[0].rewards == first[2].rewards == [0.03, 0.05] and first[1].rewards == [0.02]
+        assert not any(s.from_store for s in first)
+        second = cached.score_batch([c, b, a])
+        assert [r.question for r in inner.batches[1]] == ["p"]  # only the new solution reached the scorer
+        assert [s.from_store for s in second] == [False, True, True]
+        assert second[2].rewards == [0.03, 0.05] and second[2].tokens == 2
+        assert store.count_rewards() == 3
+    with Store(tmp_path) as store:  # committed: a new process replays it
+        again = CachedScorer(CountingScorer(), store).score_batch([a])
+        assert again[0].from_store and again[0].rewards == [0.03, 0.05]
+
+
+def test_cache_keys_ignore_the_reference_except_for_outcome_scorers(tmp_path):
+    with Store(tmp_path) as store:
+        prm = CountingScorer()
+        CachedScorer(prm, store).score_batch([req("q", "s", ref="1")])
+        CachedScorer(prm, store).score_batch([req("q", "s", ref="2")])
+        assert len(prm.batches) == 1
+        outcome = CountingScorer(outcome_only=True)
+        outcome.name = "outcome"
+        CachedScorer(outcome, store).score_batch([req("q", "s", ref="1")])
+        CachedScorer(outcome, store).score_batch([req("q", "s", ref="2")])
+        assert len(outcome.batches) == 2
+    assert reward_key("a", "q", ["s"]) != reward_key("b", "q", ["s"])
+
+
+def test_check_scored_rejects_bad_output():
+    r = [req("q", "a", "b")]
+    with pytest.raises(RewardError, match="2 steps but got 1"):
+        check_scored("x", r, [Scored([0.5])])
+    with pytest.raises(RewardError, match="not a number"):
+        check_scored("x", r, [Scored([0.5, math.nan])])
+    with pytest.raises(RewardError, match="1 results for 2"):
+        check_scored("x", r * 2, [Scored([0.5, 0.5])])
+    assert check_scored("x", [req("q")], [Scored([])])[0].rewards == []
+
+
+def test_aggregate_refuses_nan_and_handles_empty():
+    with pytest.raises(ValueError, match="NaN"):
+        aggregate([0.2, math.nan, 0.9], "min")
+    assert aggregate([], "prod") == 0.0
+
+
+def test_oracle_uses_math_equivalence():
+    o = Oracle()
+    out = o.score_batch([
+        ScoreRequest("q", ("2 / 4 = 1/2", "The answer is $\\frac{1}{2}$."), "0.5", "math"),
+        ScoreRequest("q", ("The answer is 3.",), "4", "arith"),
+        ScoreRequest("q", ("no answer here",), "4", "arith"),
+    ])
+    assert [s.rewards for s in out] == [[1.0, 1.0], [0.0], [0.0]]
+    assert o.outcome_only
+    with pytest.raises(RewardError, match="reference"):
+        o.score_batch([req("q", "The answer is 3.")])
+
+
+class FakeJudgePolicy:
+    model_id = "fake-judge"
+    n_params = 100
+
+    def __init__(self, answers: dict[str, dict[str, float]]):
+        self.answers = answers  # step text -> top logprobs when asked about it
+        self.calls: list[list[str]] = []
+
+    def render_chat(self, messages):
+        return "<u>" + messages[0]["content"] + "<a>"
+
+    def next_token_logprobs(self, prompts, top_k=20):
+        self.calls.append(list(prompts))
+        out = []
+        for p in prompts:
+            last = p.split("Step ")[-1].split(": ", 1)[1].split("\n")[0]  # the step asked about
+            top = self.answers.get(last, {"The": -0.1})
+            out.append(NextTokenLogprobs(top, prompt_tokens=50, cached_prompt_tokens=30))
+        return out
+
+
+def test_yes_probability():
+    top = {"Yes": math.log(0.6), "No": math.log(0.2), "The": -1}
+    assert yes_probability(top, ["yes"], ["no"]) == pytest.approx(0.75)
+    # spellings with spaces and case are pooled
+    p = yes_probability({" yes": math.log(0.1), "Yes": math.log(0.1), " NO": math.log(0.2)}, ["yes"], ["no"])
+    assert p == pytest.approx(0.5)
+    assert yes_probability({"The": -0.1}, ["yes"], ["no"]) is None
+
+
+def test_judge_batches_every_step_and_reads_yes():
+    pol = FakeJudgePolicy({"2 + 2 = 4.": {"Yes": math.log(0.9), "No": math.log(0.1)},
+                           "4 * 3 = 13.": {"Yes": math.log(0.2), "No": math.log(0.6)}})
+    j = Judge(pol, neutral=0.4)
+    out = j.score_batch([req("Q1", "2 + 2 = 4.", "4 * 3 = 13."), req("Q2", "something")])
+    assert len(pol.calls) == 1 and len(pol.calls[0]) == 3  # one call for all steps of all solutions
+    assert out[0].rewards == pytest.approx([0.9, 0.25])
+    assert out[1].rewards == [0.4] and j.misses == 1
+    assert out[0].tokens == 2 * (50 - 30 + 1)
+    # the prompt for step k+1 extends the one for step k up to the question about the step (prefix reuse)
+    p1, p2 = pol.calls[0][0], pol.calls[0][1]
+    assert p2.startswith(p1.split("\n\nIs step")[0]) and "Is step 2 correct?" in p2
+    assert j.name == "judge:fake-judge" and j.n_params == 100
+
+
+def test_judge_needs_logprobs():
+    with pytest.raises(ValueError, match="log-probabilities"):
+        Judge(object())
+
+
+def test_parse_and_load_specs():
+    spec = parse_spec("hf:/m/prm?format=qwen-prm&device=cpu")
+    assert spec == ("hf", "/m/prm", {"format": "qwen-prm", "device": "cpu"})
+    assert parse_spec("arith-check") == ("arith-check", None, {})
+    a = load_scorer("arith-check?neutral=0.25&exact=true")
+    assert isinstance(a, ArithCheck) and a.neutral == 0.25 and a.exact and a.name != "arith-check"
+    assert load_scorer("arith-check").name == "arith-check"
+    with pytest.raises(ValueError, match="unknown scorer kind 'nope'"):
+        load_scorer("nope")
+    with pytest.raises(ValueError, match="--prm arith-check\\?bogus=1"):
+        load_scorer("arith-check?bogus=1")
+    with pytest.raises(ValueError, match="needs a policy"):
+        load_scorer("judge")
+    with pytest.raises(ValueError, match="hf needs a target"):
+        load_scorer("hf")
+    with pytest.raises(ValueError, match="neutral"):
+        load_scorer("arith-check?neutral=2")
+    assert isinstance(load_scorer("judge", FakeJudgePolicy({})), Judge)
