@@ -1,0 +1,71 @@
+"""Best-of-N and the judge on the real embedded SmolLM2 (CPU): the whole PRM path, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from testtime import engine
+from testtime.datasets import load_dataset
+from testtime.reward import ArithCheck, Judge
+from testtime.reward.base import ScoreRequest
+from testtime.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def test_best_of_n_with_arith_check(smollm2, tmp_path):
+    problems = load_dataset("arith", limit=4, levels=[1, 2])
+    cfg = engine.RunConfig(dataset="arith", strategy="best_of_n", n=4, limit=4, levels=[1, 2], out=str(tmp_path),
+                           max_tokens=160, prm="arith-check")
+    res = engine.run(cfg, smollm2, problems)
+    checker = ArithCheck()
+    for r in res.results:
+        rewards = r.trace.meta["rewards"]
+        assert len(rewards) == 4
+        for cand, rw in zip(r.trace.candidates, rewards, strict=True):
+            # the stored rewards are exactly arith-check's verdicts on the stripped steps
+            assert rw == [checker.step_reward(s.strip()) for s in cand.steps]
+        sel = r.trace.meta["selections"]
+        pairs = {f"prm_{a}_{s}" for a in ("last", "min", "mean", "prod") for s in ("max", "vote")}
+        assert set(sel) == {"majority"} | pairs
+        # every selection picks one of the candidates' answers
+        answers = {c.answer for c in r.trace.candidates}
+        assert all(v in answers for v in sel.values())
+    s = res.summary()
+    assert s["prm"] == "arith-check" and not s["oracle_upper_bound"]
+    assert 0.0 <= min(s["selections"].values()) <= max(s["selections"].values()) <= s["pass@n"]
+    with Store(tmp_path) as store:
+        assert store.count_rewards() == sum(len({tuple(c.steps) for c in r.trace.candidates}) for r in res.results)
+
+
+def test_judge_scores_steps_with_the_policy(smollm2):
+    judge = Judge(smollm2)
+    requests = [
+        ScoreRequest("What is 12 - 5?", ("Step 1: 12 - 5 = 7.", "The answer is 7.")),
+        ScoreRequest("What is 3 * 4?", ("Step 1: 3 * 4 = 13.",)),
+    ]
+    out = judge.score_batch(requests)
+    assert [len(s.rewards) for s in out] == [2, 1]
+    assert all(0.0 < r < 1.0 for s in out for r in s.rewards)
+    assert judge.misses == 0  # SmolLM2 always puts Yes or No in its top 20
+    assert all(s.tokens > 0 for s in out)
+    # a re-read agrees up to the noise llama.cpp batch composition puts in logits (seen: 0.03)
+    again = judge.score_batch(requests)
+    flat = [r for s in out for r in s.rewards]
+    assert [r for s in again for r in s.rewards] == pytest.approx(flat, abs=0.1)
+
+
+def test_cli_best_of_n_json(tmp_path):
+    cmd = [sys.executable, "-m", "testtime.cli", "run", "--strategy", "best_of_n", "--prm", "arith-check",
+           "--n", "2", "--limit", "2", "--level", "1", "--max-tokens", "96", "--out", str(tmp_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["strategy"] == "best_of_n" and summary["prm"] == "arith-check"
+    assert "prm_min_vote" in summary["selections"] and "majority" in summary["selections"]
+    bad = subprocess.run(cmd[:6] + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "needs --prm" in bad.stderr
