@@ -17,13 +17,12 @@ import email.utils
 import http.client
 import json
 import random
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Transport = Literal["auto", "httpx", "urllib"]
@@ -123,8 +122,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        now_dt = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+            when = when.replace(tzinfo=UTC)
+        now_dt = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
         seconds = (when - now_dt).total_seconds()
     if seconds != seconds:  # NaN
         return None
@@ -183,7 +182,7 @@ def _send_urllib(url: str, body: bytes, headers: Mapping[str, str], timeout_s: f
         return exc.code, _lower((exc.headers or {}).items()), content
     except urllib.error.URLError as exc:
         raise _Transient(f"connection error: {_describe(exc.reason)}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise _Transient(f"timed out after {timeout_s:g} s") from None
     except (OSError, http.client.HTTPException) as exc:
         raise _Transient(f"connection error: {_describe(exc)}") from None
@@ -215,7 +214,7 @@ def _lower(items: Any) -> dict[str, str]:
 
 
 def _describe(exc: object) -> str:
-    if isinstance(exc, (TimeoutError, socket.timeout)):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     text = str(exc) or type(exc).__name__
     return _one_line(f"{type(exc).__name__}: {text}" if isinstance(exc, BaseException) else text)

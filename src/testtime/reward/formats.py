@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testtime.reward.base import RewardError
-from testtime.reward.neural import Encoded, Readout
+from testtime.reward.neural import Encoded, PRMFormat, Readout
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -63,9 +63,7 @@ def _check_count(fmt: str, found: int, steps: int, what: str) -> None:
         )
 
 
-def _chat_encode(
-    fmt: str, tokenizer: Any, messages: list[dict[str, str]], label: str, label_id: int
-) -> Encoded:
+def _chat_encode(fmt: str, tokenizer: Any, messages: list[dict[str, str]], label: str, label_id: int) -> Encoded:
     """Token ids of a rendered chat whose assistant turns are all ``label``, read just before each label.
 
     The label's character offsets are found by rendering the chat with unique sentinels in place of
@@ -230,8 +228,9 @@ class GenericFormat:
     """A label-token PRM with its own tag and labels, for checkpoints outside the published families.
 
     * ``chat=False`` (plain, Math-Shepherd style): ``f"{question} {step1} {tag}\\n{step2} {tag}..."``,
-      tokenized with the tokenizer's special tokens; read at every token equal to
-      ``encode(step_tag)[-1]``.
+      tokenized with the tokenizer's special tokens; read at the token ending each tag, located by
+      character offsets (so a tag spelled with several tokens, or unlike its standalone encoding in
+      context, still works); a tag merged with the text after it raises.
     * ``chat=True`` (RLHFlow style): optional ``system`` turn, then user turns (question + " " + first
       step, then one step each) each answered by an assistant turn holding ``positive``; read at the
       token before each assistant label.
@@ -259,14 +258,24 @@ class GenericFormat:
             messages = _label_chat(question, steps, self.positive, self.system)
             return _chat_encode(self.name, tokenizer, messages, self.positive, _last_id(tokenizer, self.positive))
         tag = self.step_tag
-        output = "\n".join(f"{s.replace(tag, '').strip()} {tag}" for s in steps)
-        ids = _ids(tokenizer, f"{question.replace(tag, '')} {output}")
-        positions = _positions_of(ids, _last_id(tokenizer, tag))
-        _check_count(self.name, len(positions), len(steps), f"{tag!r} tags")
+        text, ends = f"{question.replace(tag, '')} ", []
+        for k, step in enumerate(steps):
+            text += ("\n" if k else "") + f"{step.replace(tag, '').strip()} {tag}"
+            ends.append(len(text))
+        enc = tokenizer(text, return_offsets_mapping=True)
+        ids, spans = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        starts = [s for s, _ in spans]
+        positions = []
+        for end in ends:
+            # The token holding the tag's last character, which must not run into the next step.
+            i = bisect.bisect_right(starts, end - 1) - 1
+            if i < 0 or spans[i][1] != end:
+                raise RewardError(f"{self.name} format: the tag {tag!r} ending at {end} merges with its neighbours")
+            positions.append(i)
         return Encoded(ids, positions)
 
 
-FORMATS: dict[str, Callable[..., Any]] = {
+FORMATS: dict[str, Callable[..., PRMFormat]] = {
     "generic": GenericFormat,
     "math-shepherd": MathShepherdFormat,
     "qwen-prm": QwenPRMFormat,
@@ -275,7 +284,7 @@ FORMATS: dict[str, Callable[..., Any]] = {
 }
 
 
-def get_format(name: str, **options: Any) -> Any:
+def get_format(name: str, **options: Any) -> PRMFormat:
     """The format called ``name``, built with ``options`` (e.g. ``get_format("generic", chat=True)``)."""
     if name not in FORMATS:
         raise ValueError(f"unknown PRM format {name!r}; valid formats: {', '.join(sorted(FORMATS))}")
@@ -315,8 +324,8 @@ def detect_format(tokenizer: Any, config: Any, weight_names: Iterable[str] | Non
         found.add("skywork")
     if any(a.endswith("ForCausalLM") for a in archs) and not value_head:
         template = getattr(tokenizer, "chat_template", None) or ""
-        if isinstance(template, dict):  # several named templates: no single rendering to rely on
-            template = ""
+        if isinstance(template, dict):  # several named templates: look at all of them
+            template = "\n".join(map(str, template.values()))
         if "<|start_header_id|>" in template and _single_token(tokenizer, "<|start_header_id|>"):
             found.add("rlhflow")
         elif not template and _single_token(tokenizer, "ки"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _weight_files(root: Path) -> dict[str, Path]:
         from safetensors import safe_open
 
         with safe_open(str(single), framework="pt") as f:
-            return {name: single for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            return dict.fromkeys(f.keys(), single)
     return {}
 
 
@@ -117,7 +117,7 @@ def _from_pretrained(cls: Any, path: str, transformers: Any, dtype: Any) -> Any:
 
 
 def _build_head(torch: Any, readout: Readout, root: Path, files: dict[str, Path], hidden: int) -> Any:
-    """The classification / value head from the checkpoint, or None for label tokens."""
+    """The Qwen PRM score head or the Skywork value head, read from the checkpoint's safetensors."""
     nn = torch.nn
     if readout.kind == "two_class":
         names = ["score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"]
@@ -138,16 +138,18 @@ class _HFForward:
     """Runs a right-padded batch and returns only the numbers at the read positions."""
 
     def __init__(self, torch: Any, base: Any, head: Any, device: Any, pad_id: int, config: Any) -> None:
+        """``head``: a module on the last hidden state, or (label tokens) the LM's output embedding,
+        of which only the two label rows are used."""
         self.torch, self.base, self.head, self.device, self.pad_id = torch, base, head, device, pad_id
-        self.lm_rows: Any = None  # label_tokens: the causal LM's output embedding, rows taken per readout
         # Logit transforms some causal LMs apply after the head (none of the published PRM families do).
         self.logit_scale = getattr(config, "logit_scale", None)
         self.softcap = getattr(config, "final_logit_softcapping", None)
 
     def _label_logits(self, h: Any, readout: Readout) -> Any:
         ids = self.torch.tensor(list(readout.token_ids), device=h.device)
-        weight = self.lm_rows.weight.index_select(0, ids)
-        bias = self.lm_rows.bias.index_select(0, ids) if getattr(self.lm_rows, "bias", None) is not None else None
+        weight = self.head.weight.index_select(0, ids).float()
+        bias = getattr(self.head, "bias", None)
+        bias = bias.index_select(0, ids).float() if bias is not None else None
         logits = self.torch.nn.functional.linear(h, weight, bias)
         if self.logit_scale is not None:
             logits = logits * self.logit_scale
@@ -167,7 +169,9 @@ class _HFForward:
         cols = torch.tensor([p for e in batch for p in e.positions], dtype=torch.long)
         with torch.inference_mode():
             out = self.base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
-            picked = out.last_hidden_state[rows.to(self.device), cols.to(self.device)]  # (read positions, hidden)
+            # Only the read positions go through the head, upcast to float32 as Skywork's ValueHead
+            # does: a few (positions x hidden) products, so full precision costs nothing.
+            picked = out.last_hidden_state[rows.to(self.device), cols.to(self.device)].float()
             raw = self._label_logits(picked, readout) if readout.kind == "label_tokens" else self.head(picked)
             raw = raw.float().cpu().numpy()
         counts = np.cumsum([len(e.positions) for e in batch])[:-1]
@@ -175,7 +179,7 @@ class _HFForward:
 
     def close(self) -> None:
         cuda = self.device.type == "cuda"
-        self.base = self.head = self.lm_rows = None
+        self.base = self.head = None
         if cuda:
             self.torch.cuda.empty_cache()
 
@@ -188,11 +192,14 @@ def load_hf_prm(
     max_batch_tokens: int = 32768,
     max_batch_size: int = 64,
     name: str | None = None,
+    *,
+    format_options: Mapping[str, Any] | None = None,
 ) -> TokenPRM:
     """A PRM from a local transformers checkpoint directory, scoring in its authors' published format.
 
-    ``format``: a name from ``reward.formats.FORMATS`` or a format object; None detects it from the
-    checkpoint and fails when that is ambiguous. ``device`` defaults to cuda when available, else cpu;
+    ``format``: a name from ``reward.formats.FORMATS`` (built with ``format_options``, e.g.
+    ``{"chat": True}`` for ``generic``) or a format object; None detects it from the checkpoint and
+    fails when that is ambiguous. ``device`` defaults to cuda when available, else cpu;
     ``dtype`` to bfloat16 on GPU and float32 on CPU.
     """
     torch, transformers = _backend()
@@ -210,22 +217,20 @@ def load_hf_prm(
                 f"{path}: cannot tell which PRM format this checkpoint uses; pass format= one of "
                 "generic, math-shepherd, qwen-prm, rlhflow, skywork"
             )
-    fmt = get_format(format) if isinstance(format, str) else format
+    fmt = get_format(format, **dict(format_options or {})) if isinstance(format, str) else format
     readout = fmt.readout(tokenizer)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tdtype = _torch_dtype(torch, dtype, dev)
 
     if readout.kind == "label_tokens":
         model = _from_pretrained(transformers.AutoModelForCausalLM, path, transformers, tdtype).to(dev)
-        base, head, modules = model.base_model, None, [model]
+        base, head, modules = model.base_model, model.get_output_embeddings(), [model]
     else:
         base = _from_pretrained(transformers.AutoModel, path, transformers, tdtype).to(dev)
-        head = _build_head(torch, readout, root, files, base.config.hidden_size).to(device=dev, dtype=tdtype).eval()
+        head = _build_head(torch, readout, root, files, base.config.hidden_size).to(dev).eval()
         modules = [base, head]
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     forward = _HFForward(torch, base, head, dev, pad_id, config)
-    if readout.kind == "label_tokens":
-        forward.lm_rows = model.get_output_embeddings()
     n_params = sum(p.numel() for m in modules for p in m.parameters())
     return TokenPRM(
         name or root.name,

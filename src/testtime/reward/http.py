@@ -163,7 +163,8 @@ class HTTPScorer(BatchScorer):
         self.n_params = n_params
         self.retry = retry or RetryPolicy()
         self.spreader = Spreader(self.urls, max_concurrency)
-        self.requests_sent = 0
+        self.requests_sent = 0  # for tests and benchmarks
+        self._count_lock = threading.Lock()
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
         out: list[Scored | None] = [None] * len(requests)
@@ -185,7 +186,8 @@ class HTTPScorer(BatchScorer):
             url = f"{base}/score"
             payload = {"model": self.model, "items": [{"question": r.question, "steps": list(r.steps)} for r in reqs]}
             resp = self.retry.post(url, payload)
-            self.requests_sent += 1
+            with self._count_lock:
+                self.requests_sent += 1
             return parse_score_response(url, resp, reqs, expect_model=self.model)
 
         return call
@@ -252,6 +254,7 @@ class HTTPPoolingForward:
         self.retry = retry or RetryPolicy()
         self.spreader = Spreader(self.urls, max_concurrency)
         self.requests_sent = 0
+        self._count_lock = threading.Lock()
 
     def __call__(self, batch: Sequence[Encoded], readout: Readout) -> list[np.ndarray]:
         chunks = _chunks(list(batch), self.batch_size)
@@ -261,7 +264,8 @@ class HTTPPoolingForward:
     def _job(self, items: list[Encoded], readout: Readout) -> Callable[[str], list[np.ndarray]]:
         def call(base: str) -> list[np.ndarray]:
             url = f"{base}/pooling"
-            payload: dict[str, Any] = {"input": [list(map(int, e.input_ids)) for e in items], "encoding_format": "float"}
+            ids = [[int(t) for t in e.input_ids] for e in items]
+            payload: dict[str, Any] = {"input": ids, "encoding_format": "float"}
             if self.model is not None:
                 payload["model"] = self.model
             if self.task is not None:
@@ -269,7 +273,8 @@ class HTTPPoolingForward:
             if self.use_activation is not None:
                 payload["use_activation"] = self.use_activation
             resp = self.retry.post(url, payload)
-            self.requests_sent += 1
+            with self._count_lock:
+                self.requests_sent += 1
             mats = parse_pooling_response(url, resp, len(items))
             outputs = self.outputs
             rows = []
@@ -354,11 +359,11 @@ def load_http_prm(
     source = tokenizer if tokenizer is not None else model
     if source is None:
         raise ValueError("the vllm-pooling protocol needs tokenizer= (or model= naming a HF tokenizer)")
+    if format is None and not isinstance(source, str):
+        raise ValueError("cannot detect the PRM format from a tokenizer object; pass format=<name>")
     tok = _transformers().AutoTokenizer.from_pretrained(source) if isinstance(source, str) else source
 
     def load_config() -> Any:
-        if not isinstance(source, str):
-            raise ValueError("cannot detect the PRM format from a tokenizer object; pass format=<name>")
         return _transformers().AutoConfig.from_pretrained(source)
 
     fmt = _resolve_format(format, format_options, tok, load_config, str(source))
@@ -429,7 +434,9 @@ def serve_scorer(
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="testtime-serve-scorer", daemon=True)
+    # A short poll interval keeps shutdown() prompt.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="testtime-serve-scorer",
+                              daemon=True)
     thread.start()
     bound_host, bound_port = server.server_address[:2]
     url_host = f"[{bound_host}]" if ":" in str(bound_host) else bound_host

@@ -322,7 +322,10 @@ class VLLMAdapter:
             notes.append("label tokens read through a 2-row classifier built from the LM head")
         if self.token_task == "token_classify" and self.has_use_activation:
             return EnginePlan(kwargs, self.token_task, {"use_activation": False}, "logits", notes=notes)
-        # Old API: the reward pooler may or may not apply softmax, so detect probabilities per batch.
+        # Old API: ALL pooling returned rows only for uncached tokens when a prefix hit the cache (newer
+        # releases skip the cache for token tasks themselves), and the reward pooler may or may not apply
+        # softmax, so probabilities are detected per batch.
+        kwargs.setdefault("enable_prefix_caching", False)
         return EnginePlan(kwargs, self.token_task, None, "auto", notes=notes)
 
     def make_llm(self, model: str, plan: EnginePlan, **user_kwargs: Any) -> Any:
