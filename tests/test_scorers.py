@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -162,3 +163,10 @@ def test_parse_and_load_specs():
     with pytest.raises(ValueError, match="neutral"):
         load_scorer("arith-check?neutral=2")
     assert isinstance(load_scorer("judge", FakeJudgePolicy({})), Judge)
+
+
+@pytest.mark.parametrize("module", ["torch", "transformers"])
+def test_missing_hf_extra_names_the_extra(monkeypatch, tmp_path, module):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'testtime\[hf\]'"):
+        load_scorer(f"hf:{tmp_path}")

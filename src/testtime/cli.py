@@ -34,7 +34,12 @@ def _fmt_flops(x: float) -> str:
 
 def _result_table(result: Any) -> Table:
     s = result.summary()
-    t = Table(title=f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems")
+    title = f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems"
+    if s.get("prm"):
+        title += f", scored by {s['prm']}"
+    if s.get("oracle_upper_bound"):
+        title += " [ORACLE scorer: an upper bound, not a result]"
+    t = Table(title=title)
     for col in ("level", "problems", "accuracy", "pass@1", "gen tokens / problem", "FLOPs"):
         t.add_column(col, justify="right")
     levels = result.by_level()
