@@ -34,6 +34,7 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/backend_overhead.py
+	$(PY) bench/prm_throughput.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

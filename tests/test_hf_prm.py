@@ -1,13 +1,14 @@
-"""The transformers PRM backend on tiny checkpoints built here, one per published PRM family.
+"""The transformers PRM backend on tiny random checkpoints, one per published PRM family.
 
-Each checkpoint is saved the way its family ships (config architectures, safetensors key names,
-sharded or not) and loaded with ``load_hf_prm``; rewards are compared with a per-solution reference
-that follows the authors' published inference code (unbatched, full logits).
+``testtime.reward.synthetic.build_random_prm`` writes each checkpoint the way its family ships (config
+architectures, safetensors key names, sharded or not); ``load_hf_prm`` loads it. The reference models
+are the families' published classes loaded strictly from the same tensors, and rewards are compared
+with a per-solution reference that follows the authors' published inference code (unbatched, full
+logits).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors import safe_open  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     LlamaConfig,
@@ -31,88 +32,67 @@ from transformers import (  # noqa: E402
     Qwen2Model,
 )
 
-from test_prm_formats import (  # noqa: E402
-    QUESTION,
-    SOLUTIONS,
-    llama3_tokenizer,
-    mistral_tokenizer,
-    qwen_tokenizer,
-)
+from test_prm_formats import QUESTION, SOLUTIONS  # noqa: E402
 from testtime.reward.base import ScoreRequest  # noqa: E402
 from testtime.reward.hf import MissingExtraError, load_hf_prm  # noqa: E402
+from testtime.reward.synthetic import SHAPES, build_random_prm, build_tokenizer, save_safetensors  # noqa: E402
 
-TINY = dict(
-    hidden_size=16,
-    intermediate_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    max_position_embeddings=512,
-    tie_word_embeddings=False,
-)
-HIDDEN = TINY["hidden_size"]
+HIDDEN = SHAPES["tiny"]["hidden_size"]
+CAUSAL = {
+    "math-shepherd": (MistralConfig, MistralForCausalLM),
+    "rlhflow": (LlamaConfig, LlamaForCausalLM),
+    "generic": (Qwen2Config, Qwen2ForCausalLM),
+}
 
 
-def _save_safetensors(root: Path, tensors: dict, shards: int) -> None:
-    """model.safetensors, or ``shards`` files plus model.safetensors.index.json (heads in the last)."""
-    tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
-    if shards == 1:
-        save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
-        return
-    names = sorted(tensors, key=lambda k: (k.startswith(("score.", "v_head.")), k))
-    size = math.ceil(len(names) / shards)
-    weight_map = {}
-    for s in range(shards):
-        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        part = names[s * size : (s + 1) * size]
-        save_file({n: tensors[n] for n in part}, str(root / fname), metadata={"format": "pt"})
-        weight_map.update({n: fname for n in part})
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())}}
-    (root / "model.safetensors.index.json").write_text(json.dumps({**index, "weight_map": weight_map}))
+def read_weights(root: Path) -> dict:
+    """Every tensor in the checkpoint's safetensors files (one file or shards)."""
+    out = {}
+    for file in sorted(root.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            out |= {k: f.get_tensor(k) for k in f.keys()}
+    return out
 
 
-def build_causal(root: Path, tokenizer, config_cls, model_cls, seed: int = 0):
-    torch.manual_seed(seed)
-    model = model_cls(config_cls(vocab_size=len(tokenizer), **TINY)).eval()
-    model.save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return model
+def _strict(module, tensors: dict):
+    module.load_state_dict(tensors, strict=True)  # every key present and used: the layout is exact
+    return module.eval()
 
 
-def build_qwen_prm(root: Path, tokenizer, shards: int = 1, seed: int = 1, head: bool = True):
-    """A Qwen2ForProcessRewardModel checkpoint: model.* weights + score.0 / score.2, remote-code config."""
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tokenizer), architectures=["Qwen2ForProcessRewardModel"], **TINY)
-    base = Qwen2Model(config).eval()
-    score = torch.nn.Sequential(torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 2)).eval()
-    root.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(root)
-    raw = json.loads((root / "config.json").read_text())
-    raw["auto_map"] = {
-        "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
-        "AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel",
-    }
-    (root / "config.json").write_text(json.dumps(raw))
-    tensors = {f"model.{k}": v for k, v in base.state_dict().items()}
-    if head:
+def _part(tensors: dict, prefix: str) -> dict:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_reference(root: Path, family: str):
+    """The family's published model classes, loaded strictly from the checkpoint's tensors:
+    a causal LM, or (qwen-prm) Qwen2Model + the score head, or (skywork) the causal LM + the value head."""
+    w = read_weights(root)
+    if family in CAUSAL:
+        config_cls, model_cls = CAUSAL[family]
+        return _strict(model_cls(config_cls.from_pretrained(root)), w)
+    config = Qwen2Config.from_pretrained(root)
+    h, nn = config.hidden_size, torch.nn
+    if family == "qwen-prm":  # Qwen2ForProcessRewardModel: model.* and score.0 -> ReLU -> score.2
+        assert all(k.startswith(("model.", "score.")) for k in w)
+        score = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2))
+        return _strict(Qwen2Model(config), _part(w, "model.")), _strict(score, _part(w, "score."))
+    # Skywork's PRM_MODEL wraps a causal LM: model.* + lm_head + v_head.summary.
+    causal = {k: v for k, v in w.items() if not k.startswith("v_head.")}
+    return _strict(Qwen2ForCausalLM(config), causal), _strict(nn.Linear(h, 1), _part(w, "v_head.summary."))
+
+
+def save_reference(root: Path, family: str, models) -> None:
+    """Write (possibly edited) reference models back as the checkpoint's weights, same key names."""
+    if family == "qwen-prm":
+        base, score = models
+        tensors = {f"model.{k}": v for k, v in base.state_dict().items()}
         tensors |= {f"score.{k}": v for k, v in score.state_dict().items()}
-    _save_safetensors(root, tensors, shards)
-    tokenizer.save_pretrained(root)
-    return base, score
-
-
-def build_skywork(root: Path, tokenizer, shards: int = 2, seed: int = 2):
-    """Skywork's layout: their PRM_MODEL wraps a causal LM, so model.* + lm_head + v_head.summary."""
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tokenizer), architectures=["Qwen2ForPrmModel"], **TINY)
-    causal = Qwen2ForCausalLM(config).eval()
-    v_head = torch.nn.Linear(HIDDEN, 1).eval()
-    root.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(root)
-    tensors = dict(causal.state_dict()) | {f"v_head.summary.{k}": v for k, v in v_head.state_dict().items()}
-    _save_safetensors(root, tensors, shards)
-    tokenizer.save_pretrained(root)
-    return causal, v_head
+    elif family == "skywork":
+        causal, v_head = models
+        tensors = dict(causal.state_dict()) | {f"v_head.summary.{k}": v for k, v in v_head.state_dict().items()}
+    else:
+        tensors = dict(models.state_dict())
+    save_safetensors(root, tensors)
 
 
 # --- the authors' procedures, one solution at a time, full logits --------------------------------
@@ -180,16 +160,14 @@ def ref_skywork(causal, v_head, tok, question, steps):
 def checkpoints(tmp_path_factory):
     """family -> (checkpoint dir, its tokenizer as loaded from there, the in-memory reference model)."""
     root = tmp_path_factory.mktemp("prm")
-    built = {
-        "math-shepherd": build_causal(root / "ms", mistral_tokenizer(), MistralConfig, MistralForCausalLM),
-        "rlhflow": build_causal(root / "rl", llama3_tokenizer(), LlamaConfig, LlamaForCausalLM),
-        "qwen-prm": build_qwen_prm(root / "qw", qwen_tokenizer()),
-        "skywork": build_skywork(root / "sky", qwen_tokenizer(extra_0=False, bos="<|endoftext|>")),
-    }
-    dirs = {"math-shepherd": "ms", "rlhflow": "rl", "qwen-prm": "qw", "skywork": "sky"}
-    # The references tokenize as the authors do, with AutoTokenizer on the checkpoint: transformers
-    # may rebuild a family's tokenizer on load (Qwen2Tokenizer imposes Qwen2's digit-splitting).
-    return {f: (root / d, AutoTokenizer.from_pretrained(root / d), built[f]) for f, d in dirs.items()}
+    out = {}
+    for seed, family in enumerate(FAMILIES):
+        # Skywork's published checkpoints are sharded: exercise the index.
+        path = build_random_prm(root / family, family, seed=seed, shards=2 if family == "skywork" else 1)
+        # The references tokenize as the authors do, with AutoTokenizer on the checkpoint: transformers
+        # may rebuild a family's tokenizer on load (Qwen2Tokenizer imposes Qwen2's digit-splitting).
+        out[family] = (path, AutoTokenizer.from_pretrained(path), load_reference(path, family))
+    return out
 
 
 def _reference(family, models, tok, question, steps):
@@ -292,15 +270,14 @@ def _gain(component: float) -> float:
 
 
 def test_label_token_model_known_by_construction(tmp_path):
-    tok = llama3_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **TINY)).eval()
+    tok = build_tokenizer("rlhflow")
+    model = load_reference(build_random_prm(tmp_path, "rlhflow"), "rlhflow")
     read_token = tok.encode("\n", add_special_tokens=False)[0]  # "\n\n" before each assistant label
     component = _indicator_hidden(model.model, read_token)
     with torch.no_grad():
         model.lm_head.weight.zero_()
         model.lm_head.weight[tok.encode("+")[-1], 0] = _gain(component)
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
+    save_reference(tmp_path, "rlhflow", model)
     prm = load_hf_prm(str(tmp_path), format="rlhflow")
     for steps, rewards in zip(SOLUTIONS, prm.score(QUESTION, SOLUTIONS), strict=True):
         assert rewards == pytest.approx([READ_REWARD] * len(steps), abs=1e-5)
@@ -310,21 +287,20 @@ def test_label_token_model_known_by_construction(tmp_path):
 
 
 def test_math_shepherd_tag_model_known_by_construction(tmp_path):
-    tok = mistral_tokenizer()
-    model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), **TINY)).eval()
+    tok = build_tokenizer("math-shepherd")
+    model = load_reference(build_random_prm(tmp_path, "math-shepherd"), "math-shepherd")
     component = _indicator_hidden(model.model, tok.encode("ки")[-1])
     with torch.no_grad():
         model.lm_head.weight.zero_()
         model.lm_head.weight[tok.encode("+ -")[1], 0] = _gain(component)  # the space-prefixed "+"
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
+    save_reference(tmp_path, "math-shepherd", model)
     got = load_hf_prm(str(tmp_path), format="math-shepherd").score(QUESTION, MS_SOLUTIONS)
     assert got == [pytest.approx([READ_REWARD] * len(s), abs=1e-5) for s in MS_SOLUTIONS]
 
 
 def test_qwen_prm_head_known_by_construction(tmp_path):
-    tok = qwen_tokenizer()
-    base, score = build_qwen_prm(tmp_path, tok)
+    tok = build_tokenizer("qwen-prm")
+    base, score = load_reference(build_random_prm(tmp_path, "qwen-prm"), "qwen-prm")
     component = _indicator_hidden(base, tok.convert_tokens_to_ids("<extra_0>"))
     with torch.no_grad():
         score[0].weight.copy_(torch.eye(HIDDEN))
@@ -332,29 +308,20 @@ def test_qwen_prm_head_known_by_construction(tmp_path):
         score[2].weight.zero_()
         score[2].bias.zero_()
         score[2].weight[1, 0] = _gain(component)  # class 1 = the step is good
-    build_qwen_prm_from(tmp_path, tok, base, score)
+    save_reference(tmp_path, "qwen-prm", (base, score))
     got = load_hf_prm(str(tmp_path), format="qwen-prm").score(QUESTION, SOLUTIONS)
     assert got == [pytest.approx([READ_REWARD] * len(s), abs=1e-5) for s in SOLUTIONS]
 
 
-def build_qwen_prm_from(root: Path, tok, base, score) -> None:
-    tensors = {f"model.{k}": v for k, v in base.state_dict().items()}
-    tensors |= {f"score.{k}": v for k, v in score.state_dict().items()}
-    (root / "model.safetensors").unlink()
-    _save_safetensors(root, tensors, 1)
-
-
 def test_skywork_value_head_known_by_construction(tmp_path):
-    tok = qwen_tokenizer(extra_0=False, bos="<|endoftext|>")
-    causal, v_head = build_skywork(tmp_path, tok, shards=1)
+    tok = build_tokenizer("skywork")
+    causal, v_head = load_reference(build_random_prm(tmp_path, "skywork"), "skywork")
     component = _indicator_hidden(causal.model, tok.encode("\n")[-1])
     with torch.no_grad():
         v_head.weight.zero_()
         v_head.bias.zero_()
         v_head.weight[0, 0] = _gain(component)
-    tensors = dict(causal.state_dict()) | {f"v_head.summary.{k}": v for k, v in v_head.state_dict().items()}
-    (tmp_path / "model.safetensors").unlink()
-    _save_safetensors(tmp_path, tensors, 1)
+    save_reference(tmp_path, "skywork", (causal, v_head))
     got = load_hf_prm(str(tmp_path)).score(QUESTION, SOLUTIONS)
     assert got == [pytest.approx([READ_REWARD] * len(s), abs=1e-5) for s in SOLUTIONS]
 
@@ -363,8 +330,7 @@ def test_skywork_value_head_known_by_construction(tmp_path):
 
 
 def test_ambiguous_checkpoint_needs_an_explicit_format(tmp_path):
-    tok = qwen_tokenizer(extra_0=False)
-    build_causal(tmp_path, tok, Qwen2Config, Qwen2ForCausalLM)
+    build_random_prm(tmp_path, "generic")  # a plain Qwen2.5 chat LM: no family's evidence
     with pytest.raises(ValueError, match="cannot tell which PRM format.*pass format="):
         load_hf_prm(str(tmp_path))
     prm = load_hf_prm(str(tmp_path), format="generic", dtype="float32", device="cpu")
@@ -378,7 +344,8 @@ def test_ambiguous_checkpoint_needs_an_explicit_format(tmp_path):
 
 
 def test_missing_head_weights_are_reported(tmp_path):
-    build_qwen_prm(tmp_path, qwen_tokenizer(), head=False)
+    build_random_prm(tmp_path, "qwen-prm")
+    save_safetensors(tmp_path, {k: v for k, v in read_weights(tmp_path).items() if not k.startswith("score.")})
     with pytest.raises(ValueError, match=r"no score\.0\.weight.*Qwen2\.5-Math-PRM score head"):
         load_hf_prm(str(tmp_path), format="qwen-prm")
 
