@@ -148,8 +148,8 @@ def test_run_unknown_dataset(tmp_path):
 
 
 def test_run_unknown_strategy(tmp_path):
-    line = one_line_error(runner.invoke(app, ["run", "--strategy", "beam", "--out", str(tmp_path)]))
-    assert "--strategy beam" in line and "majority" in line
+    line = one_line_error(runner.invoke(app, ["run", "--strategy", "nosuch", "--out", str(tmp_path)]))
+    assert "--strategy nosuch" in line and "rebase" in line and "majority" in line
 
 
 @pytest.mark.parametrize(

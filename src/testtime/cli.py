@@ -64,12 +64,16 @@ def _result_table(result: Any) -> Table:
 @app.command()
 def run(
     dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
-    strategy: Annotated[str, typer.Option(help="cot | majority | best_of_n")] = "majority",
+    strategy: Annotated[str, typer.Option(help="cot | majority | best_of_n | beam | dvts | rebase")] = "majority",
     n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
     prm: Annotated[str | None, typer.Option(
         help="step scorer for best_of_n: arith-check, judge[:MODEL], oracle, hf:PATH, vllm:PATH, http:URL")] = None,
     aggregation: Annotated[str, typer.Option(help="step rewards -> score: last | min | mean | prod")] = "last",
     selection: Annotated[str, typer.Option(help="answer choice: prm_max | prm_vote | majority")] = "prm_max",
+    m: Annotated[int, typer.Option("--m", help="beam / dvts / rebase: beam width M (N must be a multiple)")] = 4,
+    max_depth: Annotated[int, typer.Option(help="tree searches: steps per path at most")] = 40,
+    step_max_tokens: Annotated[int, typer.Option(help="tree searches: max tokens per step")] = 256,
+    rank_by: Annotated[str, typer.Option(help="tree searches: rank nodes by last | min | mean | prod")] = "last",
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -87,7 +91,7 @@ def run(
     from testtime import engine
     from testtime.datasets import DatasetError, load_dataset
     from testtime.policy import load_policy
-    from testtime.search import SCORED, STRATEGIES
+    from testtime.search import SCORED, STRATEGIES, TREE
     from testtime.search.aggregation import AGGREGATIONS, SELECTIONS
 
     if n < 1:
@@ -100,10 +104,18 @@ def run(
         _fail(f"--aggregation {aggregation}: unknown (valid: {', '.join(AGGREGATIONS)})")
     if selection not in SELECTIONS:
         _fail(f"--selection {selection}: unknown (valid: {', '.join(SELECTIONS)})")
+    if strategy in TREE:
+        if m < 1 or n % m:
+            _fail(f"--n {n} --m {m}: N must be a positive multiple of M")
+        if rank_by not in AGGREGATIONS:
+            _fail(f"--rank-by {rank_by}: unknown (valid: {', '.join(AGGREGATIONS)})")
+        if max_depth < 1 or step_max_tokens < 1:
+            _fail(f"--max-depth {max_depth} --step-max-tokens {step_max_tokens}: must be >= 1")
     config = engine.RunConfig(
         dataset=dataset, strategy=strategy, n=n, limit=limit, levels=level or None, seed=seed,
         model=model, out=str(out), max_tokens=max_tokens, temperature=temperature, fewshot=fewshot,
         prm=prm if strategy in SCORED else None, aggregation=aggregation, selection=selection,
+        m=m, max_depth=max_depth, step_max_tokens=step_max_tokens, rank_by=rank_by,
     )
     mapping = {}
     if dataset.endswith(".jsonl"):

@@ -22,7 +22,7 @@ from testtime.policy.base import Policy
 from testtime.policy.prompts import PromptConfig
 from testtime.reward import CachedScorer, RewardModel, load_scorer
 from testtime.search.base import SearchContext
-from testtime.search.registry import SCORED, make_strategy
+from testtime.search.registry import SCORED, TREE, make_strategy
 from testtime.store import Store
 from testtime.types import Compute, Problem, Trace
 
@@ -44,6 +44,10 @@ class RunConfig:
     prm: str | None = None  # scorer spec for PRM-guided strategies (reward.load_scorer)
     aggregation: str = "last"  # how step rewards become a candidate score (the reported answer's)
     selection: str = "prm_max"  # how the answer is chosen (every pair is reported anyway)
+    m: int = 4  # tree searches: beam width / DVTS subtree width
+    max_depth: int = 40  # tree searches: steps per path at most
+    step_max_tokens: int = 256  # tree searches: a step longer than this is truncated and dropped
+    rank_by: str = "last"  # tree searches: aggregation of path rewards that ranks nodes
 
     def identity(self, model_id: str, scorer_name: str | None = None) -> dict[str, Any]:
         d = asdict(self)
@@ -57,10 +61,22 @@ class RunConfig:
         else:  # unscored strategies keep the identity (and run id) they had before PRMs existed
             for k in ("prm", "aggregation", "selection"):
                 d.pop(k)
+        if self.strategy not in TREE:
+            for k in _TREE_OPTIONS:
+                d.pop(k)
         return d
 
     def strategy_options(self) -> dict[str, Any]:
-        return {"aggregation": self.aggregation, "selection": self.selection} if self.strategy in SCORED else {}
+        opts: dict[str, Any] = {}
+        if self.strategy in SCORED:
+            opts.update(aggregation=self.aggregation, selection=self.selection)
+        if self.strategy in TREE:
+            opts.update(width=self.m, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
+                        rank_by=self.rank_by)
+        return opts
+
+
+_TREE_OPTIONS = ("m", "max_depth", "step_max_tokens", "rank_by")
 
 
 def run_id_for(identity: dict[str, Any]) -> str:
@@ -113,6 +129,7 @@ class RunResult:
             "dataset": self.config.dataset,
             "strategy": self.config.strategy,
             "n": 1 if self.config.strategy == "cot" else self.config.n,
+            **({"m": self.config.m} if self.config.strategy in TREE else {}),
             "n_problems": n,
             "accuracy": acc,
             "pass@1": sum(r.pass1 for r in self.results) / n if n else 0.0,
@@ -120,6 +137,10 @@ class RunResult:
             "generated_tokens": c.generated_tokens,
             "prompt_tokens": c.prompt_tokens,
             "cached_prompt_tokens": c.cached_prompt_tokens,
+            # the same split under the names the search issue reports: evaluated by the backend vs
+            # served from its prefix / KV cache
+            "prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
+            "prompt_tokens_cached": c.cached_prompt_tokens,
             "mean_generated_tokens": c.generated_tokens / n if n else 0.0,
             "flops": c.flops,
             "wall_s": self.wall_s,

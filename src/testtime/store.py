@@ -65,6 +65,25 @@ CREATE TABLE IF NOT EXISTS rewards (
     tokens INTEGER NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    budget INTEGER NOT NULL,
+    node_id INTEGER NOT NULL,
+    parent INTEGER,
+    depth INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    reward REAL,
+    path_rewards TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    finish TEXT NOT NULL,
+    answer TEXT,
+    terminal INTEGER NOT NULL,
+    kept INTEGER NOT NULL,
+    pruned TEXT,
+    PRIMARY KEY (run_id, problem_id, strategy, budget, node_id)
+);
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL,
     problem_id TEXT NOT NULL,
@@ -273,15 +292,56 @@ class Store:
         return [r for r in (self.get_run(i) for i in ids) if r is not None]
 
     def put_result(self, run_id: str, trace: Trace) -> None:
+        """The trace, and its search tree (``meta["tree"]``) as rows of the nodes table, in one transaction."""
+        record = asdict(trace)
+        tree = record["meta"].pop("tree", None)  # stored once, as rows, not again inside the JSON
+        key = (run_id, trace.problem_id, trace.strategy, trace.budget)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id, trace.problem_id, trace.strategy, trace.budget, trace.answer,
-                    None if trace.correct is None else int(trace.correct),
-                    json.dumps(trace.compute.to_dict()), json.dumps(asdict(trace), default=str), time.time(),
-                ),
-            )
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        *key, trace.answer, None if trace.correct is None else int(trace.correct),
+                        json.dumps(trace.compute.to_dict()), json.dumps(record, default=str), time.time(),
+                    ),
+                )
+                if tree is not None:
+                    self._db.execute(
+                        "DELETE FROM nodes WHERE run_id=? AND problem_id=? AND strategy=? AND budget=?", key
+                    )
+                    self._db.executemany(
+                        "INSERT INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [
+                            (
+                                *key, n["id"], n["parent"], n["depth"], n["step"], n["reward"],
+                                json.dumps(n["path_rewards"]), n["tokens"], n["finish"], n["answer"],
+                                int(n["terminal"]), int(n["kept"]), n["pruned"],
+                            )
+                            for n in tree
+                        ],
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get_tree(self, run_id: str, problem_id: str) -> list[dict[str, Any]]:
+        """The search tree a tree strategy recorded for one problem of a run, in node order."""
+        cols = ("node_id", "parent", "depth", "step", "reward", "path_rewards", "tokens", "finish", "answer",
+                "terminal", "kept", "pruned")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(cols)} FROM nodes WHERE run_id=? AND problem_id=? ORDER BY node_id",
+                (run_id, problem_id),
+            ).fetchall()
+        out = []
+        for row in rows:
+            d = dict(zip(cols, row, strict=True))
+            d["path_rewards"] = json.loads(d["path_rewards"])
+            d["terminal"], d["kept"] = bool(d["terminal"]), bool(d["kept"])
+            out.append(d)
+        return out
 
     def get_results(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from testtime.grading import extract_answer, is_equivalent
+from testtime.grading import extract_answer
 from testtime.reward.base import ScoreRequest
-from testtime.search.aggregation import AGGREGATIONS, SELECTIONS, all_selections, selection_name
 from testtime.search.base import SearchContext, candidate_of, compute_of
 from testtime.search.sampling import sample_solutions
+from testtime.search.scored import check_choice, chosen_key, scored_trace
 from testtime.types import Problem, Trace
 
 
@@ -24,14 +24,7 @@ class BestOfN:
     name: str = "best_of_n"
 
     def __post_init__(self) -> None:
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"--aggregation {self.aggregation}: unknown (valid: {', '.join(AGGREGATIONS)})")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"--selection {self.selection}: unknown (valid: {', '.join(SELECTIONS)})")
-
-    @property
-    def chosen_key(self) -> tuple[str, str]:
-        return ("-", "majority") if self.selection == "majority" else (self.aggregation, self.selection)
+        check_choice(self.aggregation, self.selection)
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         scorer = ctx.require_scorer(self.name)
@@ -49,27 +42,14 @@ class BestOfN:
         for problem, comps, cs in zip(problems, samples, cands, strict=True):
             mine = scored[pos : pos + len(cs)]
             pos += len(cs)
-            rewards = [s.rewards for s in mine]
-            answers = [c.answer for c in cs]
-
-            def equivalent(a: str, b: str, kind: str = problem.kind) -> bool:
-                return is_equivalent(a, b, kind)
-
-            picks = all_selections(answers, rewards, equivalent)
             compute = compute_of(comps, ctx.n_params)
             compute.prm_tokens = sum(s.tokens for s in mine)
             compute.prm_flops = 2.0 * scorer.n_params * compute.prm_tokens
             traces.append(
-                Trace(
-                    problem.id, self.name, self.budget, cs, picks[self.chosen_key], compute=compute,
-                    meta={
-                        "scorer": scorer.name,
-                        "oracle": scorer.outcome_only,
-                        "rewards": rewards,
-                        "rewards_from_store": sum(s.from_store for s in mine),
-                        "selection": selection_name(self.chosen_key),
-                        "selections": {selection_name(k): v for k, v in picks.items()},
-                    },
+                scored_trace(
+                    problem, self.name, self.budget, cs, [s.rewards for s in mine], scorer,
+                    chosen_key(self.aggregation, self.selection), compute,
+                    {"rewards_from_store": sum(s.from_store for s in mine)},
                 )
             )
         return traces

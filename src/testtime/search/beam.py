@@ -1,0 +1,205 @@
+"""PRM-guided tree searches: beam search, DVTS and REBASE, all problems advanced together.
+
+Budget N means N step samples per depth (while the search is still running), in every one of them:
+
+* **beam** (Liu et al. 2025 / search-and-learn): sample N first steps; keep the N/M best by PRM;
+  expand each survivor into M children; repeat. Paths that end (EOS, an answer, max depth) leave the
+  beam for the finished pool; the search stops when N paths have finished or none are left.
+* **dvts** (diverse verifier tree search): N/M independent subtrees, each a beam of width M that
+  keeps only its own single best node per depth, so subtrees never compete and stay diverse.
+* **rebase** (reward-balanced search, Wu et al. 2024): at each depth the remaining width
+  (N minus paths finished so far) is shared among all live nodes in proportion to
+  softmax(reward / T), so good nodes get many children and bad ones none, without a fixed beam.
+  Chosen over MCTS because it needs no sequential rollouts: every depth is one batched call, which
+  is what makes tree search affordable on one CPU or GPU (and it matched or beat MCTS at equal
+  compute in its paper).
+
+All three end like Best-of-N: every finished path is a candidate, and every aggregation x selection
+pair over them is reported (the chosen one by --aggregation / --selection).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from testtime.search.base import SearchContext
+from testtime.search.scored import check_choice, chosen_key, scored_trace
+from testtime.search.tree import Node, Tree, TreeSettings, expand, rank_score, top_k
+from testtime.types import Problem, Trace
+
+
+def balanced_allocation(weights: list[float], total: int) -> list[int]:
+    """Split `total` into integers proportional to `weights` (largest remainder; ties to the earlier)."""
+    if total <= 0 or not weights:
+        return [0] * len(weights)
+    s = sum(weights)
+    shares = [w / s * total for w in weights] if s > 0 else [total / len(weights)] * len(weights)
+    alloc = [math.floor(x) for x in shares]
+    order = sorted(range(len(weights)), key=lambda i: (-(shares[i] - alloc[i]), i))
+    for i in order[: total - sum(alloc)]:
+        alloc[i] += 1
+    return alloc
+
+
+def softmax(xs: list[float], temperature: float) -> list[float]:
+    m = max(xs)
+    e = [math.exp((x - m) / temperature) for x in xs]
+    z = sum(e)
+    return [v / z for v in e]
+
+
+@dataclass
+class _TreeSearch:
+    budget: int = 16
+    width: int = 4  # M
+    aggregation: str = "last"
+    selection: str = "prm_max"
+    settings: TreeSettings = field(default_factory=TreeSettings)
+    name: str = "tree"
+
+    def __post_init__(self) -> None:
+        check_choice(self.aggregation, self.selection)
+        if self.width < 1 or self.budget < self.width or self.budget % self.width:
+            raise ValueError(f"--n {self.budget} --m {self.width}: N must be a positive multiple of M")
+
+    # Strategy-specific: after a depth's children are scored, decide what to expand next.
+    # Returns (tree, node, k) items; finished paths go into `done` (per problem).
+    def choose(self, tree: Tree, state: dict, children: list[Node], done: list[Node]) -> list[tuple[Tree, Node, int]]:
+        raise NotImplementedError
+
+    def start(self, tree: Tree) -> tuple[dict, list[tuple[Tree, Node, int]]]:
+        return {}, [(tree, tree.root, self.budget)]
+
+    def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
+        scorer = ctx.require_scorer(self.name)
+        trees = [Tree(p, ctx.prompt_for(p), ctx.problem_seed(p)) for p in problems]
+        done: list[list[Node]] = [[] for _ in trees]
+        states, work = [], []
+        for t in trees:
+            state, items = self.start(t)
+            states.append(state)
+            work.extend(items)
+        depth = 0
+        while work:
+            depth += 1
+            children = expand(work, ctx, scorer, self.settings)  # one policy + one scorer call
+            by_tree: dict[int, list[Node]] = {}
+            index = {id(t): i for i, t in enumerate(trees)}
+            for (tree, _node, _k), kids in zip(work, children, strict=True):
+                by_tree.setdefault(index[id(tree)], []).extend(kids)
+            work = []
+            for ti, kids in by_tree.items():
+                work.extend(self.choose(trees[ti], states[ti], kids, done[ti]))
+        return [self._trace(t, d, ctx, scorer) for t, d in zip(trees, done, strict=True)]
+
+    def _trace(self, tree: Tree, done: list[Node], ctx: SearchContext, scorer) -> Trace:
+        finals = done or self._fallback(tree)
+        for n in finals:
+            n.kept = True
+        cands = [tree.candidate(n) for n in finals]
+        compute = tree.compute(ctx.n_params, scorer.n_params)
+        return scored_trace(
+            tree.problem, self.name, self.budget, cands, [n.path_rewards for n in finals], scorer,
+            chosen_key(self.aggregation, self.selection), compute,
+            {"width": self.width, "tree": [n.record() for n in tree.nodes], "finished": len(done)},
+        )
+
+    def _fallback(self, tree: Tree) -> list[Node]:
+        """Nothing finished (every path truncated or pruned): the best scored node stands in."""
+        scored = [n for n in tree.nodes if n.parent is not None and n.pruned != "truncated" and n.path_rewards]
+        return top_k(scored, 1, self.settings)
+
+
+def _viable(children: list[Node]) -> list[Node]:
+    return [c for c in children if c.pruned is None]
+
+
+@dataclass
+class BeamSearch(_TreeSearch):
+    name: str = "beam"
+
+    def choose(self, tree, state, children, done):
+        viable = _viable(children)
+        done.extend(c for c in viable if c.terminal)
+        active = [c for c in viable if not c.terminal]
+        if len(done) >= self.budget or not active:
+            for c in active:
+                c.pruned = "rank"
+            return []
+        keep = top_k(active, self.budget // self.width, self.settings)
+        kept_ids = {k.id for k in keep}
+        for c in active:
+            c.kept = c.id in kept_ids
+            if not c.kept:
+                c.pruned = "rank"
+        return [(tree, k, self.width) for k in keep]
+
+
+@dataclass
+class DVTS(_TreeSearch):
+    name: str = "dvts"
+
+    def start(self, tree):
+        # One request of N first steps; sample i belongs to subtree i // M.
+        return {"subtree_of": {}, "first": True}, [(tree, tree.root, self.budget)]
+
+    def choose(self, tree, state, children, done):
+        if state["first"]:
+            state["first"] = False
+            groups: dict[int, list[Node]] = {}
+            for i, c in enumerate(children):
+                groups.setdefault(i // self.width, []).append(c)
+        else:  # every expanded node belongs to one subtree; its M children do too
+            groups = {}
+            for c in children:
+                groups.setdefault(state["subtree_of"][c.parent], []).append(c)
+        work = []
+        for sub, kids in sorted(groups.items()):
+            for c in kids:
+                state["subtree_of"][c.id] = sub
+            viable = _viable(kids)
+            best = top_k(viable, 1, self.settings)
+            for c in viable:
+                if not best or c.id != best[0].id:
+                    c.pruned = "rank"
+            if not best:
+                continue  # the subtree died (all children truncated / duplicate)
+            b = best[0]
+            b.kept = True
+            if b.terminal:
+                done.append(b)
+            else:
+                work.append((tree, b, self.width))
+        return work
+
+
+@dataclass
+class Rebase(_TreeSearch):
+    name: str = "rebase"
+    temperature: float = 0.1  # softmax temperature over rewards in [0, 1]: lower = greedier
+
+    def start(self, tree):
+        return {"width": self.budget}, [(tree, tree.root, self.budget)]
+
+    def choose(self, tree, state, children, done):
+        viable = _viable(children)
+        finished = [c for c in viable if c.terminal]
+        done.extend(finished)
+        state["width"] -= len(finished)
+        active = [c for c in viable if not c.terminal]
+        if state["width"] <= 0 or not active:
+            for c in active:
+                c.pruned = "rank"
+            return []
+        alloc = balanced_allocation(
+            softmax([rank_score(c, self.settings) for c in active], self.temperature), state["width"]
+        )
+        work = []
+        for c, k in zip(active, alloc, strict=True):
+            c.kept = k > 0
+            if k > 0:
+                work.append((tree, c, k))
+            else:
+                c.pruned = "rank"
+        return work

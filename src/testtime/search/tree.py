@@ -1,0 +1,179 @@
+"""Step-level search trees, advanced for many problems at once.
+
+Every tree search (beam, DVTS, REBASE) is the same loop over depths:
+
+1. ``expand``: every (node, k) the strategies want expanded, for every problem, goes to the policy
+   in ONE batched call (k samples of the node's prefix, stopping at the end of a step), then every
+   new child of every problem goes to the scorer in ONE call;
+2. a pure, per-problem ``choose`` decides which children to keep and how many samples each gets.
+
+Continuations are sent as the exact text prefix (prompt + the path's steps), so the backend's
+prefix cache (llama.cpp's slot KV, vLLM's automatic prefix caching) serves the shared part; the
+tokens it evaluated vs served from cache are counted per problem.
+
+A child's sampler seed is a hash of its problem seed and its parent's path text, so the same
+prefix always gets the same samples: reruns replay from the store, and a bigger budget extends a
+smaller one wherever their trees coincide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from testtime.grading import extract_answer
+from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
+from testtime.reward.base import RewardModel, ScoreRequest
+from testtime.search.aggregation import aggregate
+from testtime.search.base import SearchContext
+from testtime.types import Candidate, Completion, Compute, Problem
+
+
+@dataclass
+class Node:
+    """One step in a search tree (the root, id 0, is the prompt itself and has no step)."""
+
+    id: int
+    parent: int | None
+    depth: int
+    step: str = ""  # the step text exactly as generated, with its "\n\n" when it stopped at one
+    reward: float | None = None  # the PRM's reward for this step (given the path before it)
+    path_rewards: list[float] = field(default_factory=list)  # rewards of every step on the path
+    tokens: int = 0  # generated tokens of this step
+    finish: str = ""  # stop | eos | length
+    answer: str | None = None
+    terminal: bool = False  # the path ends here (EOS, an answer, or max depth)
+    kept: bool = False  # chosen to be expanded, or a finished path that reached selection
+    pruned: str | None = None  # why not: "duplicate", "truncated", "rank"
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Tree:
+    problem: Problem
+    prompt: str
+    seed: int
+    nodes: list[Node] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)  # every generation, for compute
+    prm_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes.append(Node(0, None, 0, kept=True))
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def path(self, node: Node) -> list[Node]:
+        out = []
+        cur: Node | None = node
+        while cur is not None and cur.parent is not None:
+            out.append(cur)
+            cur = self.nodes[cur.parent]
+        return out[::-1]
+
+    def steps(self, node: Node) -> list[str]:
+        return [n.step for n in self.path(node)]
+
+    def prefix(self, node: Node) -> str:
+        """What the policy continues: the prompt and the path's steps, byte for byte."""
+        return self.prompt + "".join(self.steps(node))
+
+    def child_seed(self, node: Node) -> int:
+        h = hashlib.sha256(f"{self.seed}\x00{''.join(self.steps(node))}".encode()).digest()
+        return int.from_bytes(h[:4], "little") & 0x3FFFFFFF
+
+    def candidate(self, node: Node) -> Candidate:
+        path = self.path(node)
+        return Candidate(
+            steps=[n.step for n in path],
+            answer=node.answer,
+            finish_reason=node.finish or "length",  # type: ignore[arg-type]
+            generated_tokens=sum(n.tokens for n in path),
+        )
+
+    def compute(self, policy_params: int, prm_params: int) -> Compute:
+        c = Compute()
+        for x in self.completions:
+            c.prompt_tokens += x.prompt_tokens
+            c.cached_prompt_tokens += x.cached_prompt_tokens
+            c.generated_tokens += x.generated_tokens
+            c.new_generations += 0 if x.from_store else 1
+            c.cached_generations += 1 if x.from_store else 0
+        c.policy_flops = 2.0 * policy_params * (c.prompt_tokens - c.cached_prompt_tokens + c.generated_tokens)
+        c.prm_tokens = self.prm_tokens
+        c.prm_flops = 2.0 * prm_params * self.prm_tokens
+        return c
+
+
+@dataclass(frozen=True)
+class TreeSettings:
+    """Per-step sampling and termination, shared by every tree search."""
+
+    step_max_tokens: int = 256  # a step that hits this is truncated and dropped
+    max_depth: int = 40  # a path that reaches this many steps ends there
+    rank_by: str = "last"  # which aggregation of path rewards ranks nodes (the paper: the newest step's)
+
+
+def step_params(ctx: SearchContext, settings: TreeSettings) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=settings.step_max_tokens, temperature=ctx.temperature, top_p=ctx.top_p, stop=(STEP_STOP,)
+    )
+
+
+def _is_terminal(node: Node, settings: TreeSettings) -> bool:
+    return node.finish == "eos" or node.answer is not None or node.depth >= settings.max_depth
+
+
+def expand(
+    work: list[tuple[Tree, Node, int]], ctx: SearchContext, scorer: RewardModel, settings: TreeSettings
+) -> list[list[Node]]:
+    """Sample k children of each (tree, node, k), all in one policy call; score the new viable ones in
+    one scorer call. Returns each item's children (pruned ones included, marked)."""
+    params = step_params(ctx, settings)
+    requests = [GenerationRequest(t.prefix(n), k, t.child_seed(n), params) for t, n, k in work]
+    outputs = ctx.generator.generate(requests) if requests else []
+    children: list[list[Node]] = []
+    to_score: list[tuple[Tree, Node]] = []
+    for (tree, parent, _k), comps in zip(work, outputs, strict=True):
+        seen: set[str] = set()
+        mine = []
+        for c in comps:
+            tree.completions.append(c)
+            text = c.text + (STEP_STOP if c.finish_reason == "stop" and c.stop == STEP_STOP else "")
+            node = Node(len(tree.nodes), parent.id, parent.depth + 1, text, tokens=c.generated_tokens,
+                        finish=c.finish_reason, answer=extract_answer(text))
+            tree.nodes.append(node)
+            mine.append(node)
+            if c.finish_reason == "length":
+                node.pruned = "truncated"
+            elif not text.strip() or text in seen:
+                node.pruned = "duplicate"  # an identical sibling (or an empty step) adds nothing
+            else:
+                seen.add(text)
+                node.terminal = _is_terminal(node, settings)
+                to_score.append((tree, node))
+        children.append(mine)
+    requests_s = [
+        ScoreRequest(t.problem.question, tuple(s.strip() for s in t.steps(n)), t.problem.answer, t.problem.kind)
+        for t, n in to_score
+    ]
+    scored = scorer.score_batch(requests_s) if requests_s else []
+    for (tree, node), s in zip(to_score, scored, strict=True):
+        node.path_rewards = list(s.rewards)
+        node.reward = s.rewards[-1] if s.rewards else None
+        tree.prm_tokens += s.tokens
+    return children
+
+
+def rank_score(node: Node, settings: TreeSettings) -> float:
+    return aggregate(node.path_rewards, settings.rank_by)
+
+
+def top_k(nodes: list[Node], k: int, settings: TreeSettings) -> list[Node]:
+    """The k best nodes by rank score; ties go to the earlier node (deterministic)."""
+    return sorted(nodes, key=lambda n: (-rank_score(n, settings), n.id))[: max(0, k)]
