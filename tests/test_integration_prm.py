@@ -69,3 +69,35 @@ def test_cli_best_of_n_json(tmp_path):
     assert "prm_min_vote" in summary["selections"] and "majority" in summary["selections"]
     bad = subprocess.run(cmd[:6] + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "needs --prm" in bad.stderr
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts"])
+def test_tree_search_with_arith_check(smollm2, tmp_path, strategy):
+    problems = load_dataset("arith", limit=3, levels=[1])
+    cfg = engine.RunConfig(dataset="arith", strategy=strategy, n=4, m=2, limit=3, levels=[1], out=str(tmp_path),
+                           max_tokens=160, prm="arith-check", max_depth=8)
+    res = engine.run(cfg, smollm2, problems)
+    s = res.summary()
+    assert s["n_problems"] == 3 and s["m"] == 2
+    # continuations share their prefix with the previous depth's request: most prompt tokens hit the cache
+    assert s["prompt_tokens_cached"] > 0.5 * s["prompt_tokens"]
+    with Store(tmp_path) as store:
+        for r in res.results:
+            tree = store.get_tree(res.run_id, r.problem.id)
+            assert tree[0]["depth"] == 0 and len(tree) > 4
+            assert max(n["depth"] for n in tree) <= 8
+            assert len(r.trace.candidates) >= 1
+            first_level = [n for n in tree if n["depth"] == 1]
+            assert len(first_level) == 4  # N first steps
+            # beam keeps N/M = 2 unfinished nodes per depth; DVTS one per subtree (N/M = 2 subtrees)
+            assert sum(n["kept"] and not n["terminal"] for n in first_level) <= 2
+            # a candidate's steps are a root-to-leaf path of the recorded tree
+            steps = {n["node_id"]: n for n in tree}
+            leaf_paths = set()
+            for n in tree:
+                path, cur = [], n
+                while cur["parent"] is not None:
+                    path.append(cur["step"])
+                    cur = steps[cur["parent"]]
+                leaf_paths.add(tuple(reversed(path)))
+            assert all(tuple(c.steps) in leaf_paths for c in r.trace.candidates)

@@ -125,8 +125,13 @@ def step_params(ctx: SearchContext, settings: TreeSettings) -> SamplingParams:
     )
 
 
-def _is_terminal(node: Node, settings: TreeSettings) -> bool:
-    return node.finish == "eos" or node.answer is not None or node.depth >= settings.max_depth
+def _is_terminal(node: Node, path_tokens: int, settings: TreeSettings, max_tokens: int) -> bool:
+    """A path ends at EOS, at a step that states a final answer, at max depth, or when its steps
+    together reach the per-solution token cap (the same cap full-solution strategies get)."""
+    return (
+        node.finish == "eos" or node.answer is not None or node.depth >= settings.max_depth
+        or path_tokens >= max_tokens
+    )
 
 
 def expand(
@@ -155,7 +160,8 @@ def expand(
                 node.pruned = "duplicate"  # an identical sibling (or an empty step) adds nothing
             else:
                 seen.add(text)
-                node.terminal = _is_terminal(node, settings)
+                path_tokens = sum(n.tokens for n in tree.path(node))
+                node.terminal = _is_terminal(node, path_tokens, settings, ctx.max_tokens)
                 to_score.append((tree, node))
         children.append(mine)
     requests_s = [

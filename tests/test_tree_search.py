@@ -1,0 +1,225 @@
+"""Beam search, DVTS and REBASE on a scripted step policy and a scripted scorer: exact trees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from testtime import engine
+from testtime.generation import CachedGenerator
+from testtime.policy.base import STEP_STOP, GenerationRequest
+from testtime.policy.prompts import PromptConfig
+from testtime.reward.base import BatchScorer, Scored
+from testtime.search.base import SearchContext
+from testtime.search.beam import DVTS, BeamSearch, Rebase, balanced_allocation, softmax
+from testtime.search.tree import TreeSettings
+from testtime.store import Store
+from testtime.types import Completion, Problem
+
+ANSWER = "<|assistant|>\n"  # where the prompt ends and the path's steps begin
+
+
+def path_names(prefix: str) -> list[str]:
+    """Step names on the path a prefix continues ("r.1", "r.1.0", ...)."""
+    body = prefix.split(ANSWER, 1)[1]
+    return [s.split(" ")[0] for s in body.split(STEP_STOP) if s.strip()]
+
+
+class StepPolicy:
+    """Child i of a node named X is step "X.i"; `ends(name)` says how that step ends.
+
+    ends(name) -> None (an ordinary step, stopped at "\\n\\n"), "answer" (the step states the final
+    answer), "eos" (the model stops without one), "length" (truncated), or "dup" (same text as child 0).
+    """
+
+    model_id = "step-fake"
+    n_params = 10
+
+    def __init__(self, ends: Callable[[str], str | None] = lambda name: None):
+        self.ends = ends
+        self.calls: list[list[GenerationRequest]] = []
+
+    def render_chat(self, messages):
+        return "<|user|>\n" + messages[-1]["content"] + "\n" + ANSWER
+
+    def generate(self, requests, on_chunk=None):
+        self.calls.append(list(requests))
+        out = []
+        for r in requests:
+            names = path_names(r.prompt)
+            parent = names[-1] if names else "r"
+            comps = []
+            for i in range(r.first_index, r.first_index + r.n):
+                name = f"{parent}.{i}"
+                how = self.ends(name)
+                if how == "dup":
+                    name = f"{parent}.0"
+                text = f"{name} step" + (" The answer is 7." if how == "answer" else "")
+                finish = {"eos": "eos", "length": "length"}.get(how or "", "stop")
+                comps.append(Completion(text, finish, len(r.prompt.split()), 0, 3,
+                                        stop=STEP_STOP if finish == "stop" else None))
+            out.append(comps)
+        return out
+
+    def close(self):
+        pass
+
+
+class NameScorer(BatchScorer):
+    """Reward of the newest step from a table of step names (default 0.5); records every call."""
+
+    name = "name-scorer"
+    n_params = 100
+
+    def __init__(self, rewards: dict[str, float]):
+        self.rewards = rewards
+        self.calls: list[list[tuple[str, ...]]] = []
+
+    def score_batch(self, requests):
+        self.calls.append([r.steps for r in requests])
+        return [Scored([self.rewards.get(s.split(" ")[0], 0.5) for s in r.steps], tokens=len(r.steps))
+                for r in requests]
+
+
+PROBLEMS = [Problem(f"p{i}", f"question {i}", "7", kind="number") for i in range(3)]
+
+
+def ctx_for(policy, scorer, store=None, max_tokens=1000) -> SearchContext:
+    return SearchContext(CachedGenerator(policy, store), prompt=PromptConfig(fewshot=0), scorer=scorer,
+                         max_tokens=max_tokens)
+
+
+def kept_names(trace, depth: int) -> list[str]:
+    return sorted(n["step"].split(" ")[0] for n in trace.meta["tree"] if n["depth"] == depth and n["kept"])
+
+
+def test_beam_keeps_the_top_n_over_m_and_expands_each_m_times():
+    rewards = {"r.0": 0.1, "r.1": 0.9, "r.2": 0.5, "r.3": 0.7, "r.1.0": 0.2, "r.1.1": 0.8, "r.3.0": 0.6, "r.3.1": 0.3}
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 3 else None)
+    scorer = NameScorer(rewards)
+    [trace] = BeamSearch(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, scorer))
+    assert kept_names(trace, 1) == ["r.1", "r.3"]
+    assert kept_names(trace, 2) == ["r.1.1", "r.3.0"]
+    # depth 3: 4 children, all finished (answers): the finished pool holds N = 4 paths
+    assert sorted(c.steps[-1].split(" ")[0] for c in trace.candidates) == ["r.1.1.0", "r.1.1.1", "r.3.0.0", "r.3.0.1"]
+    # one policy call per depth; N samples per depth: 4 of the root, then 2 survivors x M=2
+    assert [[(path_names(r.prompt)[-1:], r.n) for r in call] for call in policy.calls] == [
+        [([], 4)], [(["r.1"], 2), (["r.3"], 2)], [(["r.1.1"], 2), (["r.3.0"], 2)],
+    ]
+    assert [len(c) for c in scorer.calls] == [4, 4, 4]
+    pruned = {n["step"].split(" ")[0]: n["pruned"] for n in trace.meta["tree"] if n["pruned"]}
+    assert pruned == {"r.0": "rank", "r.2": "rank", "r.1.0": "rank", "r.3.1": "rank"}
+    assert trace.answer == "7" and trace.meta["finished"] == 4
+
+
+def test_beam_advances_every_problem_in_one_call_per_depth():
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
+    scorer = NameScorer({})
+    traces = BeamSearch(budget=4, width=2).run(PROBLEMS, ctx_for(policy, scorer))
+    assert len(policy.calls) == 2 and len(scorer.calls) == 2
+    assert [len(c) for c in policy.calls] == [3, 6]  # 3 roots; then 3 problems x 2 survivors
+    assert [t.problem_id for t in traces] == ["p0", "p1", "p2"]
+    # trees are per problem: no problem's node is expanded with another's prompt
+    for call in policy.calls[1:]:
+        assert {r.prompt.split("question ")[1][0] for r in call} == {"0", "1", "2"}
+
+
+def test_beam_ties_go_to_the_earlier_node():
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
+    [trace] = BeamSearch(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    assert kept_names(trace, 1) == ["r.0", "r.1"]  # all rewards 0.5: the first two
+
+
+def test_termination_rules_and_dropped_steps():
+    ends = {"r.0": None, "r.1": "length", "r.2": "dup", "r.3": "eos"}
+    policy = StepPolicy(lambda n: ends.get(n, "answer"))
+    [trace] = BeamSearch(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    nodes = {n["id"]: n for n in trace.meta["tree"]}
+    d1 = [n for n in nodes.values() if n["depth"] == 1]
+    assert [(n["finish"], n["terminal"], n["pruned"]) for n in d1] == [
+        ("stop", False, None),
+        ("length", False, "truncated"),  # truncated steps are dropped
+        ("stop", False, "duplicate"),  # an identical sibling (same text as r.0) adds nothing
+        ("eos", True, None),  # EOS ends a path (it is a finished candidate)
+    ]
+    assert all(n["terminal"] for n in nodes.values() if n["depth"] == 2)  # answers end paths
+    assert trace.meta["finished"] == 3  # r.3 (eos) + the two children of r.0
+
+
+def test_max_depth_and_path_token_cap_end_paths():
+    policy = StepPolicy()  # never answers
+    settings = TreeSettings(max_depth=3)
+    [trace] = BeamSearch(budget=2, width=2, settings=settings).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    assert max(n["depth"] for n in trace.meta["tree"]) == 3 and len(policy.calls) == 3
+    policy = StepPolicy()
+    [trace] = BeamSearch(budget=2, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer({}), max_tokens=6))
+    assert max(n["depth"] for n in trace.meta["tree"]) == 2  # 3 tokens per step, cap 6
+
+
+def test_dvts_subtrees_stay_disjoint():
+    rewards = {"r.0": 0.9, "r.1": 0.1, "r.2": 0.2, "r.3": 0.8, "r.0.1": 0.9, "r.3.0": 0.9}
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 3 else None)
+    scorer = NameScorer(rewards)
+    [trace] = DVTS(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, scorer))
+    # subtree 0 = root samples 0-1, subtree 1 = samples 2-3; each keeps its own best only
+    assert kept_names(trace, 1) == ["r.0", "r.3"]
+    assert kept_names(trace, 2) == ["r.0.1", "r.3.0"]
+    finals = sorted(c.steps[-1].split(" ")[0] for c in trace.candidates)
+    assert finals == ["r.0.1.0", "r.3.0.0"]  # one finished path per subtree (N/M = 2)
+    assert {f.split(".")[1] for f in finals} == {"0", "3"}
+    assert [[r.n for r in call] for call in policy.calls] == [[4], [2, 2], [2, 2]]
+
+
+def test_dvts_never_merges_subtrees_even_when_one_is_much_better():
+    # subtree 1's nodes all beat subtree 0's, but subtree 0 still expands its own best node
+    rewards = {"r.0": 0.2, "r.1": 0.1, "r.2": 0.95, "r.3": 0.9}
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
+    [trace] = DVTS(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer(rewards)))
+    assert kept_names(trace, 1) == ["r.0", "r.2"]
+
+
+def test_rebase_shares_the_remaining_width_by_reward():
+    rewards = {"r.0": 0.9, "r.1": 0.1, "r.2": 0.1, "r.3": 0.1}
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 or n == "r.3" else None)
+    [trace] = Rebase(budget=4, width=1, temperature=0.1).run(PROBLEMS[:1], ctx_for(policy, NameScorer(rewards)))
+    # r.3 finished: width 4 - 1 = 3, softmax(0.9, 0.1, 0.1 / 0.1) gives r.0 nearly all of it
+    assert [(path_names(r.prompt)[-1], r.n) for r in policy.calls[1]] == [("r.0", 3)]
+    assert trace.meta["finished"] == 4
+
+
+def test_balanced_allocation_and_softmax():
+    assert balanced_allocation([0.5, 0.25, 0.25], 4) == [2, 1, 1]
+    assert balanced_allocation([1, 1, 1], 4) == [2, 1, 1]  # remainder to the earliest
+    assert balanced_allocation([0.0, 0.0], 3) == [2, 1]
+    assert sum(balanced_allocation([0.3, 0.3, 0.4], 7)) == 7
+    assert balanced_allocation([1.0], 0) == [0]
+    p = softmax([1.0, 0.0], 1.0)
+    assert p[0] == pytest.approx(0.7310585786) and sum(p) == pytest.approx(1.0)
+
+
+def test_n_must_be_a_multiple_of_m():
+    with pytest.raises(ValueError, match="multiple of M"):
+        BeamSearch(budget=6, width=4)
+
+
+def test_engine_records_the_tree_and_replays(tmp_path):
+    policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
+    scorer = NameScorer({"r.1": 0.9})
+    cfg = engine.RunConfig(dataset="arith", strategy="beam", n=4, m=2, limit=2, out=str(tmp_path), fewshot=0)
+    problems = [Problem("a", "question a", "7", kind="number"), Problem("b", "question b", "8", kind="number")]
+    first = engine.run(cfg, policy, problems, scorer=scorer)
+    s = first.summary()
+    assert s["strategy"] == "beam" and s["m"] == 2 and s["accuracy"] == 0.5
+    assert s["prompt_tokens_evaluated"] + s["prompt_tokens_cached"] == s["prompt_tokens"]
+    with Store(tmp_path) as store:
+        tree = store.get_tree(first.run_id, "a")
+        assert [n["node_id"] for n in tree] == list(range(len(tree)))
+        assert tree[0]["parent"] is None and all(n["parent"] is not None for n in tree[1:])
+        assert [n["step"].split(" ")[0] for n in tree if n["depth"] == 1 and n["kept"]] == ["r.0", "r.1"]
+        assert "tree" not in store.get_results(first.run_id)[0]["meta"]  # stored once, as rows
+    calls = len(policy.calls)
+    again = engine.run(cfg, policy, problems, scorer=scorer)
+    assert len(policy.calls) == calls  # every step replays from the store
+    assert again.summary()["accuracy"] == 0.5
+    assert again.compute.new_generations == 0 and again.compute.cached_generations == first.compute.new_generations
