@@ -35,6 +35,7 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/backend_overhead.py
 	$(PY) bench/prm_throughput.py
+	$(PY) bench/search_batching.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
