@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compute-optimal test-time scaling.")
@@ -85,9 +92,16 @@ def run(
     question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
     answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
     kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
+    table: Annotated[Path | None, typer.Option(help="optimal: the calibration table (testtime calibrate)")] = None,
+    budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
+    force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
 ) -> None:
-    """Run a strategy over a dataset with the policy and print the result table."""
+    """Run a strategy over a dataset with the policy and print the result table.
+
+    --strategy optimal --table T --budget B: the compute-optimal selector (probe, predicted bin, that
+    bin's best calibrated config within B).
+    """
     from testtime import engine
     from testtime.datasets import DatasetError, load_dataset
     from testtime.policy import load_policy
@@ -96,6 +110,12 @@ def run(
 
     if n < 1:
         _fail(f"--n {n}: must be >= 1")
+    if strategy == "optimal":
+        base = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
+                    max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, max_depth=max_depth,
+                    step_max_tokens=step_max_tokens)
+        _run_optimal(table, budget, prm, force, base, as_json)
+        return
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy}: unknown (available: {', '.join(STRATEGIES)})")
     if strategy in SCORED and not prm:
@@ -148,6 +168,59 @@ def run(
         summary = result.summary()
         summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
         print(json.dumps(summary))
+
+
+def _run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: dict,
+                 as_json: bool) -> None:
+    from testtime.datasets import DatasetError, load_dataset
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.selector import run_optimal
+    from testtime.policy import load_policy
+    from testtime.reward import load_scorer
+
+    if table_path is None or budget is None:
+        _fail("--strategy optimal needs --table T and --budget B")
+    if budget < 1:  # type: ignore[operator]
+        _fail(f"--budget {budget}: must be >= 1")
+    try:
+        cal = CalTable.load(table_path)  # type: ignore[arg-type]
+        problems = load_dataset(base["dataset"], limit=base["limit"], seed=base["seed"], levels=base["levels"])
+    except (ValueError, DatasetError, FileNotFoundError) as e:
+        _fail(str(e))
+    spec = prm or cal.prm
+    out_console = err_console if as_json else console
+    policy = load_policy(base["model"])
+    scorer = None
+    try:
+        if spec:
+            try:
+                scorer = load_scorer(spec, policy)
+            except (ValueError, ImportError, FileNotFoundError) as e:
+                _fail(str(e) if str(e).startswith("--prm") else f"--prm {spec}: {e}")
+        try:
+            with out_console.status(f"compute-optimal selector, budget {budget}"):
+                result = run_optimal(cal, budget, policy, scorer, problems, base, force=force)  # type: ignore[arg-type]
+        except ValueError as e:
+            _fail(str(e))
+    finally:
+        if scorer is not None:
+            scorer.close()
+        policy.close()
+    s = result.summary()
+    t = Table(title=f"compute-optimal at budget {budget} on {base['dataset']}: {s['n_problems']} problems"
+              + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
+    for col in ("predicted bin", "problems", "accuracy", "configs run"):
+        t.add_column(col, justify="right")
+    for label, row in s["by_bin"].items():
+        t.add_row(label, str(row["n_problems"]), f"{row['accuracy']:.1%}",
+                  ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
+    t.add_section()
+    t.add_row("all", str(s["n_problems"]), f"{s['accuracy']:.1%}", "", style="bold")
+    t.caption = (f"FLOPs {_fmt_flops(s['flops'])} (probe {_fmt_flops(s['probe_flops'])}) | generated tokens "
+                 f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
+    out_console.print(t)
+    if as_json:
+        print(json.dumps(s, default=str))
 
 
 def _run_with_progress(config: Any, policy: Any, problems: list, out_console: Console, scorer: Any = None) -> Any:
@@ -256,6 +329,131 @@ def demo(
             "plot": str(plot), "cot": results["cot"].summary(), "majority": results["majority"].summary(),
             "curves": curves, "cot_by_level": cot,
         }))
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path | None, typer.Option("--config", help="recipe YAML (see recipes/)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: key=value")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every strategy x budget of a recipe over its problems (resumable), saved as a sweep file."""
+    from testtime.datasets import DatasetError, load_dataset
+    from testtime.optimal.recipe import load_recipe
+    from testtime.optimal.sweep import plan, run_sweep
+    from testtime.policy import load_policy
+    from testtime.reward import load_scorer
+
+    try:
+        recipe = load_recipe(config, set_ or [])
+        problems = load_dataset(recipe.dataset, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
+    except (ValueError, DatasetError) as e:
+        _fail(str(e))
+    out_console = err_console if as_json else console
+    policy = load_policy(recipe.model)
+    scorer = None
+    try:
+        if recipe.prm:
+            try:
+                scorer = load_scorer(recipe.prm, policy)
+            except (ValueError, ImportError, FileNotFoundError) as e:
+                _fail(f"{config or 'recipe'}: field prm: {e}")
+        total = len(plan(recipe))
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out_console) as progress:
+            task = progress.add_task("sweep", total=total)
+
+            def on_progress(done: int, total: int, label: str) -> None:
+                progress.update(task, completed=done, description=f"sweep: {label}")
+
+            result = run_sweep(recipe, policy, scorer, problems, on_progress)
+    finally:
+        if scorer is not None:
+            scorer.close()
+        policy.close()
+    from testtime.optimal.sweep import sweep_path
+
+    path = sweep_path(recipe)
+    out_console.print(f"sweep: {len(result.cells)} cells over {len(result.problems)} problems, "
+                      f"{len(result.configs())} configs, {total} runs in {result.wall_s:.1f} s -> {path}")
+    if as_json:
+        print(json.dumps({"sweep": str(path), "cells": len(result.cells), "problems": len(result.problems),
+                          "configs": result.configs(), "wall_s": result.wall_s}))
+
+
+@app.command()
+def calibrate(
+    sweep_file: Annotated[Path, typer.Argument(help="a sweep file (testtime sweep)")],
+    out: Annotated[Path | None, typer.Option(help="where to write the table (default: beside the sweep)")] = None,
+    easy: Annotated[float | None, typer.Option(help="easy bin: pass@1 >= this (default: the recipe's)")] = None,
+    hard: Annotated[float | None, typer.Option(help="hard bin: pass@1 < this (default: the recipe's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The best config per (difficulty bin, budget) on the calibration split, saved as a versioned table."""
+    from testtime.optimal.calibrate import calibrate as do_calibrate
+    from testtime.optimal.sweep import SweepResult
+
+    try:
+        sw = SweepResult.load(sweep_file)
+        table = do_calibrate(sw, easy=easy, hard=hard)
+    except ValueError as e:
+        _fail(str(e))
+    path = table.save(out or sweep_file.with_name(sweep_file.stem.replace("sweep-", "table-") + ".json"))
+    out_console = err_console if as_json else console
+    t = Table(title=f"calibrated best config per bin and budget ({table.policy[:16]}, PRM {table.prm}, "
+                    f"{len(table.calibration_ids)} calibration problems)")
+    t.add_column("bin")
+    for b in table.budgets:
+        t.add_column(f"N<={b}")
+    for label, row in table.table.items():
+        t.add_row(label, *[f"{row[b].config}@{row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
+                           for b in table.budgets])
+    out_console.print(t)
+    out_console.print(f"table: {path}")
+    if as_json:
+        print(json.dumps({"table": str(path), "budgets": table.budgets,
+                          "best": {k: {str(b): f"{c.config}@{c.budget}" for b, c in v.items()}
+                                   for k, v in table.table.items()}}))
+
+
+@app.command()
+def report(
+    sweep_file: Annotated[Path, typer.Argument(help="a sweep file, or the folder holding one (testtime sweep)")],
+    table: Annotated[Path | None, typer.Option(help="calibration table (default: calibrate the sweep now)")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder (default: SWEEP_DIR/report)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """PNG plots and a self-contained HTML report (tables, held-out curves, search-tree viewer)."""
+    from testtime.optimal.analysis import build_report
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.calibrate import calibrate as do_calibrate
+    from testtime.optimal.report import write_report
+    from testtime.optimal.sweep import SweepResult
+
+    if sweep_file.is_dir():
+        found = sorted(sweep_file.glob("sweep-*.json"))
+        if not found:
+            _fail(f"{sweep_file}: no sweep-*.json in this folder (run `testtime sweep` first)")
+        sweep_file = found[0]
+    try:
+        sw = SweepResult.load(sweep_file)
+        cal = CalTable.load(table) if table else do_calibrate(sw)
+        data = build_report(sw, cal, sweep_file.parent)
+        files = write_report(data, out or sweep_file.parent / "report")
+    except ValueError as e:
+        _fail(str(e))
+    out_console = err_console if as_json else console
+    m = Table(title="headline figures (held-out problems)")
+    m.add_column("metric")
+    m.add_column("value", justify="right")
+    for k, v in data["metrics"].items():
+        m.add_row(k, v)
+    out_console.print(m)
+    out_console.print(f"report: {files.html}")
+    for png in files.pngs:
+        out_console.print(f"plot: {png}")
+    if as_json:
+        print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"]}))
 
 
 @data_app.command("list")

@@ -1,0 +1,1 @@
+"""Compute-optimal test-time scaling: sweeps, difficulty, calibration, the selector, the paper's metrics."""

@@ -1,0 +1,148 @@
+"""Sweep recipes: one YAML file (policy, PRM, dataset, strategies, budgets), overridable with --set key=value.
+
+Example (``recipes/arith-smollm2.yaml``)::
+
+    dataset: arith
+    limit: 60
+    prm: arith-check
+    n_max: 16
+    strategies: [cot, majority, best_of_n, {name: beam, m: 4}, {name: dvts, m: 4}]
+
+Pool strategies (majority, best_of_n) are run once at ``n_max``; their curves for every N <= n_max are
+subsampled from that pool. Tree strategies run once per budget in ``budgets`` that is a multiple of M.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from testtime.search.registry import SCORED, STRATEGIES, TREE
+
+POOLED = ("majority", "best_of_n")
+
+
+class StrategySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    m: int = 4  # tree searches only
+    rank_by: str = "last"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r} (available: {', '.join(STRATEGIES)})")
+        return v
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}(m={self.m})" if self.name in TREE else self.name
+
+
+class Difficulty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    easy: float = 0.5  # oracle pass@1 >= easy
+    hard: float = 0.1  # oracle pass@1 < hard
+    quantiles: int = 5  # Snell et al. style bins, reported beside the absolute ones
+    probe_n: int = 4  # samples the selector's difficulty probe draws (and scores) per problem
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "sweep"
+    dataset: str = "arith"
+    limit: int | None = None
+    levels: list[int] | None = None
+    seed: int = 0
+    model: str | None = None
+    prm: str | None = "arith-check"
+    n_max: int = 16
+    budgets: list[int] | None = None  # default: 1, 2, 4, ... n_max
+    strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="cot"),
+                                                                    StrategySpec(name="best_of_n")])
+    difficulty: Difficulty = Field(default_factory=Difficulty)
+    holdout: float = 0.5  # fraction of problems held out from calibration
+    subsamples: int = 32  # random subsets per N for pooled curves (exact enumeration when small)
+    max_tokens: int = 384
+    temperature: float = 0.7
+    fewshot: int = 3
+    max_depth: int = 40
+    out: str = "runs/sweep"
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": s} if isinstance(s, str) else s for s in (v or [])]
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if self.n_max < 1:
+            raise ValueError("n_max must be >= 1")
+        if self.budgets is None:
+            self.budgets = [2**i for i in range(self.n_max.bit_length()) if 2**i <= self.n_max]
+        if any(b < 1 or b > self.n_max for b in self.budgets):
+            raise ValueError(f"budgets must lie in [1, n_max={self.n_max}]")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError("holdout must be in (0, 1)")
+        if any(s.name in SCORED for s in self.strategies) and not self.prm:
+            raise ValueError("strategies best_of_n / beam / dvts / rebase need prm")
+        return self
+
+    def tree_budgets(self, spec: StrategySpec) -> list[int]:
+        return [b for b in self.budgets or [] if b >= spec.m and b % spec.m == 0]
+
+
+def _coerce(text: str) -> Any:
+    """--set values are YAML scalars or flow collections: 16, 0.4, true, null, [1, 2], {name: beam}."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a recipe dict (creating nested dicts as needed)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item}: expected key=value")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item}: {p} is not a mapping")
+        node[parts[-1]] = _coerce(value)
+    return data
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file (or the defaults when None), apply overrides, validate.
+
+    Errors are one line naming the file and the field.
+    """
+    data: dict[str, Any] = {}
+    where = str(path) if path else "recipe"
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such recipe file") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a recipe is a mapping of settings")
+        data = loaded or {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "recipe"
+        raise ValueError(f"{where}: field {field}: {err['msg']}") from None

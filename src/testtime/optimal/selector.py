@@ -1,0 +1,138 @@
+"""The compute-optimal selector: probe each problem, predict its difficulty bin, run that bin's best config.
+
+``run_optimal(table, budget, ...)``:
+
+1. refuses a table calibrated for another policy or PRM (the paper's point: the optimal strategy
+   depends on the PRM) unless ``force``;
+2. probes every problem with ``probe_n`` samples scored by the PRM, exactly as the sweep's difficulty
+   features were computed (same seeds, so a probe after a sweep in the same store costs nothing new);
+3. predicts pass@1 with the table's predictor and bins it with the table's thresholds;
+4. runs each bin's best config within ``budget`` on that bin's problems (one engine run per distinct
+   config, all its problems batched together);
+5. reports accuracy per predicted bin, with the probe's compute added to every problem's total.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from testtime import engine
+from testtime.grading import is_equivalent
+from testtime.optimal.calibrate import Choice, Table
+from testtime.optimal.metrics import absolute_bins, bin_order
+from testtime.search.selection import group_answers
+from testtime.types import Compute, Problem
+
+
+@dataclass
+class OptimalResult:
+    budget: int
+    table_prm: str | None
+    problems: list[Problem]
+    predicted_pass1: dict[str, float]
+    bins: dict[str, str]
+    choices: dict[str, Choice]
+    correct: dict[str, bool]
+    compute: Compute
+    probe_compute: Compute
+    run_ids: list[str]
+    wall_s: float
+    per_problem_compute: dict[str, Compute] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.problems)
+        by_bin: dict[str, dict[str, Any]] = {}
+        for label in bin_order(set(self.bins.values())):
+            ids = [p.id for p in self.problems if self.bins[p.id] == label]
+            configs: dict[str, int] = defaultdict(int)
+            for i in ids:
+                configs[f"{self.choices[i].config}@{self.choices[i].budget}"] += 1
+            by_bin[label] = {"n_problems": len(ids), "accuracy": sum(self.correct[i] for i in ids) / len(ids),
+                             "configs": dict(configs)}
+        c = self.compute
+        return {
+            "strategy": "optimal", "budget": self.budget, "prm": self.table_prm, "n_problems": n,
+            "accuracy": sum(self.correct.values()) / n if n else 0.0, "by_bin": by_bin,
+            "generated_tokens": c.generated_tokens, "prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
+            "prompt_tokens_cached": c.cached_prompt_tokens, "flops": c.flops,
+            "probe_generated_tokens": self.probe_compute.generated_tokens, "probe_flops": self.probe_compute.flops,
+            "wall_s": self.wall_s, "run_ids": self.run_ids,
+        }
+
+
+def check_table(table: Table, policy_id: str, scorer_name: str | None, force: bool) -> None:
+    if force:
+        return
+    if table.prm != scorer_name:
+        raise ValueError(
+            f"--table was calibrated with PRM {table.prm!r} but this run scores with {scorer_name!r}; the best "
+            "strategy depends on the PRM (recalibrate, or pass --force to apply it anyway)"
+        )
+    if table.policy != policy_id:
+        raise ValueError(
+            f"--table was calibrated for policy {table.policy!r}, not {policy_id!r} (recalibrate, or pass --force)"
+        )
+
+
+def _run_config(base: dict[str, Any], strategy: str, n: int, **kw: Any) -> engine.RunConfig:
+    return engine.RunConfig(**{**base, "strategy": strategy, "n": n, **kw})
+
+
+def run_optimal(
+    table: Table,
+    budget: int,
+    policy: Any,
+    scorer: Any,
+    problems: list[Problem],
+    base: dict[str, Any],
+    *,
+    force: bool = False,
+) -> OptimalResult:
+    """`base`: the RunConfig fields shared by every run (dataset, seed, out, max_tokens, fewshot, ...)."""
+    t0 = time.perf_counter()
+    check_table(table, policy.model_id, getattr(scorer, "name", None), force)
+    probe_n = table.predictor.probe_n
+    probe_strategy = "best_of_n" if scorer is not None else "majority"
+    probe = engine.run(_run_config(base, probe_strategy, probe_n, prm=getattr(scorer, "name", None)),
+                       policy, problems, scorer=scorer)
+    pass1: dict[str, float] = {}
+    compute: dict[str, Compute] = {}
+    probe_total = Compute()
+    for r in probe.results:
+        answers = [c.answer for c in r.trace.candidates]
+        groups = group_answers(answers, lambda a, b, kind=r.problem.kind: is_equivalent(a, b, kind))
+        agreement = max((len(g) for g in groups), default=0) / max(1, len(answers))
+        rewards = r.trace.meta.get("rewards")
+        score = sum(min(x) if x else 0.0 for x in rewards) / len(rewards) if rewards else None
+        pass1[r.problem.id] = table.predictor.predict(agreement, score)
+        compute[r.problem.id] = Compute().add(r.trace.compute)
+        probe_total.add(r.trace.compute)
+    bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
+    choices = {p.id: table.choice(bins[p.id], budget) for p in problems}
+    groups_by_choice: dict[tuple, list[Problem]] = defaultdict(list)
+    for p in problems:
+        ch = choices[p.id]
+        groups_by_choice[(ch.strategy, ch.budget, ch.m, ch.selection)].append(p)
+    correct: dict[str, bool] = {}
+    run_ids = [probe.run_id]
+    for (strategy, n, m, _sel), members in groups_by_choice.items():
+        ch = choices[members[0].id]
+        agg, sel = ch.aggregation_selection()
+        kw: dict[str, Any] = {"aggregation": agg, "selection": sel if strategy != "majority" else "prm_max"}
+        if m:
+            kw["m"] = m
+        if strategy in ("best_of_n", "beam", "dvts", "rebase"):
+            kw["prm"] = getattr(scorer, "name", None)
+        res = engine.run(_run_config(base, strategy, n, **kw), policy, members, scorer=scorer if "prm" in kw else None)
+        run_ids.append(res.run_id)
+        for r in res.results:
+            correct[r.problem.id] = bool(r.trace.correct)
+            compute[r.problem.id].add(r.trace.compute)
+    total = Compute()
+    for c in compute.values():
+        total.add(c)
+    return OptimalResult(budget, table.prm, problems, pass1, bins, choices, correct, total, probe_total, run_ids,
+                         time.perf_counter() - t0, compute)

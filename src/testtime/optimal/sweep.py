@@ -1,0 +1,215 @@
+"""Sweeps: every strategy x budget x problem of a recipe, as per-problem cells, resumable through the store.
+
+A cell is one (problem, config, budget) with the expected accuracy of that config on that problem, and
+the tokens and FLOPs it cost. Configs are a strategy with its hyperparameters and an answer selection:
+``cot``, ``majority``, ``best_of_n/prm_min_vote``, ``beam(m=4)/prm_last_max``, ...
+
+* CoT: one greedy run (budget 1).
+* Pooled strategies (majority, best_of_n): ONE run at n_max; the cell at N <= n_max is the expected
+  accuracy of N samples drawn from that pool without replacement (exact over all subsets when there
+  are few, else ``subsamples`` random ones), for every aggregation x selection at once. Its cost is
+  N/n_max of the pool's.
+* Tree strategies: one run per budget (a multiple of M); every aggregation x selection of its
+  finished paths is a config.
+
+Every run goes through ``engine.run`` with its own store keys, so a killed sweep resumes where it was
+and a rerun recomputes nothing. The oracle difficulty of a problem is its pass@1 over the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testtime import engine
+from testtime.datasets import load_dataset
+from testtime.grading import is_equivalent
+from testtime.optimal.metrics import BON_KEYS, bon_subset_scores, subsample_curves
+from testtime.optimal.recipe import Recipe, StrategySpec
+from testtime.search.registry import TREE
+from testtime.search.selection import group_answers
+from testtime.types import Problem
+
+SWEEP_VERSION = 1
+ALL_KEYS = list(BON_KEYS)  # "majority", "prm_last_max", "prm_last_vote", ...
+
+
+@dataclass
+class Cell:
+    problem_id: str
+    config: str  # e.g. "best_of_n/prm_min_vote", "beam(m=4)/prm_last_max", "majority", "cot"
+    strategy: str
+    m: int | None
+    selection: str | None
+    budget: int
+    accuracy: float  # expected over subsets for pooled configs; 0/1 otherwise
+    tokens: float  # generated tokens (policy)
+    flops: float  # policy + PRM
+
+
+@dataclass
+class ProblemInfo:
+    id: str
+    level: Any
+    pass1: float  # oracle difficulty: mean correctness over the n_max pool
+    # The selector's probe, recomputed exactly from the pool's first probe_n samples (same seeds):
+    agreement: float  # largest answer group / probe_n
+    probe_score: float | None  # mean over the probe's candidates of their min step reward (None: no PRM)
+
+
+@dataclass
+class SweepResult:
+    recipe: dict[str, Any]
+    policy: str
+    prm: str | None
+    oracle_prm: bool
+    problems: list[ProblemInfo]
+    cells: list[Cell]
+    run_ids: list[str]
+    wall_s: float
+    version: int = SWEEP_VERSION
+    trees: dict[str, Any] = field(default_factory=dict)  # a few recorded search trees, for the report
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepResult:
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such sweep file (run `testtime sweep` first)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {e.lineno}: not a sweep file ({e.msg})") from None
+        if d.get("version") != SWEEP_VERSION:
+            raise ValueError(f"{path}: field version: {d.get('version')!r}, this testtime reads {SWEEP_VERSION}")
+        d["problems"] = [ProblemInfo(**p) for p in d["problems"]]
+        d["cells"] = [Cell(**c) for c in d["cells"]]
+        return cls(**d)
+
+    def configs(self) -> list[str]:
+        return sorted({c.config for c in self.cells})
+
+
+def sweep_path(recipe: Recipe) -> Path:
+    return Path(recipe.out) / f"sweep-{recipe.name}.json"
+
+
+def _config(recipe: Recipe, spec: StrategySpec, n: int, prm: str | None) -> engine.RunConfig:
+    return engine.RunConfig(
+        dataset=recipe.dataset, strategy=spec.name, n=n, limit=recipe.limit, levels=recipe.levels, seed=recipe.seed,
+        model=recipe.model, out=recipe.out, max_tokens=recipe.max_tokens, temperature=recipe.temperature,
+        fewshot=recipe.fewshot, prm=prm, m=spec.m, max_depth=recipe.max_depth, rank_by=spec.rank_by,
+        batch_sequences=max(64, 4 * n),
+    )
+
+
+def plan(recipe: Recipe) -> list[tuple[StrategySpec, int]]:
+    """The engine runs a sweep needs, in order: (strategy, N). A pool always comes first (difficulty)."""
+    names = [s.name for s in recipe.strategies]
+    runs: list[tuple[StrategySpec, int]] = []
+    pool = "best_of_n" if "best_of_n" in names else "majority"
+    runs.append((StrategySpec(name=pool), recipe.n_max))
+    for spec in recipe.strategies:
+        if spec.name == "cot":
+            runs.append((spec, 1))
+        elif spec.name in TREE:
+            runs.extend((spec, b) for b in recipe.tree_budgets(spec))
+    return runs
+
+
+def _pool_cells(recipe: Recipe, result: engine.RunResult, with_prm: bool) -> tuple[list[Cell], list[ProblemInfo]]:
+    cells: list[Cell] = []
+    infos: list[ProblemInfo] = []
+    ks = sorted(set(recipe.budgets or []))
+    for r in result.results:
+        t = r.trace
+        answers = [c.answer for c in t.candidates]
+        correct = [bool(c.correct) for c in t.candidates]
+        n = len(answers)
+        # group once with math equivalence, then subsets compare group ids (cheap and consistent)
+        groups = group_answers(answers, lambda a, b, kind=r.problem.kind: is_equivalent(a, b, kind))
+        gid: list[str | None] = [None] * n
+        for gi, g in enumerate(groups):
+            for i in g:
+                gid[i] = f"g{gi}"
+        rewards = t.meta.get("rewards") or [[] for _ in range(n)]
+        per_sample_tokens = t.compute.generated_tokens / max(1, n)
+        per_sample_flops = t.compute.flops / max(1, n)
+        # every selection of one subset in one pass, the same subsets for every key
+        curves = subsample_curves(n, [k for k in ks if k <= n], bon_subset_scores(gid, correct, rewards),
+                                  samples=recipe.subsamples, seed=recipe.seed)
+        for key in ALL_KEYS if with_prm else ["majority"]:
+            curve = curves[key]
+            strategy = "majority" if key == "majority" else "best_of_n"
+            config = strategy if key == "majority" else f"best_of_n/{key}"
+            for k, acc in curve.items():
+                cells.append(Cell(r.problem.id, config, strategy, None, None if key == "majority" else key, k, acc,
+                                  per_sample_tokens * k, per_sample_flops * k))
+        probe = min(recipe.difficulty.probe_n, n)
+        probe_groups = group_answers(gid[:probe])
+        agreement = max((len(g) for g in probe_groups), default=0) / max(1, probe)
+        probe_score = None
+        if with_prm and probe:
+            probe_score = sum(min(rw) if rw else 0.0 for rw in rewards[:probe]) / probe
+        infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), agreement, probe_score))
+    return cells, infos
+
+
+def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
+    cells = []
+    for r in result.results:
+        t = r.trace
+        if spec.name == "cot":
+            cells.append(Cell(r.problem.id, "cot", "cot", None, None, 1, float(bool(t.correct)),
+                              t.compute.generated_tokens, t.compute.flops))
+            continue
+        for key, ok in t.meta.get("selections_correct", {}).items():
+            cells.append(Cell(r.problem.id, f"{spec.label}/{key}", spec.name, spec.m, key, t.budget, float(bool(ok)),
+                              t.compute.generated_tokens, t.compute.flops))
+    return cells
+
+
+def run_sweep(
+    recipe: Recipe,
+    policy: Any,
+    scorer: Any = None,
+    problems: list[Problem] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> SweepResult:
+    """Run (or replay from the store) every engine run the recipe needs; write the sweep file."""
+    t0 = time.perf_counter()
+    if problems is None:
+        problems = load_dataset(recipe.dataset, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
+    runs = plan(recipe)
+    cells: list[Cell] = []
+    infos: list[ProblemInfo] = []
+    run_ids: list[str] = []
+    trees: dict[str, Any] = {}
+    for i, (spec, n) in enumerate(runs):
+        if on_progress:
+            on_progress(i, len(runs), f"{spec.label}@{n}")
+        prm = recipe.prm if spec.name in ("best_of_n",) or spec.name in TREE else None
+        result = engine.run(_config(recipe, spec, n, prm), policy, problems, scorer=scorer if prm else None)
+        run_ids.append(result.run_id)
+        if i == 0:  # the pool
+            cells_i, infos = _pool_cells(recipe, result, with_prm=spec.name == "best_of_n")
+            cells.extend(cells_i)
+        else:
+            cells.extend(_run_cells(spec, result))
+        if spec.name in TREE and len(trees) < 8:
+            for r in result.results[:2]:
+                trees.setdefault(r.problem.id, {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"})
+    if on_progress:
+        on_progress(len(runs), len(runs), "done")
+    oracle = bool(scorer is not None and getattr(scorer, "outcome_only", False))
+    out = SweepResult(recipe.model_dump(), policy.model_id, getattr(scorer, "name", recipe.prm), oracle, infos, cells,
+                      run_ids, time.perf_counter() - t0, trees=trees)
+    out.save(sweep_path(recipe))
+    return out
