@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_CPU ?= 2.13.0
 
-.PHONY: install demo test test-unit bench lint clean
+.PHONY: install demo test test-unit bench lint clean sweep-demo chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/testtime demo --dataset arith --limit 30 --n 8 --out $(DEMO_OUT)
 
-test: $(STAMP)
+# The report test opens the HTML in headless Chromium: install Debian's when absent (needs root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		  echo "warning: chromium not installed and not root; the HTML report's browser test will be skipped"; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -39,6 +45,15 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
+
+# The acceptance sweep on the CPU default: two PRMs (arith-check, the SmolLM2 judge), calibrate, report.
+# About 30-40 minutes on 2 cores (see the README); resumable: rerun to continue after an interruption.
+sweep-demo: $(STAMP)
+	$(VENV)/bin/testtime sweep --config recipes/arith-smollm2.yaml
+	$(VENV)/bin/testtime sweep --config recipes/arith-smollm2.yaml --set name=arith-smollm2-judge --set prm=judge \
+		--set n_max=8 --set 'budgets=[1, 2, 4, 8]' --set 'strategies=[cot, best_of_n, {name: beam, m: 4}]'
+	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-arithcheck.json --out runs/sweep-demo/report-arithcheck
+	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-judge.json --out runs/sweep-demo/report-judge
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -202,3 +202,25 @@ def test_run_json_with_a_scripted_policy(tmp_path, monkeypatch):
     assert s2["run_id"] == s["run_id"]
     assert s2["new_generations"] == 0 and s2["cached_generations"] == 6
     assert policies[1].n_generated == 0
+
+
+def test_sweep_and_calibrate_errors_are_one_line(tmp_path):
+    line = one_line_error(runner.invoke(app, ["sweep", "--config", str(tmp_path / "nope.yaml")]))
+    assert "nope.yaml: no such recipe file" in line
+    bad = tmp_path / "r.yaml"
+    bad.write_text("n_max: 4\nstrategies: [cot, {name: teleport}]\n")
+    line = one_line_error(runner.invoke(app, ["sweep", "--config", str(bad)]))
+    assert "r.yaml: field strategies.1.name" in line and "teleport" in line
+    line = one_line_error(runner.invoke(app, ["calibrate", str(tmp_path / "sweep-x.json")]))
+    assert "no such sweep file" in line
+    (tmp_path / "sweep-y.json").write_text('{"version": 99}')
+    line = one_line_error(runner.invoke(app, ["report", str(tmp_path / "sweep-y.json")]))
+    assert "field version: 99" in line
+
+
+def test_optimal_needs_table_and_budget(tmp_path):
+    line = one_line_error(runner.invoke(app, ["run", "--strategy", "optimal", "--out", str(tmp_path)]))
+    assert "--table T and --budget B" in line
+    line = one_line_error(runner.invoke(app, ["run", "--strategy", "optimal", "--table", str(tmp_path / "t.json"),
+                                              "--budget", "4", "--out", str(tmp_path)]))
+    assert "--table" in line and "no such file" in line

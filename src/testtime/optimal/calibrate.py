@@ -246,12 +246,11 @@ def _choice_of(config: str, budget: int) -> Choice:
 
 
 def _probe_cost(sweep: SweepResult, probe_n: int, ids: set[str]) -> dict[str, tuple[float, float]]:
-    """(tokens, FLOPs) of the probe per problem: probe_n samples of the pool (and their PRM scores)."""
-    pool = "best_of_n" if any(c.strategy == "best_of_n" for c in sweep.cells) else "majority"
-    config = f"best_of_n/{'prm_last_max'}" if pool == "best_of_n" else "majority"
-    out = {}
+    """(tokens, FLOPs) of the probe per problem: probe_n samples of the pool, scored when the pool was."""
+    scored = any(c.strategy == "best_of_n" for c in sweep.cells)
+    out: dict[str, tuple[float, float]] = {}
     for c in sweep.cells:
-        if c.problem_id in ids and c.config == config and c.budget >= 1:
-            per = (c.tokens / c.budget, c.flops / c.budget)
-            out[c.problem_id] = (per[0] * probe_n, per[1] * probe_n)
+        pooled = c.strategy == "best_of_n" if scored else c.config == "majority"
+        if c.problem_id in ids and pooled and c.problem_id not in out:
+            out[c.problem_id] = (c.tokens / c.budget * probe_n, c.flops / c.budget * probe_n)
     return out

@@ -142,6 +142,7 @@ def _pool_cells(recipe: Recipe, result: engine.RunResult, with_prm: bool) -> tup
         rewards = t.meta.get("rewards") or [[] for _ in range(n)]
         per_sample_tokens = t.compute.generated_tokens / max(1, n)
         per_sample_flops = t.compute.flops / max(1, n)
+        policy_flops = t.compute.policy_flops / max(1, n)  # majority needs no PRM: it is not charged one
         # every selection of one subset in one pass, the same subsets for every key
         curves = subsample_curves(n, [k for k in ks if k <= n], bon_subset_scores(gid, correct, rewards),
                                   samples=recipe.subsamples, seed=recipe.seed)
@@ -150,8 +151,9 @@ def _pool_cells(recipe: Recipe, result: engine.RunResult, with_prm: bool) -> tup
             strategy = "majority" if key == "majority" else "best_of_n"
             config = strategy if key == "majority" else f"best_of_n/{key}"
             for k, acc in curve.items():
+                flops = (policy_flops if key == "majority" else per_sample_flops) * k
                 cells.append(Cell(r.problem.id, config, strategy, None, None if key == "majority" else key, k, acc,
-                                  per_sample_tokens * k, per_sample_flops * k))
+                                  per_sample_tokens * k, flops))
         probe = min(recipe.difficulty.probe_n, n)
         probe_groups = group_answers(gid[:probe])
         agreement = max((len(g) for g in probe_groups), default=0) / max(1, probe)

@@ -1,0 +1,157 @@
+"""Calibration on a synthetic sweep with a known best cell per bin; held-out evaluation; the selector."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import ScriptedPolicy
+from testtime.datasets import load_dataset
+from testtime.optimal.calibrate import (
+    ALL,
+    Choice,
+    Predictor,
+    Table,
+    best_within,
+    calibrate,
+    evaluate,
+    mean_accuracy,
+    split_problems,
+)
+from testtime.optimal.selector import check_table, run_optimal
+from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
+
+EASY = [f"e{i:02d}" for i in range(12)]
+HARD = [f"h{i:02d}" for i in range(12)]
+
+
+def cell(pid, config, budget, acc, strategy=None, m=None, selection=None):
+    strategy = strategy or config.split("/")[0].split("(")[0]
+    return Cell(pid, config, strategy, m, selection, budget, acc, tokens=10.0 * budget, flops=100.0 * budget)
+
+
+def synthetic_sweep() -> SweepResult:
+    """Easy problems: CoT already solves them. Hard ones: only beam@4 solves them; majority@2 half of them."""
+    cells = []
+    for pid in EASY:
+        cells.append(cell(pid, "cot", 1, 1.0))
+        for b in (1, 2, 4):
+            cells.append(cell(pid, "majority", b, 0.9))
+            cells.append(cell(pid, "best_of_n/prm_min_max", b, 0.8, selection="prm_min_max"))
+        for b in (2, 4):
+            cells.append(cell(pid, "beam(m=2)/prm_last_max", b, 0.7, "beam", 2, "prm_last_max"))
+    for i, pid in enumerate(HARD):
+        cells.append(cell(pid, "cot", 1, 0.0))
+        for b in (1, 2, 4):
+            cells.append(cell(pid, "majority", b, 0.5 if b >= 2 and i % 2 == 0 else 0.0))
+            cells.append(cell(pid, "best_of_n/prm_min_max", b, 0.0, selection="prm_min_max"))
+        cells.append(cell(pid, "beam(m=2)/prm_last_max", 2, 0.0, "beam", 2, "prm_last_max"))
+        cells.append(cell(pid, "beam(m=2)/prm_last_max", 4, 1.0, "beam", 2, "prm_last_max"))
+    infos = [ProblemInfo(p, 1, 0.9, 1.0, 0.9) for p in EASY] + [ProblemInfo(p, 5, 0.0, 0.25, 0.1) for p in HARD]
+    recipe = {"name": "synthetic", "dataset": "arith", "holdout": 0.5, "seed": 0,
+              "difficulty": {"easy": 0.5, "hard": 0.1, "probe_n": 4}}
+    return SweepResult(recipe, "policy-x", "prm-y", False, infos, cells, [], 0.0)
+
+
+def test_split_is_stable_and_partitions():
+    ids = EASY + HARD
+    calib, held = split_problems(ids, 0.5, seed=0)
+    assert sorted(calib + held) == sorted(ids) and not set(calib) & set(held)
+    assert split_problems(list(reversed(ids)), 0.5, 0) == (sorted(calib, key=ids[::-1].index),
+                                                           sorted(held, key=ids[::-1].index))
+    assert split_problems(ids, 0.5, seed=1) != (calib, held)
+
+
+def test_best_within_prefers_accuracy_then_smaller_budget():
+    sw = synthetic_sweep()
+    acc = mean_accuracy(sw.cells, set(EASY))
+    assert best_within(acc, 4).config == "cot"  # 1.0 at budget 1 beats everything
+    acc_h = mean_accuracy(sw.cells, set(HARD))
+    assert (best_within(acc_h, 4).config, best_within(acc_h, 4).budget) == ("beam(m=2)/prm_last_max", 4)
+    b2 = best_within(acc_h, 2)
+    assert (b2.config, b2.budget, b2.accuracy) == ("majority", 2, 0.25)
+    assert best_within(acc_h, 0) is None
+
+
+def test_calibrate_finds_the_known_best_cells(tmp_path):
+    sw = synthetic_sweep()
+    table = calibrate(sw)
+    assert set(table.table) == {"easy", "hard", ALL}
+    assert {b: c.config for b, c in table.table["easy"].items()} == {1: "cot", 2: "cot", 4: "cot"}
+    assert {b: (c.config, c.budget) for b, c in table.table["hard"].items()} == {
+        1: ("best_of_n/prm_min_max", 1),  # all 0 at N=1: ties go to the smaller budget, then the name
+        2: ("majority", 2), 4: ("beam(m=2)/prm_last_max", 4)}
+    assert table.choice("hard", 3).budget == 2 and table.choice("hard", 100).budget == 4
+    with pytest.raises(ValueError, match="--budget 0"):
+        table.choice("hard", 0)
+    # the predictor learned pass@1 from agreement / probe score: it separates the two groups
+    assert table.predictor.predict(1.0, 0.9) >= 0.5 > 0.1 > table.predictor.predict(0.25, 0.1)
+    path = table.save(tmp_path / "t.json")
+    again = Table.load(path)
+    assert again.table["hard"][4] == table.table["hard"][4] and again.predictor == table.predictor
+    assert again.prm == "prm-y" and again.policy == "policy-x"
+
+
+def test_table_load_errors(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text('{"kind": "something"}')
+    with pytest.raises(ValueError, match="field kind"):
+        Table.load(p)
+    p.write_text("{nope")
+    with pytest.raises(ValueError, match="line 1: not JSON"):
+        Table.load(p)
+    with pytest.raises(ValueError, match="no such file"):
+        Table.load(tmp_path / "missing.json")
+
+
+def test_held_out_compute_optimal_beats_every_fixed_config():
+    sw = synthetic_sweep()
+    table = calibrate(sw)
+    ev = evaluate(sw, table)
+    allc = ev["curves"][ALL]
+    opt = {p["budget"]: p["accuracy"] for p in allc["compute-optimal (oracle bins)"]}
+    fixed = {p["budget"]: p["accuracy"] for p in allc["best fixed"]}
+    assert all(opt[b] >= fixed[b] for b in fixed)
+    assert opt[4] == 1.0 > fixed[4]  # easy -> CoT, hard -> beam@4: every held-out problem solved
+    pred = {p["budget"]: p for p in allc["compute-optimal (predicted bins)"]}
+    assert pred[4]["accuracy"] == 1.0  # the probe predicts the right bins here
+    assert pred[4]["flops"] > allc["compute-optimal (oracle bins)"][-1]["flops"]  # probe compute counted
+    assert ev["confusion"] == [[sum(1 for p in table.holdout_ids if p in EASY), 0],
+                               [0, sum(1 for p in table.holdout_ids if p in HARD)]]
+
+
+def test_selector_refuses_another_prm_or_policy():
+    table = calibrate(synthetic_sweep())
+    with pytest.raises(ValueError, match="calibrated with PRM 'prm-y' but this run scores with 'arith-check'"):
+        check_table(table, "policy-x", "arith-check", force=False)
+    with pytest.raises(ValueError, match="calibrated for policy 'policy-x'"):
+        check_table(table, "other", "prm-y", force=False)
+    check_table(table, "other", "arith-check", force=True)
+
+
+def _choice(config, strategy, budget, selection=None):
+    return Choice(config, strategy, budget, None, selection, 1.0, 1)
+
+
+def test_selector_runs_each_bins_choice_and_counts_the_probe(tmp_path):
+    problems = load_dataset("arith", limit=2)
+    policy = ScriptedPolicy({problems[0].question: ["9"], problems[1].question: ["1", "2", "3", "4", "5"]})
+    table = Table(
+        policy=policy.model_id, prm="arith-check", oracle_prm=False, dataset="arith", recipe="t", easy=0.5, hard=0.1,
+        budgets=[1, 4],
+        table={"easy": {1: _choice("cot", "cot", 1), 4: _choice("cot", "cot", 1)},
+               "medium": {1: _choice("majority", "majority", 1), 4: _choice("majority", "majority", 4)},
+               "hard": {1: _choice("majority", "majority", 1), 4: _choice("majority", "majority", 4)},
+               ALL: {1: _choice("cot", "cot", 1), 4: _choice("majority", "majority", 4)}},
+        fixed={}, predictor=Predictor(4, [0.0, 1.0, 0.0], True), calibration_ids=[], holdout_ids=[],
+    )
+    from testtime.reward import ArithCheck
+
+    base = {"dataset": "arith", "out": str(tmp_path), "max_tokens": 64, "fewshot": 0}
+    res = run_optimal(table, 4, policy, ArithCheck(), problems, base)
+    assert res.bins == {problems[0].id: "easy", problems[1].id: "medium"}  # agreement 1.0 and 0.25
+    assert res.choices[problems[0].id].config == "cot" and res.choices[problems[1].id].budget == 4
+    assert res.correct == {problems[0].id: True, problems[1].id: False}
+    s = res.summary()
+    assert s["accuracy"] == 0.5 and s["by_bin"]["easy"]["configs"] == {"cot@1": 1}
+    assert s["probe_generated_tokens"] > 0 and s["generated_tokens"] > s["probe_generated_tokens"]
+    assert len(res.run_ids) == 3  # the probe, then one run per distinct config

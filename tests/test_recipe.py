@@ -1,0 +1,64 @@
+"""Sweep recipes: YAML + --set overrides, validation errors that name the file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testtime.optimal.recipe import apply_overrides, load_recipe
+from testtime.optimal.sweep import plan
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def test_defaults_and_budgets():
+    r = load_recipe(None, ["n_max=16"])
+    assert r.budgets == [1, 2, 4, 8, 16]
+    assert [s.name for s in r.strategies] == ["cot", "best_of_n"]
+    assert load_recipe(None, ["n_max=12"]).budgets == [1, 2, 4, 8]
+
+
+def test_overrides_nested_and_typed():
+    d = apply_overrides({"difficulty": {"easy": 0.5}}, ["difficulty.hard=0.2", "limit=10", "prm=null",
+                                                       "strategies=[cot, {name: beam, m: 2}]"])
+    assert d == {"difficulty": {"easy": 0.5, "hard": 0.2}, "limit": 10, "prm": None,
+                 "strategies": ["cot", {"name": "beam", "m": 2}]}
+    with pytest.raises(ValueError, match="--set limit: expected key=value"):
+        apply_overrides({}, ["limit"])
+
+
+def test_tree_budgets_are_multiples_of_m_and_plan_order():
+    r = load_recipe(None, ["n_max=16", "strategies=[cot, majority, {name: beam, m: 4}, {name: dvts, m: 2}]"])
+    beam, dvts = r.strategies[2], r.strategies[3]
+    assert r.tree_budgets(beam) == [4, 8, 16] and r.tree_budgets(dvts) == [2, 4, 8, 16]
+    runs = [(s.label, n) for s, n in plan(r)]
+    assert runs[0] == ("majority", 16)  # the pool first: it gives every problem's difficulty
+    assert runs[1:] == [("cot", 1), ("beam(m=4)", 4), ("beam(m=4)", 8), ("beam(m=4)", 16),
+                        ("dvts(m=2)", 2), ("dvts(m=2)", 4), ("dvts(m=2)", 8), ("dvts(m=2)", 16)]
+    with_bon = load_recipe(None, ["strategies=[best_of_n, majority]"])
+    assert plan(with_bon)[0][0].name == "best_of_n"  # the scored pool also yields majority
+
+
+def test_errors_name_file_line_and_field(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: x\nn_max: [1\n")
+    with pytest.raises(ValueError, match=r"r\.yaml line \d+: not valid YAML"):
+        load_recipe(bad)
+    bad.write_text("n_max: 4\nbudgets: [1, 8]\n")
+    with pytest.raises(ValueError, match=r"r\.yaml: field .*budgets must lie in \[1, n_max=4\]"):
+        load_recipe(bad)
+    bad.write_text("strategies: [cot, {name: beam, width: 3}]\n")
+    with pytest.raises(ValueError, match=r"field strategies\.1\.width"):
+        load_recipe(bad)
+    with pytest.raises(ValueError, match="needs prm|need prm"):
+        load_recipe(None, ["prm=null", "strategies=[best_of_n]"])
+    with pytest.raises(ValueError, match="no such recipe file"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_shipped_recipes_load():
+    for path in sorted(RECIPES.glob("*.yaml")):
+        r = load_recipe(path)
+        assert r.n_max >= max(r.budgets or [1])
+        assert plan(r)
