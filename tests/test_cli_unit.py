@@ -212,7 +212,7 @@ def test_sweep_and_calibrate_errors_are_one_line(tmp_path):
     line = one_line_error(runner.invoke(app, ["sweep", "--config", str(bad)]))
     assert "r.yaml: field strategies.1.name" in line and "teleport" in line
     line = one_line_error(runner.invoke(app, ["calibrate", str(tmp_path / "sweep-x.json")]))
-    assert "no such sweep file" in line
+    assert "sweep-x.json: no such file" in line and "testtime sweep" in line
     (tmp_path / "sweep-y.json").write_text('{"version": 99}')
     line = one_line_error(runner.invoke(app, ["report", str(tmp_path / "sweep-y.json")]))
     assert "field version: 99" in line

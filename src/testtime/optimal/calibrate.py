@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import absolute_bins, bin_order, confusion_matrix
 from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
 
@@ -104,17 +105,7 @@ class Table:
 
     @classmethod
     def load(cls, path: str | Path) -> Table:
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"--table {path}: no such file (run `testtime calibrate` first)") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--table {path} line {e.lineno}: not JSON ({e.msg})") from None
-        if d.get("kind") != TABLE_KIND:
-            raise ValueError(f"--table {path}: field kind: {d.get('kind')!r} is not a calibration table")
-        if d.get("version") != TABLE_VERSION:
-            found = d.get("version")
-            raise ValueError(f"--table {path}: field version: {found!r}, this testtime reads {TABLE_VERSION}")
+        d = read_artifact(path, f"--table {path}", TABLE_VERSION, "run `testtime calibrate` first", TABLE_KIND)
         d["table"] = {k: {int(b): Choice(**c) for b, c in v.items()} for k, v in d["table"].items()}
         d["fixed"] = {int(b): Choice(**c) for b, c in d["fixed"].items()}
         d["predictor"] = Predictor(**d["predictor"])

@@ -28,6 +28,7 @@ from typing import Any
 from testtime import engine
 from testtime.datasets import load_dataset
 from testtime.grading import is_equivalent
+from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import BON_KEYS, bon_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
 from testtime.search.registry import TREE
@@ -81,14 +82,7 @@ class SweepResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SweepResult:
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: no such sweep file (run `testtime sweep` first)") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {e.lineno}: not a sweep file ({e.msg})") from None
-        if d.get("version") != SWEEP_VERSION:
-            raise ValueError(f"{path}: field version: {d.get('version')!r}, this testtime reads {SWEEP_VERSION}")
+        d = read_artifact(path, str(path), SWEEP_VERSION, "run `testtime sweep` first")
         d["problems"] = [ProblemInfo(**p) for p in d["problems"]]
         d["cells"] = [Cell(**c) for c in d["cells"]]
         return cls(**d)
