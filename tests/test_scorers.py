@@ -170,3 +170,16 @@ def test_missing_hf_extra_names_the_extra(monkeypatch, tmp_path, module):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"pip install 'testtime\[hf\]'"):
         load_scorer(f"hf:{tmp_path}")
+
+
+def test_judge_scores_a_growing_path_only_once_per_step():
+    pol = FakeJudgePolicy({"a = 1.": {"Yes": math.log(0.8), "No": math.log(0.2)}})
+    j = Judge(pol)
+    first = j.score_batch([req("Q", "a = 1.")])
+    second = j.score_batch([req("Q", "a = 1.", "b = 2."), req("Q", "a = 1.", "c = 3.")])
+    # the shared first step is not asked again; the two new steps go in one call
+    assert [len(c) for c in pol.calls] == [1, 2]
+    assert second[0].rewards[0] == first[0].rewards[0] == pytest.approx(0.8)
+    assert second[0].tokens == second[1].tokens == 50 - 30 + 1  # only the new step's prompt is charged
+    same = j.score_batch([req("Q", "a = 1.", "b = 2."), req("Q", "a = 1.", "b = 2.")])
+    assert len(pol.calls) == 2 and [s.tokens for s in same] == [0, 0]

@@ -63,6 +63,10 @@ class Judge(BatchScorer):
         self.n_params = int(getattr(policy, "n_params", 0))
         self.name = f"judge:{policy.model_id}"
         self.misses = 0  # steps where neither Yes nor No was in the top k
+        # The verdict on step k depends only on steps 1..k, so tree searches, which rescore a growing
+        # path at every depth, only ever pay for the newest step: prompt -> reward, bounded in size.
+        self._memo: dict[str, float] = {}
+        self.memo_limit = 200_000
         self._owns_policy = owns_policy  # judge:MODEL loads its own policy; the run's is not ours to close
 
     def close(self) -> None:
@@ -77,20 +81,21 @@ class Judge(BatchScorer):
         return self.policy.render_chat([{"role": "user", "content": text}])
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
-        prompts: list[str] = []
-        owner: list[int] = []
-        for i, r in enumerate(requests):
-            for k in range(1, len(r.steps) + 1):
-                prompts.append(self.prompt(r.question, r.steps, k))
-                owner.append(i)
-        results = self.policy.next_token_logprobs(prompts, self.top_k) if prompts else []
-        out = [Scored([], 0) for _ in requests]
-        for i, res in zip(owner, results, strict=True):
+        prompts = [[self.prompt(r.question, r.steps, k) for k in range(1, len(r.steps) + 1)] for r in requests]
+        values = {p: self._memo[p] for ps in prompts for p in ps if p in self._memo}
+        todo = list(dict.fromkeys(p for ps in prompts for p in ps if p not in values))  # unique, in order
+        results = self.policy.next_token_logprobs(todo, self.top_k) if todo else []
+        tokens: dict[str, int] = {}
+        for prompt, res in zip(todo, results, strict=True):
             p = yes_probability(res.top, self.yes, self.no)
             if p is None:
                 self.misses += 1
                 p = self.neutral
-            out[i].rewards.append(p)
+            values[prompt] = p
             # FLOPs count the tokens the judge actually evaluated (cached prefix tokens are free)
-            out[i].tokens += res.prompt_tokens - res.cached_prompt_tokens + 1
-        return out
+            tokens[prompt] = res.prompt_tokens - res.cached_prompt_tokens + 1
+        if len(self._memo) + len(todo) > self.memo_limit:
+            self._memo.clear()
+        self._memo.update((p, values[p]) for p in todo)
+        # each prompt's tokens are charged once, to the first solution that needed it
+        return [Scored([values[p] for p in ps], sum(tokens.pop(p, 0) for p in ps)) for ps in prompts]
