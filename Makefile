@@ -47,11 +47,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
 # The acceptance sweep on the CPU default: two PRMs (arith-check, the SmolLM2 judge), calibrate, report.
-# About 30-40 minutes on 2 cores (see the README); resumable: rerun to continue after an interruption.
+# The judge sweep reuses the arith-check sweep's samples (same seeds) and only adds judge scoring.
+# About an hour on 2 cores (see the README); resumable: rerun to continue after an interruption.
 sweep-demo: $(STAMP)
 	$(VENV)/bin/testtime sweep --config recipes/arith-smollm2.yaml
 	$(VENV)/bin/testtime sweep --config recipes/arith-smollm2.yaml --set name=arith-smollm2-judge --set prm=judge \
-		--set n_max=8 --set 'budgets=[1, 2, 4, 8]' --set 'strategies=[cot, best_of_n, {name: beam, m: 4}]'
+		--set n_max=8 --set 'budgets=[1, 2, 4, 8]' --set 'strategies=[cot, best_of_n]'
 	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-arithcheck.json --out runs/sweep-demo/report-arithcheck
 	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-judge.json --out runs/sweep-demo/report-judge
 
