@@ -155,3 +155,20 @@ def test_selector_runs_each_bins_choice_and_counts_the_probe(tmp_path):
     assert s["accuracy"] == 0.5 and s["by_bin"]["easy"]["configs"] == {"cot@1": 1}
     assert s["probe_generated_tokens"] > 0 and s["generated_tokens"] > s["probe_generated_tokens"]
     assert len(res.run_ids) == 3  # the probe, then one run per distinct config
+
+
+def test_sweep_over_seeds_averages_per_problem(tmp_path):
+    from testtime.optimal.recipe import load_recipe
+    from testtime.optimal.sweep import run_sweep
+
+    problems = load_dataset("arith", limit=2)
+    # seed-independent script: problem 0 always right, problem 1 right in 2 of 4 samples
+    policy = ScriptedPolicy({problems[0].question: ["9"], problems[1].question: ["5", "1", "5", "2"]})
+    recipe = load_recipe(None, ["seeds=[0, 1]", "n_max=4", "strategies=[cot, majority]", f"out={tmp_path}",
+                                "prm=null", "limit=2", "name=seeds", "fewshot=0", "max_tokens=32"])
+    seen = []
+    sw = run_sweep(recipe, policy, None, problems, on_progress=lambda d, t, label: seen.append(label))
+    assert len(sw.run_ids) == 4 and len(set(sw.run_ids)) == 4  # (pool, cot) x 2 seeds, distinct runs
+    assert [p.pass1 for p in sw.problems] == [1.0, 0.5]  # one info per problem, seeds averaged
+    assert sum(1 for c in sw.cells if c.config == "majority" and c.budget == 4) == 4  # 2 problems x 2 seeds
+    assert any("seed 1" in label for label in seen)

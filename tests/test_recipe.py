@@ -62,3 +62,13 @@ def test_shipped_recipes_load():
         r = load_recipe(path)
         assert r.n_max >= max(r.budgets or [1])
         assert plan(r)
+
+
+def test_seeds_and_datasets_axes():
+    from testtime.optimal.sweep import n_runs
+
+    r = load_recipe(None, ["seeds=[0, 1, 2]", "datasets=[arith, gsm8k]", "strategies=[cot, majority]", "n_max=4"])
+    assert r.seeds == [0, 1, 2] and r.datasets == ["arith", "gsm8k"]
+    assert n_runs(r) == 2 * 3 * 2  # (pool, cot) x seeds x datasets
+    d = load_recipe(None, ["seed=5"])
+    assert d.seeds == [5] and d.datasets == ["arith"]

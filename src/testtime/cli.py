@@ -340,7 +340,7 @@ def sweep(
     """Every strategy x budget of a recipe over its problems (resumable), saved as a sweep file."""
     from testtime.datasets import DatasetError, load_dataset
     from testtime.optimal.recipe import load_recipe
-    from testtime.optimal.sweep import plan, run_sweep
+    from testtime.optimal.sweep import n_runs, run_sweep
     from testtime.policy import load_policy
     from testtime.reward import load_scorer
 
@@ -358,7 +358,7 @@ def sweep(
                 scorer = load_scorer(recipe.prm, policy)
             except (ValueError, ImportError, FileNotFoundError) as e:
                 _fail(f"{config or 'recipe'}: field prm: {e}")
-        total = len(plan(recipe))
+        total = n_runs(recipe)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out_console) as progress:
             task = progress.add_task("sweep", total=total)

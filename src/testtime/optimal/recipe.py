@@ -60,7 +60,11 @@ class Recipe(BaseModel):
     dataset: str = "arith"
     limit: int | None = None
     levels: list[int] | None = None
-    seed: int = 0
+    seed: int = 0  # picks the problems (and, for arith, generates them)
+    # Extra axes: sampling seeds (cells of several seeds are averaged per problem) and datasets (problems of
+    # every dataset pooled into one sweep, one table). Default: [seed] and [dataset].
+    seeds: list[int] | None = None
+    datasets: list[str] | None = None
     model: str | None = None
     prm: str | None = "arith-check"
     n_max: int = 16
@@ -91,6 +95,8 @@ class Recipe(BaseModel):
             raise ValueError(f"budgets must lie in [1, n_max={self.n_max}]")
         if not 0.0 < self.holdout < 1.0:
             raise ValueError("holdout must be in (0, 1)")
+        self.seeds = self.seeds or [self.seed]
+        self.datasets = self.datasets or [self.dataset]
         if any(s.name in SCORED for s in self.strategies) and not self.prm:
             raise ValueError("strategies best_of_n / beam / dvts / rebase need prm")
         return self

@@ -95,17 +95,22 @@ def sweep_path(recipe: Recipe) -> Path:
     return Path(recipe.out) / f"sweep-{recipe.name}.json"
 
 
-def _config(recipe: Recipe, spec: StrategySpec, n: int, prm: str | None) -> engine.RunConfig:
+def _config(recipe: Recipe, spec: StrategySpec, n: int, prm: str | None, dataset: str, seed: int) -> engine.RunConfig:
     return engine.RunConfig(
-        dataset=recipe.dataset, strategy=spec.name, n=n, limit=recipe.limit, levels=recipe.levels, seed=recipe.seed,
+        dataset=dataset, strategy=spec.name, n=n, limit=recipe.limit, levels=recipe.levels, seed=seed,
         model=recipe.model, out=recipe.out, max_tokens=recipe.max_tokens, temperature=recipe.temperature,
         fewshot=recipe.fewshot, prm=prm, m=spec.m, max_depth=recipe.max_depth, rank_by=spec.rank_by,
         batch_sequences=max(64, 4 * n),
     )
 
 
+def n_runs(recipe: Recipe) -> int:
+    """Engine runs in the whole sweep: plan x seeds x datasets."""
+    return len(plan(recipe)) * len(recipe.seeds or [0]) * len(recipe.datasets or [0])
+
+
 def plan(recipe: Recipe) -> list[tuple[StrategySpec, int]]:
-    """The engine runs a sweep needs, in order: (strategy, N). A pool always comes first (difficulty)."""
+    """The engine runs a sweep needs per (dataset, seed), in order: (strategy, N). The pool comes first."""
     names = [s.name for s in recipe.strategies]
     runs: list[tuple[StrategySpec, int]] = []
     pool = "best_of_n" if "best_of_n" in names else "majority"
@@ -118,7 +123,9 @@ def plan(recipe: Recipe) -> list[tuple[StrategySpec, int]]:
     return runs
 
 
-def _pool_cells(recipe: Recipe, result: engine.RunResult, with_prm: bool) -> tuple[list[Cell], list[ProblemInfo]]:
+def _pool_cells(
+    recipe: Recipe, result: engine.RunResult, with_prm: bool, seed: int
+) -> tuple[list[Cell], list[ProblemInfo]]:
     cells: list[Cell] = []
     infos: list[ProblemInfo] = []
     ks = sorted(set(recipe.budgets or []))
@@ -139,7 +146,7 @@ def _pool_cells(recipe: Recipe, result: engine.RunResult, with_prm: bool) -> tup
         policy_flops = t.compute.policy_flops / max(1, n)  # majority needs no PRM: it is not charged one
         # every selection of one subset in one pass, the same subsets for every key
         curves = subsample_curves(n, [k for k in ks if k <= n], bon_subset_scores(gid, correct, rewards),
-                                  samples=recipe.subsamples, seed=recipe.seed)
+                                  samples=recipe.subsamples, seed=seed)
         for key in ALL_KEYS if with_prm else ["majority"]:
             curve = curves[key]
             strategy = "majority" if key == "majority" else "best_of_n"
@@ -172,6 +179,19 @@ def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
     return cells
 
 
+def _merge_infos(infos: list[ProblemInfo]) -> list[ProblemInfo]:
+    """One ProblemInfo per problem: several seeds' pass@1 and probe features averaged."""
+    by_id: dict[str, list[ProblemInfo]] = {}
+    for p in infos:
+        by_id.setdefault(p.id, []).append(p)
+    out = []
+    for pid, ps in by_id.items():
+        scores = [p.probe_score for p in ps if p.probe_score is not None]
+        out.append(ProblemInfo(pid, ps[0].level, sum(p.pass1 for p in ps) / len(ps),
+                               sum(p.agreement for p in ps) / len(ps), sum(scores) / len(scores) if scores else None))
+    return out
+
+
 def run_sweep(
     recipe: Recipe,
     policy: Any,
@@ -179,31 +199,39 @@ def run_sweep(
     problems: list[Problem] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> SweepResult:
-    """Run (or replay from the store) every engine run the recipe needs; write the sweep file."""
+    """Run (or replay from the store) every engine run the recipe needs; write the sweep file.
+
+    `problems` replaces the recipe's datasets (one problem list for every seed)."""
     t0 = time.perf_counter()
-    if problems is None:
-        problems = load_dataset(recipe.dataset, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
+    names = recipe.datasets or [recipe.dataset]
+    if problems is not None:
+        datasets = [(names[0], problems)]
+    else:
+        datasets = [(d, load_dataset(d, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)) for d in names]
     runs = plan(recipe)
+    jobs = [(d, ps, seed, spec, n) for d, ps in datasets for seed in recipe.seeds or [recipe.seed] for spec, n in runs]
     cells: list[Cell] = []
     infos: list[ProblemInfo] = []
     run_ids: list[str] = []
     trees: dict[str, Any] = {}
-    for i, (spec, n) in enumerate(runs):
+    for i, (dataset, ps, seed, spec, n) in enumerate(jobs):
         if on_progress:
-            on_progress(i, len(runs), f"{spec.label}@{n}")
+            on_progress(i, len(jobs), f"{dataset} seed {seed} {spec.label}@{n}")
         prm = recipe.prm if spec.name in ("best_of_n",) or spec.name in TREE else None
-        result = engine.run(_config(recipe, spec, n, prm), policy, problems, scorer=scorer if prm else None)
+        result = engine.run(_config(recipe, spec, n, prm, dataset, seed), policy, ps, scorer=scorer if prm else None)
         run_ids.append(result.run_id)
-        if i == 0:  # the pool
-            cells_i, infos = _pool_cells(recipe, result, with_prm=spec.name == "best_of_n")
+        if (spec, n) == runs[0]:  # the pool of this (dataset, seed)
+            cells_i, infos_i = _pool_cells(recipe, result, spec.name == "best_of_n", seed)
             cells.extend(cells_i)
+            infos.extend(infos_i)
         else:
             cells.extend(_run_cells(spec, result))
         if spec.name in TREE and len(trees) < 8:
             for r in result.results[:2]:
                 trees.setdefault(r.problem.id, {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"})
+    infos = _merge_infos(infos)
     if on_progress:
-        on_progress(len(runs), len(runs), "done")
+        on_progress(len(jobs), len(jobs), "done")
     oracle = bool(scorer is not None and getattr(scorer, "outcome_only", False))
     out = SweepResult(recipe.model_dump(), policy.model_id, getattr(scorer, "name", recipe.prm), oracle, infos, cells,
                       run_ids, time.perf_counter() - t0, trees=trees)
