@@ -448,7 +448,7 @@ def plot_accuracy(data: ReportData, x: str, path: str | Path) -> Path:
     flat = list(axes.flat)
     for ax, key in zip(flat, keys, strict=False):
         _draw_panel(ax, data, key, x, colors)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))  # accuracies are fractions; show them as %
+        ax.yaxis.set_major_formatter(PercentFormatter(100.0))  # panels plot accuracy x 100
     for ax in flat[n:]:
         ax.set_visible(False)
     for r in range(nrows):
