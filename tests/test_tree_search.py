@@ -214,6 +214,8 @@ def test_engine_records_the_tree_and_replays(tmp_path):
     assert s["prompt_tokens_evaluated"] + s["prompt_tokens_cached"] == s["prompt_tokens"]
     with Store(tmp_path) as store:
         tree = store.get_tree(first.run_id, "a")
+        assert store.get_problem(first.run_id, "a")["question"] == "question a"
+        assert store.get_problem(first.run_id, "nope") == {}
         assert [n["node_id"] for n in tree] == list(range(len(tree)))
         assert tree[0]["parent"] is None and all(n["parent"] is not None for n in tree[1:])
         assert [n["step"].split(" ")[0] for n in tree if n["depth"] == 1 and n["kept"]] == ["r.0", "r.1"]

@@ -326,6 +326,17 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def get_problem(self, run_id: str, problem_id: str) -> dict[str, Any]:
+        """A run's problem as stored (question, answer, kind, meta); {} when absent."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT question, answer, kind, meta FROM problems WHERE run_id=? AND problem_id=?",
+                (run_id, problem_id),
+            ).fetchone()
+        if row is None:
+            return {}
+        return {"question": row[0], "answer": row[1], "kind": row[2], "meta": json.loads(row[3])}
+
     def get_tree(self, run_id: str, problem_id: str) -> list[dict[str, Any]]:
         """The search tree a tree strategy recorded for one problem of a run, in node order."""
         cols = ("node_id", "parent", "depth", "step", "reward", "path_rewards", "tokens", "finish", "answer",

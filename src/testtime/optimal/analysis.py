@@ -160,7 +160,9 @@ def _trees(sweep: SweepResult, store_dir: str | Path | None) -> dict[str, Any]:
         for pid, info in sweep.trees.items():
             nodes = store.get_tree(info["run_id"], pid)
             if nodes:
-                out[pid] = {"question": "", "answer": "", "strategy": info["strategy"],
+                problem = store.get_problem(info["run_id"], pid)
+                out[pid] = {"question": problem.get("question", ""), "answer": problem.get("answer", ""),
+                            "strategy": info["strategy"],
                             "nodes": [{k: n[k] for k in ("node_id", "parent", "depth", "step", "reward", "kept",
                                                          "pruned", "terminal", "answer")} for n in nodes]}
     return out

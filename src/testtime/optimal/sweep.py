@@ -73,7 +73,7 @@ class SweepResult:
     run_ids: list[str]
     wall_s: float
     version: int = SWEEP_VERSION
-    trees: dict[str, Any] = field(default_factory=dict)  # a few recorded search trees, for the report
+    trees: dict[str, Any] = field(default_factory=dict)  # problem -> the tree run whose tree the report shows
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,9 +226,9 @@ def run_sweep(
             infos.extend(infos_i)
         else:
             cells.extend(_run_cells(spec, result))
-        if spec.name in TREE and len(trees) < 8:
-            for r in result.results[:2]:
-                trees.setdefault(r.problem.id, {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"})
+        if spec.name in TREE:  # every problem's tree from the latest tree run (the viewer shows any problem)
+            for r in result.results:
+                trees[r.problem.id] = {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"}
     infos = _merge_infos(infos)
     if on_progress:
         on_progress(len(jobs), len(jobs), "done")
