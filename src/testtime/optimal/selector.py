@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testtime import engine
-from testtime.grading import is_equivalent
 from testtime.optimal.calibrate import Choice, Table
 from testtime.optimal.metrics import absolute_bins, bin_order
-from testtime.search.selection import group_answers
+from testtime.search.selection import group_answers, math_equivalent
 from testtime.types import Compute, Problem
 
 
@@ -103,7 +102,7 @@ def run_optimal(
     probe_total = Compute()
     for r in probe.results:
         answers = [c.answer for c in r.trace.candidates]
-        groups = group_answers(answers, lambda a, b, kind=r.problem.kind: is_equivalent(a, b, kind))
+        groups = group_answers(answers, math_equivalent(r.problem.kind))
         agreement = max((len(g) for g in groups), default=0) / max(1, len(answers))
         rewards = r.trace.meta.get("rewards")
         score = sum(min(x) if x else 0.0 for x in rewards) / len(rewards) if rewards else None

@@ -27,12 +27,11 @@ from typing import Any
 
 from testtime import engine
 from testtime.datasets import load_dataset
-from testtime.grading import is_equivalent
 from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import BON_KEYS, bon_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
 from testtime.search.registry import TREE
-from testtime.search.selection import group_answers
+from testtime.search.selection import group_answers, math_equivalent
 from testtime.types import Problem
 
 SWEEP_VERSION = 1
@@ -135,7 +134,7 @@ def _pool_cells(
         correct = [bool(c.correct) for c in t.candidates]
         n = len(answers)
         # group once with math equivalence, then subsets compare group ids (cheap and consistent)
-        groups = group_answers(answers, lambda a, b, kind=r.problem.kind: is_equivalent(a, b, kind))
+        groups = group_answers(answers, math_equivalent(r.problem.kind))
         gid: list[str | None] = [None] * n
         for gi, g in enumerate(groups):
             for i in g:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from testtime.grading import extract_answer, is_equivalent
+from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, candidate_of, compute_of
-from testtime.search.selection import majority_vote
+from testtime.search.selection import majority_vote, math_equivalent
 from testtime.types import Problem, Trace
 
 
@@ -47,12 +47,7 @@ class Majority:
         traces = []
         for problem, comps in zip(problems, sample_solutions(problems, ctx, self.budget, ctx.temperature), strict=True):
             answers = [extract_answer(c.text) for c in comps]
-
-            def equivalent(a: str, b: str, kind: str = problem.kind) -> bool:
-                # references are never None here; a bounded math-verify check for symbolic kinds
-                return is_equivalent(a, b, kind)
-
-            chosen, groups = majority_vote(answers, equivalent)
+            chosen, groups = majority_vote(answers, math_equivalent(problem.kind))
             group_of: list[int | None] = [None] * len(answers)  # candidate -> its answer group
             for gi, members in enumerate(groups):
                 for i in members:

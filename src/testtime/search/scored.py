@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from testtime.grading import is_equivalent
 from testtime.reward.base import RewardModel
 from testtime.search.aggregation import AGGREGATIONS, SELECTIONS, all_selections, selection_name
+from testtime.search.selection import math_equivalent
 from testtime.types import Candidate, Compute, Problem, Trace
 
 
@@ -34,11 +34,7 @@ def scored_trace(
 ) -> Trace:
     """Every aggregation x selection over the candidates (answers grouped by math equivalence); the
     trace's answer is ``choice``'s, the others are in ``meta["selections"]`` for the engine to grade."""
-
-    def equivalent(a: str, b: str) -> bool:
-        return is_equivalent(a, b, problem.kind)
-
-    picks = all_selections([c.answer for c in candidates], rewards, equivalent)
+    picks = all_selections([c.answer for c in candidates], rewards, math_equivalent(problem.kind))
     return Trace(
         problem.id, strategy, budget, candidates, picks[choice], compute=compute,
         meta={

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from testtime.grading import normalize_str, parse_number
+from testtime.grading import is_equivalent, normalize_str, parse_number
 
 Equivalent = Callable[[str, str], bool]
+
+
+def math_equivalent(kind: str) -> Equivalent:
+    """Answer equivalence for a problem kind (bounded math-verify for symbolic kinds), for grouping answers."""
+    return lambda a, b: is_equivalent(a, b, kind)
 
 
 def answer_key(answer: str) -> str:

@@ -26,7 +26,7 @@ from testtime.grading import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.reward.base import RewardModel, ScoreRequest
 from testtime.search.aggregation import aggregate
-from testtime.search.base import SearchContext
+from testtime.search.base import SearchContext, compute_of
 from testtime.types import Candidate, Completion, Compute, Problem
 
 
@@ -97,14 +97,7 @@ class Tree:
         )
 
     def compute(self, policy_params: int, prm_params: int) -> Compute:
-        c = Compute()
-        for x in self.completions:
-            c.prompt_tokens += x.prompt_tokens
-            c.cached_prompt_tokens += x.cached_prompt_tokens
-            c.generated_tokens += x.generated_tokens
-            c.new_generations += 0 if x.from_store else 1
-            c.cached_generations += 1 if x.from_store else 0
-        c.policy_flops = 2.0 * policy_params * (c.prompt_tokens - c.cached_prompt_tokens + c.generated_tokens)
+        c = compute_of(self.completions, policy_params)
         c.prm_tokens = self.prm_tokens
         c.prm_flops = 2.0 * prm_params * self.prm_tokens
         return c
