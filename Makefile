@@ -29,7 +29,7 @@ demo: $(STAMP)
 # The report test opens the HTML in headless Chromium: install Debian's when absent (needs root).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-		{ [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		{ [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		  echo "warning: chromium not installed and not root; the HTML report's browser test will be skipped"; }
 
 test: $(STAMP) chromium
