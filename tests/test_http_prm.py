@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
+from httpserver import Reply, TestServer
 from testtime.netretry import RequestFailed, post_json
 from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest
 from testtime.reward.http import (
@@ -48,58 +45,22 @@ class LengthScorer(BatchScorer):
 App = Callable[[str, dict], "tuple[int, object]"]
 
 
-class Server:
-    """A local JSON server: ``app(path, body) -> (status, reply)`` (reply: an object or raw bytes).
+def _serve(app: App, delay_s: float = 0.0) -> TestServer:
+    """A shared ``TestServer`` answering with ``app(path, body) -> (status, reply)``."""
 
-    Records request bodies and the largest number of requests in flight at once.
-    """
+    def script(k: int, path: str, body: dict) -> Reply:
+        status, reply = app(path, body)
+        return Reply(status, reply)
 
-    def __init__(self, app: App, delay_s: float = 0.0) -> None:
-        self.app, self.delay_s = app, delay_s
-        self.bodies: list[dict] = []
-        self.inflight = self.max_inflight = 0
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer._lock:
-                    outer.bodies.append(body)
-                    outer.inflight += 1
-                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
-                try:
-                    time.sleep(outer.delay_s)
-                    status, reply = outer.app(self.path, body)
-                finally:
-                    with outer._lock:
-                        outer.inflight -= 1
-                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return TestServer(script, delay_s=delay_s)
 
 
 @pytest.fixture
 def start():
-    servers: list[Server] = []
+    servers: list[TestServer] = []
 
-    def go(app: App, delay_s: float = 0.0) -> Server:
-        s = Server(app, delay_s)
+    def go(app: App, delay_s: float = 0.0) -> TestServer:
+        s = _serve(app, delay_s)
         servers.append(s)
         return s
 

@@ -2,87 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from httpserver import Reply, TestServer
 from testtime.netretry import RequestFailed, backoff_delay, parse_retry_after, post_json
-
-Reply = tuple[int, dict[str, str], bytes]
-
-
-class Scripted:
-    """A local HTTP server answering request k with ``script(k, body)``; records every request body."""
-
-    def __init__(self, script: Callable[[int, dict], Reply | float]) -> None:
-        self.script = script
-        self.bodies: list[dict] = []
-        self.headers: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer._lock:
-                    k = len(outer.bodies)
-                    outer.bodies.append(body)
-                    outer.headers.append(dict(self.headers.items()))
-                reply = outer.script(k, body)
-                if isinstance(reply, float):  # hang: answer nothing for this long
-                    time.sleep(reply)
-                    return
-                status, headers, data = reply
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address) -> None:
-                pass  # a client that gave up on a hanging reply is expected here
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/score"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    @property
-    def count(self) -> int:
-        return len(self.bodies)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def ok(obj: dict | None = None) -> Reply:
-    return 200, {"Content-Type": "application/json"}, json.dumps(obj or {"ok": True}).encode()
+    return Reply(200, obj or {"ok": True})
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> Reply:
-    return code, headers or {}, json.dumps({"error": f"status {code}"}).encode()
+    return Reply(code, {"error": f"status {code}"}, headers or {})
+
+
+def hang(seconds: float) -> Reply:
+    """Answer nothing for this long, then drop the connection."""
+    return Reply(delay_s=seconds, hang=True)
 
 
 @pytest.fixture
 def serve():
-    servers: list[Scripted] = []
+    servers: list[TestServer] = []
 
-    def start(script: Callable[[int, dict], Reply | float]) -> Scripted:
-        s = Scripted(script)
+    def start(script: Callable[[int, dict], Reply]) -> TestServer:
+        s = TestServer(lambda k, path, body: script(k, body), url_path="/score")
         servers.append(s)
         return s
 
@@ -171,7 +121,7 @@ def test_400_fails_immediately(serve, transport):
 
 
 def test_hanging_response_times_out_and_is_retried(serve, transport):
-    srv = serve(lambda k, body: 1.0 if k == 0 else ok())
+    srv = serve(lambda k, body: hang(1.0) if k == 0 else ok())
     sleeps: list[float] = []
     start = time.monotonic()
     assert call(srv.url, transport, sleeps, timeout_s=0.2) == {"ok": True}
@@ -180,7 +130,7 @@ def test_hanging_response_times_out_and_is_retried(serve, transport):
 
 
 def test_hanging_every_time_reports_a_timeout(serve, transport):
-    srv = serve(lambda k, body: 0.6)
+    srv = serve(lambda k, body: hang(0.6))
     with pytest.raises(RequestFailed) as err:
         call(srv.url, transport, [], timeout_s=0.15, retries=1)
     assert "timed out" in str(err.value) and "2 attempts" in str(err.value)
@@ -200,14 +150,14 @@ def test_connection_refused_is_retried_then_reported(transport):
 
 
 def test_malformed_json_is_not_retried(serve, transport):
-    srv = serve(lambda k, body: (200, {}, b"{not json"))
+    srv = serve(lambda k, body: Reply(200, b"{not json"))
     with pytest.raises(RequestFailed) as err:
         call(srv.url, transport, [])
     assert srv.count == 1 and "not JSON" in str(err.value)
 
 
 def test_json_that_is_not_an_object_is_rejected(serve, transport):
-    srv = serve(lambda k, body: (200, {}, b"[1, 2]"))
+    srv = serve(lambda k, body: Reply(200, b"[1, 2]"))
     with pytest.raises(RequestFailed, match="not an object"):
         call(srv.url, transport, [])
 

@@ -16,9 +16,16 @@ __all__ = [
 
 
 def load_policy(model: str | None = None, backend: str = "llamacpp", **kwargs) -> Policy:
-    """Open a policy backend. `model` is a GGUF path or an embedded model name."""
+    """Open a policy backend. For llamacpp `model` is a GGUF path or an embedded model name; for openai it
+    is the served model name and `base_urls` (a URL or a list) is required."""
     if backend == "llamacpp":
         from testtime.policy.llamacpp import LlamaCppPolicy
 
         return LlamaCppPolicy(resolve_model(model), **kwargs)
-    raise ValueError(f"--backend {backend}: unknown policy backend (available: llamacpp)")
+    if backend == "openai":
+        from testtime.policy.openai_compat import OpenAICompatPolicy
+
+        if not model or "base_urls" not in kwargs:
+            raise ValueError("--backend openai needs the served model name and base_urls")
+        return OpenAICompatPolicy(kwargs.pop("base_urls"), model, **kwargs)
+    raise ValueError(f"--backend {backend}: unknown policy backend (available: llamacpp, openai)")

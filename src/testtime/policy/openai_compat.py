@@ -1,0 +1,199 @@
+"""A policy served over HTTP by any OpenAI-compatible ``/v1/completions`` endpoint (vLLM serve, SGLang,
+llama.cpp's server, ...). Raw completions, not chat: the prompt is rendered here, so the text the store
+keys on is exactly the text the server continues.
+
+Decisions that differ between servers, and the rule used here:
+
+- Seeds. A request for samples [first, first + n) is sent with ``seed = seed + first``. vLLM (V1) and
+  llama.cpp's server seed child i of an n>1 request with ``seed + i``, so sample i always gets seed + i,
+  as with the in-process llama.cpp backend and regardless of how a request is split. Other servers may
+  seed the n children differently (e.g. one generator drawn n times); for them pass
+  ``max_n_per_request=1`` so every sample is its own request with its own seed.
+- Token counts come from ``usage``: ``prompt_tokens`` (the prompt, counted once per request),
+  ``prompt_tokens_details.cached_tokens`` when the server reports it (vLLM needs
+  ``--enable-prompt-tokens-details``), else 0. The first sample of a request is charged the uncached
+  part of the prompt; its siblings share the prompt's KV, so they count it as fully cached. Per-sample
+  generated tokens are exact when a choice carries OpenAI-style ``logprobs.tokens``; otherwise
+  ``usage.completion_tokens`` is split evenly over the choices (the remainder going to the first ones), so
+  totals, and hence FLOPs, are exact but individual counts are approximate.
+- Finish reasons. ``length`` -> "length". For ``stop`` servers do not distinguish end-of-generation from
+  a stop string; we read vLLM's ``stop_reason`` or SGLang's ``matched_stop``: a string is the stop string
+  that matched ("stop"), ``None`` or a token id is end-of-generation ("eos"). Without either field: "eos"
+  when no stop strings were asked for, else "stop" with ``stop`` set only when exactly one stop string
+  was asked for (the same rule as the llama.cpp backend when it cannot tell).
+- Failures. Each request is retried by ``netretry.post_json`` (429, 5xx, connection errors, timeouts).
+  A request whose retries run out, or whose reply is malformed, does not abort the others: every other
+  request still finishes and is reported through ``on_chunk`` (so the store keeps it), and only then is
+  ``GenerationFailed`` raised, listing each failed piece.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any
+
+from testtime.netretry import post_json
+from testtime.policy.base import ChunkCallback, GenerationRequest
+from testtime.policy.prompts import plain_chat, render_jinja_chat
+from testtime.types import Completion
+
+
+class GenerationFailed(RuntimeError):
+    """Some pieces of a ``generate`` call failed after retries; all other pieces were completed and
+    reported through ``on_chunk`` before this was raised."""
+
+    def __init__(self, failures: list[tuple[int, int, int, BaseException]]):
+        # (request index, first sample index, sample count, error) per failed piece
+        self.failures = failures
+        ri, first, n, err = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(f"{len(failures)} generation request(s) failed; first: request {ri} samples "
+                         f"[{first}, {first + n}): {err}{more}")
+
+
+class OpenAICompatPolicy:
+    """Samples from a model behind one or more OpenAI-compatible servers (requests spread round-robin).
+
+    All pieces of one ``generate`` call are in flight together, at most ``max_concurrency`` at once, so a
+    server with continuous batching batches every prompt and sample of the call.
+    """
+
+    def __init__(
+        self,
+        base_urls: str | list[str],
+        model: str,
+        *,
+        n_params: int = 0,
+        chat_template: str | None = None,
+        max_concurrency: int = 16,
+        timeout_s: float = 600,
+        retries: int = 5,
+        api_key: str | None = None,
+        model_id: str | None = None,
+        max_n_per_request: int = 16,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        bos_text: str = "",
+        eos_text: str = "",
+    ):
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        urls = [u.strip().rstrip("/") for u in urls if u.strip()]
+        if not urls:
+            raise ValueError("OpenAICompatPolicy needs at least one base URL")
+        if max_concurrency < 1 or max_n_per_request < 1:
+            raise ValueError("max_concurrency and max_n_per_request must be >= 1")
+        # accept both "http://host:8000" and "http://host:8000/v1"
+        self.urls = [u if u.endswith("/v1") else u + "/v1" for u in urls]
+        self.model = model
+        self.model_id = model_id or f"openai:{model}"  # the store key namespace of this backend
+        self.n_params = n_params
+        self.max_n_per_request = max_n_per_request
+        self._chat = render_jinja_chat(chat_template, bos_text, eos_text) if chat_template else plain_chat
+        self._post_opts = dict(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
+                               max_backoff_s=max_backoff_s)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._next_url = itertools.cycle(self.urls)
+        self._url_lock = threading.Lock()  # the rotation continues across calls and threads
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="testtime-openai")
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        return self._chat(messages)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def _body(self, req: GenerationRequest, first: int, n: int) -> dict[str, Any]:
+        sp = req.params
+        return {
+            "model": self.model,
+            "prompt": req.prompt,
+            "n": n,
+            "seed": (req.seed + first) % (2**31),  # child i samples with seed + i (vLLM, llama.cpp)
+            "max_tokens": sp.max_tokens,
+            "temperature": sp.temperature,
+            "top_p": sp.top_p,
+            # -1 is "off" for vLLM, SGLang and llama.cpp alike (SGLang rejects 0; llama.cpp defaults to 40)
+            "top_k": sp.top_k if sp.top_k > 0 else -1,
+            "min_p": 0.0,  # llama.cpp's server defaults to 0.05, which would change the distribution
+            "stop": list(sp.stop),
+        }
+
+    def _call(self, req: GenerationRequest, first: int, n: int) -> list[Completion]:
+        with self._url_lock:
+            url = next(self._next_url) + "/completions"
+        resp = post_json(url, self._body(req, first, n), headers=self._headers, **self._post_opts)
+        return self._parse(url, req, n, resp)
+
+    def _parse(self, url: str, req: GenerationRequest, n: int, resp: dict) -> list[Completion]:
+        choices = resp.get("choices")
+        if not isinstance(choices, list) or len(choices) != n:
+            got = len(choices) if isinstance(choices, list) else "no"
+            raise ValueError(f"{url}: {got} choices for n={n}")
+        usage = resp.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        even, extra = divmod(completion_tokens, n)
+        out: list[Completion] = []
+        for k, choice in enumerate(sorted(choices, key=lambda c: c.get("index", 0))):
+            tokens = (choice.get("logprobs") or {}).get("tokens")
+            generated = len(tokens) if isinstance(tokens, list) else even + (1 if k < extra else 0)
+            finish, stop = self._finish(choice, req.params.stop)
+            out.append(
+                Completion(
+                    text=choice.get("text") or "",
+                    finish_reason=finish,
+                    prompt_tokens=prompt_tokens,
+                    # the first sample evaluates the prompt; its siblings share that KV
+                    cached_prompt_tokens=cached if k == 0 else prompt_tokens,
+                    generated_tokens=generated,
+                    stop=stop,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _finish(choice: dict, stops: tuple[str, ...]) -> tuple[Any, str | None]:
+        if choice.get("finish_reason") == "length":
+            return "length", None
+        for field in ("stop_reason", "matched_stop"):  # vLLM, SGLang
+            if field in choice:
+                matched = choice[field]
+                return ("stop", matched) if isinstance(matched, str) else ("eos", None)
+        if not stops:
+            return "eos", None
+        return "stop", stops[0] if len(stops) == 1 else None
+
+    def generate(
+        self, requests: list[GenerationRequest], on_chunk: ChunkCallback | None = None
+    ) -> list[list[Completion]]:
+        """Submit every piece (at most ``max_n_per_request`` samples each) at once; ``on_chunk`` runs in
+        the caller's thread as each piece finishes. Raises ``GenerationFailed`` after all pieces are done
+        if any failed."""
+        jobs: list[tuple[int, int, int, Future]] = []
+        for ri, req in enumerate(requests):
+            start, end = req.first_index, req.first_index + req.n
+            while start < end:
+                n = min(self.max_n_per_request, end - start)
+                jobs.append((ri, start, n, self._pool.submit(self._call, req, start, n)))
+                start += n
+        where = {fut: (ri, first, n) for ri, first, n, fut in jobs}
+        failures: list[tuple[int, int, int, BaseException]] = []
+        for fut in as_completed(where):
+            ri, first, n = where[fut]
+            err = fut.exception()
+            if err is not None:
+                failures.append((ri, first, n, err))
+            elif on_chunk is not None:
+                on_chunk(ri, first, fut.result())
+        if failures:
+            failures.sort(key=lambda f: (f[0], f[1]))
+            raise GenerationFailed(failures)
+        results: list[list[Completion]] = [[] for _ in requests]
+        for ri, _first, _n, fut in jobs:  # submission order keeps sample order within a request
+            results[ri].extend(fut.result())
+        return results

@@ -1,0 +1,218 @@
+"""OpenAICompatPolicy against scripted local /v1/completions servers (tests/httpserver.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from httpserver import Reply, TestServer
+from testtime.generation import CachedGenerator
+from testtime.policy import GenerationRequest, SamplingParams, load_policy
+from testtime.policy.base import Policy
+from testtime.policy.openai_compat import GenerationFailed, OpenAICompatPolicy
+from testtime.store import Store
+
+PARAMS = SamplingParams(max_tokens=32, temperature=0.8, top_p=0.95, stop=("\n\n",))
+
+
+def completion(body: dict, *, prompt_tokens: int = 10, cached: int | None = 4, extra_tokens: int = 1,
+               **choice_fields) -> dict:
+    """A vLLM-like reply: sample i's text names its seed (body seed + i); 3 tokens per sample plus
+    ``extra_tokens`` so the even split has a remainder."""
+    n = body["n"]
+    usage: dict = {"prompt_tokens": prompt_tokens, "completion_tokens": 3 * n + extra_tokens}
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    choices = [
+        {"index": i, "text": f"{body['prompt']}|seed={body['seed'] + i}", "finish_reason": "stop", **choice_fields}
+        for i in range(n)
+    ]
+    return {"id": "cmpl-1", "object": "text_completion", "choices": choices[::-1], "usage": usage}
+
+
+def ok(k: int, path: str, body: dict) -> Reply:
+    return Reply(200, completion(body))
+
+
+@pytest.fixture
+def serve():
+    servers: list[TestServer] = []
+
+    def start(script: Callable[[int, str, dict], Reply] = ok, **kw) -> TestServer:
+        s = TestServer(script, **kw)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def policy(urls, **kw) -> OpenAICompatPolicy:
+    opts = dict(timeout_s=5.0, retries=2, backoff_s=0.0)
+    opts.update(kw)
+    return OpenAICompatPolicy(urls, "org/model", **opts)
+
+
+def test_body_fields_seeds_and_split(serve):
+    srv = serve()
+    pol = policy(srv.url, max_n_per_request=2, api_key="k3y")
+    assert isinstance(pol, Policy) and pol.model_id == "openai:org/model"
+    chunks: list[tuple[int, int, int]] = []
+    req = GenerationRequest("P", n=5, seed=100, params=PARAMS, first_index=2)
+    out = pol.generate([req], on_chunk=lambda ri, first, done: chunks.append((ri, first, len(done))))
+    assert [c.text for c in out[0]] == [f"P|seed={s}" for s in range(102, 107)]  # sample i uses seed + i
+    assert sorted(chunks) == [(0, 2, 2), (0, 4, 2), (0, 6, 1)]
+    assert sorted((b["seed"], b["n"]) for b in srv.bodies) == [(102, 2), (104, 2), (106, 1)]
+    body = srv.bodies[0]
+    assert body["model"] == "org/model" and body["prompt"] == "P" and body["max_tokens"] == 32
+    assert body["temperature"] == 0.8 and body["top_p"] == 0.95 and body["stop"] == ["\n\n"]
+    assert body["top_k"] == -1 and body["min_p"] == 0.0
+    assert set(srv.paths) == {"/v1/completions"}
+    assert srv.headers[0]["Authorization"] == "Bearer k3y"
+    pol.close()
+
+
+def test_usage_token_counts(serve):
+    srv = serve()
+    pol = policy(srv.url)
+    [out] = pol.generate([GenerationRequest("P", n=3, seed=0, params=PARAMS)])
+    assert [c.generated_tokens for c in out] == [4, 3, 3]  # 10 completion tokens split evenly, remainder first
+    assert [c.prompt_tokens for c in out] == [10, 10, 10]
+    assert [c.cached_prompt_tokens for c in out] == [4, 10, 10]  # siblings share the first one's prompt KV
+    pol.close()
+
+
+def test_exact_tokens_from_logprobs_and_missing_cache_details(serve):
+    def script(k, path, body):
+        reply = completion(body, cached=None)
+        for c in reply["choices"]:
+            c["logprobs"] = {"tokens": ["t"] * (c["index"] + 1)}
+        return Reply(200, reply)
+
+    pol = policy(serve(script).url)
+    [out] = pol.generate([GenerationRequest("P", n=3, seed=0, params=PARAMS)])
+    assert [c.generated_tokens for c in out] == [1, 2, 3]
+    assert out[0].cached_prompt_tokens == 0
+    pol.close()
+
+
+@pytest.mark.parametrize(
+    "fields, stops, expected",
+    [
+        ({"finish_reason": "length", "stop_reason": None}, ("\n\n",), ("length", None)),
+        ({"stop_reason": "\n\n"}, ("\n\n", "END"), ("stop", "\n\n")),
+        ({"stop_reason": None}, ("\n\n",), ("eos", None)),
+        ({"stop_reason": 151643}, ("\n\n",), ("eos", None)),
+        ({"matched_stop": "END"}, ("\n\n", "END"), ("stop", "END")),
+        ({"matched_stop": 2}, ("\n\n",), ("eos", None)),
+        ({}, ("\n\n",), ("stop", "\n\n")),
+        ({}, ("\n\n", "END"), ("stop", None)),
+        ({}, (), ("eos", None)),
+    ],
+)
+def test_finish_reasons(serve, fields, stops, expected):
+    srv = serve(lambda k, path, body: Reply(200, completion(body, **fields)))
+    pol = policy(srv.url)
+    [[c]] = pol.generate([GenerationRequest("P", n=1, seed=0, params=SamplingParams(stop=stops))])
+    assert (c.finish_reason, c.stop) == expected
+    pol.close()
+
+
+def test_round_robin_over_two_servers(serve):
+    a, b = serve(), serve()
+    pol = policy([a.url + "/v1/", b.url])  # with or without the /v1 suffix
+    reqs = [GenerationRequest(f"P{i}", n=1, seed=i, params=PARAMS) for i in range(4)]
+    out = pol.generate(reqs)
+    assert [o[0].text for o in out] == [f"P{i}|seed={i}" for i in range(4)]
+    assert a.count == 2 and b.count == 2
+    pol.generate(reqs[:1])  # the rotation continues across calls
+    pol.generate(reqs[:1])
+    assert a.count == 3 and b.count == 3
+    assert set(a.paths) | set(b.paths) == {"/v1/completions"}
+    pol.close()
+
+
+def test_concurrency_is_bounded(serve):
+    srv = serve(delay_s=0.05)
+    reqs = [GenerationRequest(f"P{i}", n=1, seed=i, params=PARAMS) for i in range(8)]
+    for bound in (1, 3):
+        srv.max_inflight = 0
+        pol = policy(srv.url, max_concurrency=bound)
+        pol.generate(reqs)
+        assert srv.max_inflight == bound
+        pol.close()
+
+
+def test_429_and_503_are_retried(serve):
+    srv = serve(lambda k, path, body: Reply([429, 503][k], {"error": "busy"}) if k < 2 else ok(k, path, body))
+    pol = policy(srv.url, retries=3)
+    [[c]] = pol.generate([GenerationRequest("P", n=1, seed=7, params=PARAMS)])
+    assert c.text == "P|seed=7" and srv.count == 3
+    pol.close()
+
+
+def test_a_failing_request_raises_after_the_others_were_reported(serve):
+    def script(k, path, body):
+        if body["prompt"] == "bad":
+            return Reply(503, {"error": "down"})
+        return Reply(200, completion(body), delay_s=0.1)  # finish well after the bad one gave up
+
+    srv = serve(script)
+    pol = policy(srv.url, retries=1)
+    chunks: list[tuple[int, int, list[str]]] = []
+    reqs = [GenerationRequest(p, n=2, seed=0, params=PARAMS) for p in ("a", "bad", "c")]
+    with pytest.raises(GenerationFailed) as err:
+        pol.generate(reqs, on_chunk=lambda ri, first, done: chunks.append((ri, first, [c.text for c in done])))
+    assert sorted(chunks) == [(0, 0, ["a|seed=0", "a|seed=1"]), (2, 0, ["c|seed=0", "c|seed=1"])]
+    [(ri, first, n, cause)] = err.value.failures
+    assert (ri, first, n) == (1, 0, 2) and "HTTP 503" in str(cause)
+    assert sum(b["prompt"] == "bad" for b in srv.bodies) == 2  # first try + 1 retry
+    pol.close()
+
+
+def test_wrong_number_of_choices_is_a_failure(serve):
+    srv = serve(lambda k, path, body: Reply(200, {"choices": [], "usage": {}}))
+    pol = policy(srv.url)
+    with pytest.raises(GenerationFailed, match="0 choices for n=2"):
+        pol.generate([GenerationRequest("P", n=2, seed=0, params=PARAMS)])
+    pol.close()
+
+
+def test_cached_generator_rerun_makes_no_http_calls(serve, tmp_path):
+    srv = serve()
+    pol = policy(srv.url, max_n_per_request=3)
+    reqs = [GenerationRequest("A", n=4, seed=1, params=PARAMS), GenerationRequest("B", n=2, seed=5, params=PARAMS)]
+    with Store(tmp_path) as store:
+        first = CachedGenerator(pol, store).generate(reqs)
+    calls = srv.count
+    assert calls == 3  # A: [0, 3) + [3, 4); B: [0, 2)
+    with Store(tmp_path) as store:
+        again = CachedGenerator(pol, store).generate(reqs)
+        # a wider request only asks the server for the missing tail, seeded as sample 4 and 5
+        wider = CachedGenerator(pol, store).generate([GenerationRequest("A", n=6, seed=1, params=PARAMS)])
+    assert [[c.text for c in o] for o in again] == [[c.text for c in o] for o in first]
+    assert all(c.from_store for o in again for c in o)
+    assert srv.count == calls + 1 and srv.bodies[-1]["seed"] == 5 and srv.bodies[-1]["n"] == 2
+    assert [c.text for c in wider[0]] == [f"A|seed={s}" for s in range(1, 7)]
+    pol.close()
+
+
+def test_load_policy_openai(serve):
+    srv = serve()
+    pol = load_policy("org/model", backend="openai", base_urls=[srv.url], model_id="vllm:org/model@q8", retries=0)
+    assert isinstance(pol, OpenAICompatPolicy) and pol.model_id == "vllm:org/model@q8"
+    assert pol.render_chat([{"role": "user", "content": "2+2?"}]) == "Question: 2+2?\nAnswer:\n"
+    [[c]] = pol.generate([GenerationRequest("P", n=1, seed=3, params=PARAMS)])
+    assert c.text == "P|seed=3"
+    pol.close()
+    with pytest.raises(ValueError, match="base_urls"):
+        load_policy("org/model", backend="openai")
+
+
+def test_jinja_chat_template():
+    pol = OpenAICompatPolicy("http://127.0.0.1:1", "m", chat_template="{% for m in messages %}<{{ m.content }}>"
+                             "{% endfor %}{% if add_generation_prompt %}[A]{% endif %}")
+    assert pol.render_chat([{"role": "user", "content": "hi"}]) == "<hi>[A]"
+    pol.close()
