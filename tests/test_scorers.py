@@ -183,3 +183,15 @@ def test_judge_scores_a_growing_path_only_once_per_step():
     assert second[0].tokens == second[1].tokens == 50 - 30 + 1  # only the new step's prompt is charged
     same = j.score_batch([req("Q", "a = 1.", "b = 2."), req("Q", "a = 1.", "b = 2.")])
     assert len(pol.calls) == 2 and [s.tokens for s in same] == [0, 0]
+
+
+def test_scorer_and_tree_search_bases_are_abstract():
+    from testtime.search.beam import _TreeSearch
+
+    class NoScore(BatchScorer):
+        name = "x"
+
+    with pytest.raises(TypeError, match="score_batch"):
+        NoScore()
+    with pytest.raises(TypeError, match="choose"):
+        _TreeSearch()

@@ -200,19 +200,18 @@ def _budget(v: Any, path: str) -> int:
     return b
 
 
+def _point(v: Any, path: str) -> CurvePoint:
+    p = _mapping(v, path)
+    return CurvePoint(
+        budget=_budget(p.get("budget"), f"{path}.budget"),
+        accuracy=_accuracy(p.get("accuracy"), f"{path}.accuracy"),
+        flops=_float_or_none(p.get("flops"), f"{path}.flops"),
+        tokens=_float_or_none(p.get("tokens"), f"{path}.tokens"),
+    )
+
+
 def _curve(v: Any, path: str) -> list[CurvePoint]:
-    pts: list[CurvePoint] = []
-    for i, p in enumerate(_list(v, path)):
-        pp = f"{path}[{i}]"
-        p = _mapping(p, pp)
-        pts.append(
-            CurvePoint(
-                budget=_budget(p.get("budget"), f"{pp}.budget"),
-                accuracy=_accuracy(p.get("accuracy"), f"{pp}.accuracy"),
-                flops=_float_or_none(p.get("flops"), f"{pp}.flops"),
-                tokens=_float_or_none(p.get("tokens"), f"{pp}.tokens"),
-            )
-        )
+    pts = [_point(p, f"{path}[{i}]") for i, p in enumerate(_list(v, path))]
     return sorted(pts, key=lambda p: p["budget"])
 
 
@@ -226,15 +225,9 @@ def _frontier(v: Any, path: str) -> list[FrontierPoint]:
     pts: list[FrontierPoint] = []
     for i, p in enumerate(_list(v, path)):
         pp = f"{path}[{i}]"
-        p = _mapping(p, pp)
-        pts.append(
-            FrontierPoint(
-                budget=_budget(p.get("budget"), f"{pp}.budget"),
-                accuracy=_accuracy(p.get("accuracy"), f"{pp}.accuracy"),
-                flops=_float_or_none(p.get("flops"), f"{pp}.flops"),
-                strategy=_str(p.get("strategy"), f"{pp}.strategy", "?"),
-            )
-        )
+        c = _point(p, pp)
+        pts.append(FrontierPoint(budget=c["budget"], accuracy=c["accuracy"], flops=c["flops"],
+                                 strategy=_str(_mapping(p, pp).get("strategy"), f"{pp}.strategy", "?")))
     return sorted(pts, key=lambda p: p["budget"])
 
 

@@ -9,6 +9,7 @@ one-question convenience the issue's protocol names.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -59,21 +60,22 @@ class RewardModel(Protocol):
     def score(self, question: str, solutions: list[list[str]]) -> list[list[float]]: ...
 
 
-class BatchScorer:
-    """Mixin: subclasses implement ``score_batch``; ``score`` and validation come for free."""
+class BatchScorer(ABC):
+    """Base for scorers: subclasses implement ``score_batch``; ``score`` comes for free."""
 
     name: str = "scorer"
     n_params: int = 0
     outcome_only: bool = False
 
-    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+        """One Scored per request, one reward per step (see RewardModel)."""
 
     def score(self, question: str, solutions: list[list[str]]) -> list[list[float]]:
         scored = self.score_batch([ScoreRequest(question, tuple(s)) for s in solutions])
         return [s.rewards for s in scored]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook; rule-based scorers hold nothing
         """Release backend resources (models, servers); a no-op for rule-based scorers."""
 
 

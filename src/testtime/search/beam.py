@@ -21,6 +21,7 @@ pair over them is reported (the chosen one by --aggregation / --selection).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from testtime.search.base import SearchContext
@@ -50,7 +51,7 @@ def softmax(xs: list[float], temperature: float) -> list[float]:
 
 
 @dataclass
-class _TreeSearch:
+class _TreeSearch(ABC):
     budget: int = 16
     width: int = 4  # M
     aggregation: str = "last"
@@ -63,10 +64,10 @@ class _TreeSearch:
         if self.width < 1 or self.budget < self.width or self.budget % self.width:
             raise ValueError(f"--n {self.budget} --m {self.width}: N must be a positive multiple of M")
 
-    # Strategy-specific: after a depth's children are scored, decide what to expand next.
-    # Returns (tree, node, k) items; finished paths go into `done` (per problem).
+    @abstractmethod
     def choose(self, tree: Tree, state: dict, children: list[Node], done: list[Node]) -> list[tuple[Tree, Node, int]]:
-        raise NotImplementedError
+        """After a depth's children are scored: the (tree, node, k) items to expand next; finished
+        paths go into `done` (per problem). The one thing each tree search defines."""
 
     def start(self, tree: Tree) -> tuple[dict, list[tuple[Tree, Node, int]]]:
         return {}, [(tree, tree.root, self.budget)]
