@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from testtime.search.aggregation import AGGREGATIONS, NO_AGGREGATION, SELECTIONS, aggregate, selection_name
-from testtime.search.selection import Equivalent, group_answers
+from testtime.search.selection import Equivalent, group_answers, group_index
 
 # --- subsampled scaling curves -------------------------------------------------------------------
 
@@ -185,10 +185,7 @@ def _pool(
         raise ValueError(f"{len(answers)} answers, {len(correct)} grades and {len(step_rewards)} step-reward lists")
     # Groups are formed once on the whole pool and restricted to each subset: `equivalent` (math-verify,
     # slow) then runs once per pool, and a candidate's group never changes between subsets.
-    group_of: list[int | None] = [None] * len(answers)
-    for g, members in enumerate(group_answers(answers, equivalent)):
-        for i in members:
-            group_of[i] = g
+    group_of = group_index(group_answers(answers, equivalent), len(answers))
     scores = {agg: tuple(aggregate(r, agg) for r in step_rewards) for agg in AGGREGATIONS}
     return _Pool(tuple(group_of), tuple(bool(c) for c in correct), scores)
 

@@ -22,7 +22,7 @@ from typing import Any
 from testtime import engine
 from testtime.optimal.calibrate import Choice, Table
 from testtime.optimal.metrics import absolute_bins, bin_order
-from testtime.search.selection import group_answers, math_equivalent
+from testtime.optimal.sweep import probe_features
 from testtime.types import Compute, Problem
 
 
@@ -101,11 +101,7 @@ def run_optimal(
     compute: dict[str, Compute] = {}
     probe_total = Compute()
     for r in probe.results:
-        answers = [c.answer for c in r.trace.candidates]
-        groups = group_answers(answers, math_equivalent(r.problem.kind))
-        agreement = max((len(g) for g in groups), default=0) / max(1, len(answers))
-        rewards = r.trace.meta.get("rewards")
-        score = sum(min(x) if x else 0.0 for x in rewards) / len(rewards) if rewards else None
+        agreement, score = probe_features(r.trace.meta["answer_groups"], r.trace.meta.get("rewards"))
         pass1[r.problem.id] = table.predictor.predict(agreement, score)
         compute[r.problem.id] = Compute().add(r.trace.compute)
         probe_total.add(r.trace.compute)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import BON_KEYS, bon_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
 from testtime.search.registry import TREE
-from testtime.search.selection import group_answers, math_equivalent
 from testtime.types import Problem
 
 SWEEP_VERSION = 1
@@ -133,12 +133,9 @@ def _pool_cells(
         answers = [c.answer for c in t.candidates]
         correct = [bool(c.correct) for c in t.candidates]
         n = len(answers)
-        # group once with math equivalence, then subsets compare group ids (cheap and consistent)
-        groups = group_answers(answers, math_equivalent(r.problem.kind))
-        gid: list[str | None] = [None] * n
-        for gi, g in enumerate(groups):
-            for i in g:
-                gid[i] = f"g{gi}"
+        # the strategy grouped the pool by math equivalence once; subsets compare those group ids
+        group_of: list[int | None] = t.meta["answer_groups"]
+        gid = [None if g is None else f"g{g}" for g in group_of]
         rewards = t.meta.get("rewards") or [[] for _ in range(n)]
         per_sample_tokens = t.compute.generated_tokens / max(1, n)
         per_sample_flops = t.compute.flops / max(1, n)
@@ -155,13 +152,21 @@ def _pool_cells(
                 cells.append(Cell(r.problem.id, config, strategy, None, None if key == "majority" else key, k, acc,
                                   per_sample_tokens * k, flops))
         probe = min(recipe.difficulty.probe_n, n)
-        probe_groups = group_answers(gid[:probe])
-        agreement = max((len(g) for g in probe_groups), default=0) / max(1, probe)
-        probe_score = None
-        if with_prm and probe:
-            probe_score = sum(min(rw) if rw else 0.0 for rw in rewards[:probe]) / probe
+        agreement, probe_score = probe_features(group_of[:probe], rewards[:probe] if with_prm else None)
         infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), agreement, probe_score))
     return cells, infos
+
+
+def probe_features(
+    group_of: Sequence[int | None], rewards: Sequence[Sequence[float]] | None
+) -> tuple[float, float | None]:
+    """The difficulty probe's features from its samples: answer agreement (largest answer group / samples)
+    and the mean over samples of their min step reward (None without a PRM). Sweeps and the selector
+    both use this, so the predictor sees the same features it was fitted on."""
+    counts = Counter(g for g in group_of if g is not None)
+    agreement = max(counts.values(), default=0) / max(1, len(group_of))
+    score = sum(min(r) if r else 0.0 for r in rewards) / len(rewards) if rewards else None
+    return agreement, score
 
 
 def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:

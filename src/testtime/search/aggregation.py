@@ -94,15 +94,19 @@ def all_selections(
     answers: Sequence[str | None],
     step_rewards_per_candidate: Sequence[Sequence[float]],
     equivalent: Equivalent | None = None,
+    groups: list[list[int]] | None = None,
 ) -> dict[tuple[str, str], str | None]:
     """Every (aggregation, selection) pair from one set of step rewards, without rescoring.
+
+    `groups` (from selection.group_answers) skips the grouping when the caller already has it.
 
     Keys: ``("-", "majority")`` once (majority voting ignores scores), then
     ``(agg, "prm_max")`` and ``(agg, "prm_vote")`` for every agg in AGGREGATIONS. Answers are
     grouped once (so `equivalent` is called once per pair of groups, not once per aggregation).
     """
     _check_lengths(answers, step_rewards_per_candidate)
-    groups = group_answers(answers, equivalent)
+    if groups is None:
+        groups = group_answers(answers, equivalent)
     out: dict[tuple[str, str], str | None] = {}
     best = largest_group(groups)
     out[(NO_AGGREGATION, "majority")] = answers[best[0]] if best else None

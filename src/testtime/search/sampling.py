@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, candidate_of, compute_of
-from testtime.search.selection import majority_vote, math_equivalent
+from testtime.search.selection import group_index, majority_vote, math_equivalent
 from testtime.types import Problem, Trace
 
 
@@ -48,17 +48,16 @@ class Majority:
         for problem, comps in zip(problems, sample_solutions(problems, ctx, self.budget, ctx.temperature), strict=True):
             answers = [extract_answer(c.text) for c in comps]
             chosen, groups = majority_vote(answers, math_equivalent(problem.kind))
-            group_of: list[int | None] = [None] * len(answers)  # candidate -> its answer group
-            for gi, members in enumerate(groups):
-                for i in members:
-                    group_of[i] = gi
             traces.append(
                 Trace(
                     problem.id, self.name, self.budget,
                     [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
                     chosen,
                     compute=compute_of(comps, ctx.n_params),
-                    meta={"votes": sorted((len(g) for g in groups), reverse=True), "answer_groups": group_of},
+                    meta={
+                        "votes": sorted((len(g) for g in groups), reverse=True),
+                        "answer_groups": group_index(groups, len(answers)),
+                    },
                 )
             )
         return traces

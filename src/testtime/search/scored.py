@@ -6,7 +6,7 @@ from typing import Any
 
 from testtime.reward.base import RewardModel
 from testtime.search.aggregation import AGGREGATIONS, SELECTIONS, all_selections, selection_name
-from testtime.search.selection import math_equivalent
+from testtime.search.selection import group_answers, group_index, math_equivalent
 from testtime.types import Candidate, Compute, Problem, Trace
 
 
@@ -34,7 +34,9 @@ def scored_trace(
 ) -> Trace:
     """Every aggregation x selection over the candidates (answers grouped by math equivalence); the
     trace's answer is ``choice``'s, the others are in ``meta["selections"]`` for the engine to grade."""
-    picks = all_selections([c.answer for c in candidates], rewards, math_equivalent(problem.kind))
+    answers = [c.answer for c in candidates]
+    groups = group_answers(answers, math_equivalent(problem.kind))
+    picks = all_selections(answers, rewards, groups=groups)
     return Trace(
         problem.id, strategy, budget, candidates, picks[choice], compute=compute,
         meta={
@@ -43,6 +45,7 @@ def scored_trace(
             "rewards": rewards,
             "selection": selection_name(choice),
             "selections": {selection_name(k): v for k, v in picks.items()},
+            "answer_groups": group_index(groups, len(answers)),  # what sweeps subsample, as for majority
             **(meta or {}),
         },
     )

@@ -49,6 +49,15 @@ def group_answers(answers: Sequence[str | None], equivalent: Equivalent | None =
     return merged
 
 
+def group_index(groups: Sequence[list[int]], n: int) -> list[int | None]:
+    """Candidate -> the index of its answer group (None for candidates without an answer)."""
+    out: list[int | None] = [None] * n
+    for gi, members in enumerate(groups):
+        for i in members:
+            out[i] = gi
+    return out
+
+
 def largest_group(groups: Sequence[list[int]]) -> list[int] | None:
     """The majority rule: the group with most members; ties go to the group whose first member came first."""
     return max(groups, key=lambda g: (len(g), -g[0])) if groups else None
