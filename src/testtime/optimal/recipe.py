@@ -65,7 +65,12 @@ class Recipe(BaseModel):
     # every dataset pooled into one sweep, one table). Default: [seed] and [dataset].
     seeds: list[int] | None = None
     datasets: list[str] | None = None
-    model: str | None = None
+    model: str | None = None  # GGUF path / embedded name (llamacpp), HF id or path (vllm, hf), served name (openai)
+    backend: str = "llamacpp"  # policy backend: llamacpp | vllm | hf | openai (policy.load_policy)
+    policy_options: dict[str, Any] = Field(default_factory=dict)  # backend kwargs, e.g. base_urls, tensor_parallel_size
+    executor: str = "local"  # local | ray: where the engine runs the problems
+    address: str | None = None  # ray: cluster address (None starts a local Ray)
+    actors: int | None = None  # ray: number of actors (default: one per GPU, else 2)
     prm: str | None = "arith-check"
     n_max: int = 16
     budgets: list[int] | None = None  # default: 1, 2, 4, ... n_max
@@ -84,6 +89,22 @@ class Recipe(BaseModel):
     @classmethod
     def _names(cls, v: Any) -> Any:
         return [{"name": s} if isinstance(s, str) else s for s in (v or [])]
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from testtime.policy import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown policy backend {v!r} (available: {', '.join(BACKENDS)})")
+        return v
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, v: str) -> str:
+        if v not in ("local", "ray"):
+            raise ValueError(f"unknown executor {v!r} (available: local, ray)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

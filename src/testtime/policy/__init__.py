@@ -4,6 +4,7 @@ from testtime.policy.base import STEP_STOP, GenerationRequest, Policy, SamplingP
 from testtime.policy.models import DEFAULT_MODEL, list_models, resolve_model
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MODEL",
     "STEP_STOP",
     "GenerationRequest",
@@ -15,17 +16,37 @@ __all__ = [
 ]
 
 
+BACKENDS = ("llamacpp", "vllm", "hf", "openai")
+
+
 def load_policy(model: str | None = None, backend: str = "llamacpp", **kwargs) -> Policy:
-    """Open a policy backend. For llamacpp `model` is a GGUF path or an embedded model name; for openai it
-    is the served model name and `base_urls` (a URL or a list) is required."""
+    """Open a policy backend.
+
+    - llamacpp: `model` is a GGUF path or an embedded model name (CPU default);
+    - vllm: `model` is an HF model id or local path, served by an offline vLLM engine (GPU, `[vllm]` extra);
+    - hf: `model` is an HF model id or local path, run with transformers (`[hf]` extra);
+    - openai: `model` is the served model name and `base_urls` (a URL or a list) is required.
+    """
     if backend == "llamacpp":
         from testtime.policy.llamacpp import LlamaCppPolicy
 
         return LlamaCppPolicy(resolve_model(model), **kwargs)
+    if backend == "vllm":
+        from testtime.policy.vllm import VLLMPolicy
+
+        if not model:
+            raise ValueError("--backend vllm needs --model (an HF model id or a local checkpoint folder)")
+        return VLLMPolicy(model, **kwargs)
+    if backend == "hf":
+        from testtime.policy.hf import HFPolicy
+
+        if not model:
+            raise ValueError("--backend hf needs --model (an HF model id or a local checkpoint folder)")
+        return HFPolicy(model, **kwargs)
     if backend == "openai":
         from testtime.policy.openai_compat import OpenAICompatPolicy
 
         if not model or "base_urls" not in kwargs:
             raise ValueError("--backend openai needs the served model name and base_urls")
         return OpenAICompatPolicy(kwargs.pop("base_urls"), model, **kwargs)
-    raise ValueError(f"--backend {backend}: unknown policy backend (available: llamacpp, openai)")
+    raise ValueError(f"--backend {backend}: unknown policy backend (available: {', '.join(BACKENDS)})")
