@@ -17,6 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from testtime.types import Completion, Problem, Trace
 
 SCHEMA_VERSION = 1
@@ -62,6 +64,15 @@ CREATE TABLE IF NOT EXISTS rewards (
     question TEXT NOT NULL,
     steps TEXT NOT NULL,
     rewards TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS features (
+    key TEXT PRIMARY KEY,
+    extractor TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    data BLOB NOT NULL,
     tokens INTEGER NOT NULL,
     created REAL NOT NULL
 );
@@ -239,6 +250,42 @@ class Store:
     def count_rewards(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0]
+
+    # -- features (a policy's hidden states at step ends, for probe PRMs) --------------------------------
+
+    def get_features(self, keys: Iterable[str]) -> dict[str, tuple[np.ndarray, int]]:
+        """key -> (float32 array of shape (steps, dim), tokens run) for the keys present."""
+        keys = list(keys)
+        out: dict[str, tuple[np.ndarray, int]] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                rows = self._db.execute(
+                    f"SELECT key, rows, dim, data, tokens FROM features WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for key, n, dim, data, tokens in rows:
+                    out[key] = (np.frombuffer(data, dtype=np.float32).reshape(n, dim).copy(), tokens)
+        return out
+
+    def put_features(self, rows: list[tuple[str, str, np.ndarray, int]]) -> None:
+        """Rows of (key, extractor, array (steps, dim), tokens), one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO features VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (key, ex, int(a.shape[0]), int(a.shape[1]), np.ascontiguousarray(a, np.float32).tobytes(),
+                         tok, now)
+                        for key, ex, a, tok in rows
+                    ],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     # -- runs, problems, results -------------------------------------------------------------------
 

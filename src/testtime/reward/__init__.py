@@ -9,6 +9,8 @@
 ``hf:PATH``        a published PRM checkpoint via transformers (``[hf]`` extra); option ``format``
 ``vllm:PATH``      the same via vLLM reward pooling (``[vllm]`` extra)
 ``http:URL[,URL]`` a remote scorer (``protocol=testtime`` or ``vllm-pooling``)
+``probe[:PATH]``   a probe head over the policy's hidden states (``testtime prm train``); bare
+                   ``probe`` is the one shipped for the embedded default policy
 =================  ===========================================================================
 
 Kinds are backends, not model names: which published format a checkpoint needs is detected from its
@@ -26,7 +28,7 @@ from testtime.reward.cached import CachedScorer
 from testtime.reward.judge import Judge
 from testtime.reward.oracle import Oracle
 
-KINDS = ("arith-check", "judge", "oracle", "hf", "vllm", "http")
+KINDS = ("arith-check", "judge", "oracle", "hf", "vllm", "http", "probe")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
@@ -66,6 +68,10 @@ def load_scorer(spec: str, policy: Any = None) -> RewardModel:
             if policy is None:
                 raise ValueError("judge needs a policy (the run's, or judge:MODEL)")
             return Judge(policy, **opts)
+        if kind == "probe":
+            from testtime.reward.probe import load_probe
+
+            return load_probe(target, policy, **opts)
         if kind in ("hf", "vllm", "http") and not target:
             raise ValueError(f"{kind} needs a target: {kind}:PATH_OR_URL")
         if kind == "hf":

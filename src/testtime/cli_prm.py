@@ -1,0 +1,278 @@
+"""`testtime prm label | train | eval`: on-policy probe PRMs from Monte-Carlo step labels."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+prm_app = typer.Typer(no_args_is_help=True, help="Process reward models: label steps, train a probe, evaluate.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _progress(out: Console, label: str):
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out)
+
+
+def _problems(dataset: str, limit: int | None, seed: int, level: list[int] | None) -> list[Any]:
+    from testtime.datasets import DatasetError, load_dataset
+
+    try:
+        problems = load_dataset(dataset, limit=limit, seed=seed, levels=level or None)
+    except (DatasetError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    if not problems:
+        _fail(f"--dataset {dataset}: no problems selected")
+    return problems
+
+
+def _policy(model: str | None, threads: int | None) -> Any:
+    from testtime.policy import load_policy
+
+    try:
+        return load_policy(model, threads=threads) if threads else load_policy(model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+def _stats_table(stats: dict[str, Any], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("level", "steps", "mean soft label", "hard label = 1"):
+        t.add_column(col, justify="right")
+    for level, row in stats["by_level"].items():
+        t.add_row(level, str(row["steps"]), f"{row['mean_soft']:.3f}", f"{row['positive_hard']:.1%}")
+    t.add_section()
+    t.add_row("all", str(stats["steps"]), f"{stats['mean_soft']:.3f}", f"{stats['positive_hard']:.1%}", style="bold")
+    t.caption = (f"{stats['problems']} problems, {stats['solutions']} solutions "
+                 f"(accuracy {stats['solution_accuracy']:.1%}), {stats['rollouts']} rollouts, "
+                 f"{stats['new_generations']} new generations")
+    return t
+
+
+Dataset = Annotated[str, typer.Option(help="arith, math500, gsm8k, ... (see `testtime data list`)")]
+Limit = Annotated[int | None, typer.Option(help="first K problems")]
+Level = Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")]
+Seed = Annotated[int, typer.Option(help="problem selection (arith) and sampling seed")]
+Model = Annotated[str | None, typer.Option(help="GGUF path or embedded model name (default: smollm2-135m)")]
+Out = Annotated[Path, typer.Option(help="output folder (holds the SQLite store and labels/)")]
+Threads = Annotated[int | None, typer.Option(help="llama.cpp threads (default: all cores)")]
+Solutions = Annotated[int, typer.Option(help="sampled solutions per problem")]
+Rollouts = Annotated[int, typer.Option(help="Monte-Carlo completions per step prefix")]
+AsJson = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")]
+
+
+@prm_app.command()
+def label(
+    dataset: Dataset = "arith", limit: Limit = 150, level: Level = None, seed: Seed = 0, model: Model = None,
+    out: Out = Path("runs/probe"), solutions: Solutions = 4, rollouts: Rollouts = 4,
+    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution / rollout")] = 384,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
+    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    threads: Threads = None, as_json: AsJson = False,
+) -> None:
+    """Monte-Carlo step labels from the policy's own rollouts (batched, stored, resumable)."""
+    from testtime.probe.labels import LabelConfig
+    from testtime.probe.pipeline import PolicyRef, SamplingSetup, run_label
+
+    if solutions < 1 or rollouts < 1:
+        _fail(f"--solutions {solutions} --rollouts {rollouts}: both must be >= 1")
+    problems = _problems(dataset, limit, seed, level)
+    policy = _policy(model, threads)
+    out_console = err_console if as_json else console
+    try:
+        ref = PolicyRef("llamacpp", model or "smollm2-135m", policy.model_id)
+        with _progress(out_console, "labelling") as progress:
+            task = progress.add_task("label", total=len(problems))
+            path, _labeled, meta = run_label(
+                problems, policy, ref, out, dataset, LabelConfig(solutions, rollouts),
+                SamplingSetup(seed, max_tokens, temperature, fewshot),
+                on_progress=lambda done, total: progress.update(task, completed=done))
+    finally:
+        policy.close()
+    out_console.print(_stats_table(meta["stats"], f"Monte-Carlo step labels: {dataset}, seed {seed}"))
+    out_console.print(f"labels: {path} ({meta['wall_s']:.0f} s)")
+    if as_json:
+        print(json.dumps({"labels": str(path), "wall_s": meta["wall_s"], **meta["stats"]}))
+
+
+@prm_app.command()
+def train(
+    labels: Annotated[list[Path], typer.Option(help="labels JSONL from `testtime prm label` (repeatable)")],
+    out: Annotated[Path, typer.Option(help="the probe artifact to write (.json)")] = Path("runs/probe/probe.json"),
+    head: Annotated[str, typer.Option(help="logistic | mlp")] = "mlp",
+    hidden: Annotated[int, typer.Option(help="mlp hidden units")] = 32,
+    target: Annotated[str, typer.Option(help="soft (rollout success fraction) | hard (any success)")] = "soft",
+    val_fraction: Annotated[float, typer.Option(help="share of problems held out for early stopping")] = 0.2,
+    epochs: Annotated[int, typer.Option(help="full-batch epochs at most")] = 2000,
+    patience: Annotated[int, typer.Option(help="stop after this many epochs without held-out improvement")] = 100,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 3e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 1e-2,
+    seed: Annotated[int, typer.Option(help="split and initialisation seed")] = 0,
+    store: Annotated[Path | None, typer.Option(help="feature cache (default: the labels' store)")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Features for every labelled step (cached), a probe head trained on them, a versioned artifact."""
+    from testtime.probe.pipeline import run_train
+    from testtime.probe.train import TrainConfig
+
+    if out.suffix != ".json":
+        _fail(f"--out {out}: a probe artifact is a .json file")
+    cfg = TrainConfig(head, hidden, target, val_fraction, lr, weight_decay, epochs, patience, seed)
+    try:
+        cfg.check()
+        t0 = time.perf_counter()
+        _artifact, metrics = run_train(labels, out, cfg, store)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(str(e))
+    out_console = err_console if as_json else console
+    t = Table(title=f"probe head ({head}) trained on {metrics['train_rows']} steps")
+    for col in ("split", "steps", "problems", "AUROC (hard labels)"):
+        t.add_column(col, justify="right")
+    t.add_row("train", str(metrics["train_rows"]), str(metrics["train_problems"]), _fmt(metrics["train_auroc_hard"]))
+    t.add_row("held out", str(metrics["val_rows"]), str(metrics["val_problems"]), _fmt(metrics["val_auroc_hard"]))
+    t.caption = f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}; {time.perf_counter() - t0:.0f} s"
+    out_console.print(t)
+    out_console.print(f"probe: {out}  (use it with --prm probe:{out})")
+    if as_json:
+        print(json.dumps({"probe": str(out), **{k: v for k, v in metrics.items() if k != "config"}}))
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@prm_app.command("eval")
+def evaluate(
+    prm: Annotated[str, typer.Option(help="the scorer spec: probe[:PATH], arith-check, judge, hf:PATH, ...")],
+    dataset: Dataset = "arith", limit: Limit = 50, level: Level = None,
+    seed: Annotated[int, typer.Option(help="problem selection and sampling seed (hold out from training)")] = 1,
+    model: Model = None, out: Out = Path("runs/probe"),
+    n: Annotated[int, typer.Option(help="Best-of-N budget")] = 8,
+    aggregation: Annotated[str, typer.Option(help="step rewards -> score: last | min | mean | prod")] = "min",
+    selection: Annotated[str, typer.Option(help="prm_max | prm_vote")] = "prm_max",
+    solutions: Solutions = 4, rollouts: Rollouts = 4, threads: Threads = None,
+    exclude_from: Annotated[Path | None, typer.Option(
+        help="drop problems this probe artifact was trained on (default: the --prm probe's own)")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Step AUROC against held-out Monte-Carlo labels, and Best-of-N vs majority accuracy per level.
+
+    Compare PRMs on the same problems: pass the probe's artifact as --exclude-from for every PRM.
+    """
+    from testtime import engine
+    from testtime.probe.head import ProbeArtifact
+    from testtime.probe.labels import LabelConfig
+    from testtime.probe.pipeline import (
+        PolicyRef,
+        SamplingSetup,
+        by_level_accuracy,
+        exclude_seen,
+        run_label,
+        score_labeled,
+        step_auroc,
+    )
+    from testtime.reward import load_scorer, parse_spec
+    from testtime.search.aggregation import AGGREGATIONS, selection_name
+    from testtime.store import Store
+
+    if aggregation not in AGGREGATIONS:
+        _fail(f"--aggregation {aggregation}: unknown (valid: {', '.join(AGGREGATIONS)})")
+    if selection not in ("prm_max", "prm_vote"):
+        _fail(f"--selection {selection}: expected prm_max or prm_vote")
+    t0 = time.perf_counter()
+    problems = _problems(dataset, limit, seed, level)
+    excluded = 0
+    kind, target, _ = parse_spec(prm)
+    if exclude_from is None and kind == "probe":
+        from testtime.reward.probe import shipped_probe
+
+        exclude_from = Path(target) if target and target.endswith(".json") else shipped_probe(target or "smollm2-135m")
+    if exclude_from is not None:
+        try:
+            digests = ProbeArtifact.load(exclude_from).training.get("train_question_digests", [])
+        except (ValueError, FileNotFoundError) as e:
+            _fail(f"--exclude-from {exclude_from}: {e}")
+        problems, excluded = exclude_seen(problems, digests)
+        if not problems:
+            _fail(f"--exclude-from {exclude_from}: every selected problem was in the probe's training set")
+    out_console = err_console if as_json else console
+    policy = _policy(model, threads)
+    scorer = None
+    try:
+        ref = PolicyRef("llamacpp", model or "smollm2-135m", policy.model_id)
+        setup = SamplingSetup(seed=seed)
+        with _progress(out_console, "labelling held-out problems") as progress:
+            task = progress.add_task("label", total=len(problems))
+            labels_file, labeled, meta = run_label(
+                problems, policy, ref, out, dataset, LabelConfig(solutions, rollouts), setup,
+                on_progress=lambda done, total: progress.update(task, completed=done))
+        try:
+            scorer = load_scorer(prm, policy)
+        except (ValueError, ImportError, FileNotFoundError) as e:
+            _fail(str(e) if str(e).startswith("--prm") else f"--prm {prm}: {e}")
+        if scorer.outcome_only:
+            out_console.print(f"[yellow]{prm} reads the reference answer: its numbers are upper bounds[/yellow]")
+        labeled = [s for s in labeled if s.steps]
+        store = Store(out)
+        try:
+            rewards = score_labeled(scorer, labeled, store)
+        finally:
+            store.close()
+        aucs = step_auroc(labeled, rewards)
+        common = dict(dataset=dataset, n=n, limit=limit, levels=level or None, seed=seed, model=model,
+                      out=str(out), max_tokens=setup.max_tokens, temperature=setup.temperature,
+                      fewshot=setup.fewshot)
+        bon = engine.run(engine.RunConfig(strategy="best_of_n", prm=prm, aggregation=aggregation,
+                                          selection=selection, **common), policy, problems, scorer=scorer)
+        maj = engine.run(engine.RunConfig(strategy="majority", **common), policy, problems)
+    finally:
+        if scorer is not None:
+            scorer.close()
+        policy.close()
+    pair = selection_name((aggregation, selection))
+    bon_acc = by_level_accuracy(bon.results, pair)
+    maj_acc = by_level_accuracy(maj.results)
+    pass_n = sum(any(r.sample_correct) for r in bon.results) / len(bon.results)
+    summary = {
+        "prm": prm, "scorer": bon.summary().get("prm"), "dataset": dataset, "problems": len(problems),
+        "excluded_seen_in_training": excluded, "labels": str(labels_file), **aucs,
+        "label_stats": {k: meta["stats"][k] for k in ("solutions", "steps", "positive_hard", "mean_soft")},
+        "n": n, "pair": pair, f"bon@{n}": bon_acc["accuracy"], f"majority@{n}": maj_acc["accuracy"],
+        f"pass@{n}": pass_n,
+        "bon_by_level": bon_acc["by_level"], "majority_by_level": maj_acc["by_level"],
+        "bon_selections": {k: by_level_accuracy(bon.results, k)["accuracy"]
+                           for k in (bon.summary().get("selections") or {})},
+        "oracle_upper_bound": bool(scorer is not None and scorer.outcome_only),
+        "wall_s": time.perf_counter() - t0,
+    }
+    _print_eval(out_console, summary)
+    if as_json:
+        print(json.dumps(summary))
+
+
+def _print_eval(out: Console, s: dict[str, Any]) -> None:
+    n = s["n"]
+    t = Table(title=f"{s['prm']} on {s['problems']} held-out {s['dataset']} problems "
+                    f"(step AUROC vs Monte-Carlo labels; Best-of-{n} with {s['pair']})")
+    for col in ("level", "step AUROC", f"BoN@{n}", f"majority@{n}"):
+        t.add_column(col, justify="right")
+    for level in s["bon_by_level"]:
+        t.add_row(level, _fmt(s["auroc_by_level"].get(level)), f"{s['bon_by_level'][level]:.1%}",
+                  f"{s['majority_by_level'][level]:.1%}")
+    t.add_section()
+    t.add_row("all", _fmt(s["auroc"]), f"{s[f'bon@{n}']:.1%}", f"{s[f'majority@{n}']:.1%}", style="bold")
+    t.caption = (f"intermediate steps only: AUROC {_fmt(s['auroc_intermediate'])} | pass@{n} {s[f'pass@{n}']:.1%} "
+                 f"| {s['steps']} labelled steps, {s['positive_rate']:.1%} positive | {s['wall_s']:.0f} s")
+    out.print(t)

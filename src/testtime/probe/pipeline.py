@@ -1,0 +1,214 @@
+"""The three probe jobs as library calls (the CLI's `testtime prm label | train | eval` wrap them).
+
+label: Monte-Carlo step labels for a dataset slice -> labels JSONL + summary.
+train: features for every labelled step (cached in the store) -> a trained head -> a probe artifact.
+eval:  any PRM against held-out Monte-Carlo labels (step AUROC) and as a Best-of-N verifier vs majority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from testtime.generation import CachedGenerator
+from testtime.policy.prompts import PromptConfig
+from testtime.probe.features import CachedFeatures, FeatureExtractor, extractor_for
+from testtime.probe.head import ProbeArtifact
+from testtime.probe.labels import LabelConfig, LabeledSolution, label_problems, read_labels, write_labels
+from testtime.probe.metrics import auroc
+from testtime.probe.train import TrainConfig, TrainData, train_head
+from testtime.reward.base import RewardModel, ScoreRequest
+from testtime.reward.cached import CachedScorer
+from testtime.search.base import SearchContext
+from testtime.store import Store
+from testtime.types import Problem
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """Which policy made the labels: how to reopen it, and its fingerprint."""
+
+    backend: str  # llamacpp | hf | vllm | openai
+    model: str  # embedded name / GGUF path / HF id or folder
+    model_id: str
+
+    @property
+    def feature_backend(self) -> str:
+        # llama.cpp policies are read by llama.cpp; every other backend's weights by transformers
+        return "llamacpp" if self.backend == "llamacpp" else "hf"
+
+
+@dataclass(frozen=True)
+class SamplingSetup:
+    seed: int = 0
+    max_tokens: int = 384
+    temperature: float = 0.7
+    fewshot: int = 3
+
+    def context(self, policy: Any, store: Store) -> SearchContext:
+        return SearchContext(generator=CachedGenerator(policy, store), prompt=PromptConfig(fewshot=self.fewshot),
+                             max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+
+
+def question_digest(question: str) -> str:
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]
+
+
+def labels_path(
+    out: Path, dataset: str, seed: int, n: int, cfg: LabelConfig, setup: SamplingSetup, model_id: str
+) -> Path:
+    ident = json.dumps([dataset, seed, n, asdict(cfg), asdict(setup), model_id], sort_keys=True)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:8]
+    return out / "labels" / f"{dataset.replace('/', '_').replace(':', '_')}-seed{seed}-n{n}-{digest}.jsonl"
+
+
+def run_label(
+    problems: list[Problem], policy: Any, ref: PolicyRef, out: Path, dataset: str, cfg: LabelConfig,
+    setup: SamplingSetup, on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, list[LabeledSolution], dict[str, Any]]:
+    t0 = time.perf_counter()
+    store = Store(out)
+    try:
+        labeled, stats = label_problems(problems, setup.context(policy, store), cfg, on_progress)
+    finally:
+        store.close()
+    wall = time.perf_counter() - t0
+    meta = {
+        "dataset": dataset, "problems": len(problems), "policy": asdict(ref), "label": asdict(cfg),
+        "sampling": asdict(setup), "stats": asdict(stats), "wall_s": wall, "store": str(out),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    path = labels_path(out, dataset, setup.seed, len(problems), cfg, setup, ref.model_id)
+    write_labels(path, labeled, meta)
+    return path, labeled, meta
+
+
+def step_arrays(labeled: Sequence[LabeledSolution], feats: Sequence[tuple[np.ndarray, int]]) -> TrainData:
+    xs, soft, hard, groups = [], [], [], []
+    for s, (x, _tokens) in zip(labeled, feats, strict=True):
+        if x.shape[0] != len(s.steps):
+            raise ValueError(f"features for {s.problem_id} sample {s.sample_index}: {x.shape[0]} rows, "
+                             f"{len(s.steps)} steps")
+        xs.append(x)
+        soft.extend(s.soft)
+        hard.extend(s.hard)
+        groups.extend([s.problem_id] * len(s.steps))
+    return TrainData(np.concatenate(xs).astype(np.float32), np.asarray(soft, np.float32),
+                     np.asarray(hard, np.int64), groups)
+
+
+def requests_of(labeled: Sequence[LabeledSolution]) -> list[ScoreRequest]:
+    return [ScoreRequest(s.question, tuple(s.steps), s.reference, s.kind) for s in labeled if s.steps]
+
+
+def run_train(
+    label_files: Sequence[Path], out: Path, cfg: TrainConfig, store_dir: Path | None = None,
+    extractor: FeatureExtractor | None = None,
+) -> tuple[ProbeArtifact, dict[str, Any]]:
+    """Features (cached) for every labelled step, a trained head, the artifact written to `out`."""
+    t0 = time.perf_counter()
+    labeled: list[LabeledSolution] = []
+    metas: list[dict[str, Any]] = []
+    for f in label_files:
+        rows, meta = read_labels(Path(f))
+        labeled.extend(s for s in rows if s.steps)
+        metas.append(meta)
+    if not labeled:
+        raise ValueError("no labelled steps in " + ", ".join(map(str, label_files)))
+    policies = {json.dumps(m.get("policy"), sort_keys=True) for m in metas}
+    if len(policies) != 1 or not metas[0].get("policy"):
+        raise ValueError("labels files come from different (or unnamed) policies: train one probe per policy")
+    ref = PolicyRef(**metas[0]["policy"])
+    own = extractor is None
+    ex = extractor or extractor_for(ref.feature_backend, ref.model)
+    store = Store(store_dir or metas[0].get("store") or out.parent)
+    try:
+        t_feat = time.perf_counter()
+        feats = CachedFeatures(ex, store).features(requests_of(labeled))
+        feat_s = time.perf_counter() - t_feat
+        data = step_arrays(labeled, feats)
+        head, metrics = train_head(data, cfg)
+    finally:
+        store.close()
+        if own:
+            ex.close()
+    questions = sorted({question_digest(s.question) for s in labeled})
+    artifact = ProbeArtifact(
+        head=head,
+        policy=asdict(ref),
+        features={"extractor": ex.name, "backend": ref.feature_backend, "dim": int(data.x.shape[1]),
+                  "layer": "final-norm" if ref.feature_backend == "llamacpp" else "hidden_states[-1]",
+                  "position": "last non-whitespace token of each step",
+                  "context": "policy chat template, instruction + question (zero-shot), then the steps"},
+        training={
+            "labels": [{"file": Path(f).name, "dataset": m.get("dataset"), "problems": m.get("problems"),
+                        "label": m.get("label"), "stats": {k: v for k, v in (m.get("stats") or {}).items()
+                                                           if k not in ("by_position",)}}
+                       for f, m in zip(label_files, metas, strict=True)],
+            "steps": int(len(data.soft)),
+            "train_question_digests": questions,
+            "feature_seconds": round(feat_s, 1),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        metrics=metrics,
+    )
+    artifact.save(out)
+    return artifact, metrics
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+
+
+def step_auroc(labeled: Sequence[LabeledSolution], rewards: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """AUROC of step rewards against hard Monte-Carlo labels: every step, intermediate steps only (the
+    last step's label is the outcome), and per level."""
+    every_s, every_y, mid_s, mid_y = [], [], [], []
+    by_level: dict[str, tuple[list[float], list[int]]] = defaultdict(lambda: ([], []))
+    for s, r in zip(labeled, rewards, strict=True):
+        for k, (x, y) in enumerate(zip(r, s.hard, strict=True)):
+            every_s.append(x)
+            every_y.append(y)
+            by_level[str(s.level)][0].append(x)
+            by_level[str(s.level)][1].append(y)
+            if k < len(s.steps) - 1:
+                mid_s.append(x)
+                mid_y.append(y)
+    return {
+        "auroc": auroc(every_s, every_y), "auroc_intermediate": auroc(mid_s, mid_y),
+        "steps": len(every_y), "positive_rate": float(np.mean(every_y)) if every_y else None,
+        "auroc_by_level": {k: auroc(v[0], v[1]) for k, v in sorted(by_level.items())},
+    }
+
+
+def score_labeled(scorer: RewardModel, labeled: Sequence[LabeledSolution], store: Store) -> list[list[float]]:
+    """Every labelled solution scored in one batched call through the store."""
+    scored = CachedScorer(scorer, store).score_batch(requests_of(labeled))
+    return [s.rewards for s in scored]
+
+
+def exclude_seen(problems: list[Problem], digests: Sequence[str]) -> tuple[list[Problem], int]:
+    """Drop problems whose question a probe was trained on (small arith levels repeat questions)."""
+    seen = set(digests)
+    kept = [p for p in problems if question_digest(p.question) not in seen]
+    return kept, len(problems) - len(kept)
+
+
+def by_level_accuracy(results: Sequence[Any], pair: str | None = None) -> dict[str, Any]:
+    """Accuracy per difficulty level of an engine run: the reported answer, or one selection pair."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        ok = r.trace.correct if pair is None else r.trace.meta.get("selections_correct", {}).get(pair)
+        groups[str(r.problem.level)].append(bool(ok))
+    every = [x for v in groups.values() for x in v]
+    return {"accuracy": sum(every) / len(every) if every else 0.0,
+            "by_level": {k: sum(v) / len(v) for k, v in sorted(groups.items())}}
