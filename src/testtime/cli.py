@@ -19,9 +19,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from testtime.cli_prm import prm_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compute-optimal test-time scaling.")
 data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets.")
 app.add_typer(data_app, name="data")
+app.add_typer(prm_app, name="prm")
 # Tables and progress go to stderr with --json so stdout's last line is the JSON object.
 console = Console()
 err_console = Console(stderr=True)

@@ -46,23 +46,13 @@ from typing import Any
 import numpy as np
 
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
-from testtime.policy.prompts import plain_chat
-from testtime.reward.hf import MissingExtraError, _fingerprint, _from_pretrained, _quiet, _torch_dtype
+from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
+from testtime.reward.hf import MissingExtraError, _backend, _fingerprint, _from_pretrained, _quiet, _torch_dtype
 from testtime.types import Completion
 
 __all__ = ["HFPolicy", "MissingExtraError", "sample_uniforms"]
 
 
-def _backend() -> tuple[Any, Any]:
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        raise MissingExtraError(
-            f"the transformers policy backend needs torch and transformers ({e.name or e} is missing); "
-            "install the extra: pip install 'testtime[hf]'"
-        ) from None
-    return torch, transformers
 
 
 # -- the per-row random stream ------------------------------------------------------------------------
@@ -158,7 +148,7 @@ class HFPolicy:
         tokenizer: Any = None,
         name: str | None = None,
     ):
-        torch, transformers = _backend()
+        torch, transformers = _backend("transformers policy backend")
         self._torch = torch
         if max_batch_rows < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise ValueError("max_batch_rows and max_batch_tokens must be >= 1")
@@ -205,16 +195,12 @@ class HFPolicy:
         return getattr(self.tokenizer, "chat_template", None) is not None
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        if not self.has_chat_template:
-            return plain_chat(messages)
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer_chat(self.tokenizer)(messages)
 
     def token_ids(self, text: str) -> list[int]:
         """The prompt's ids as the model sees them: the tokenizer's special tokens (BOS) are added
         unless the text already starts with the BOS text (a rendered chat template)."""
-        bos = getattr(self.tokenizer, "bos_token", None)
-        add_special = not (bos and text.startswith(bos))
-        ids = [int(t) for t in self.tokenizer(text, add_special_tokens=add_special)["input_ids"]]
+        ids = prompt_token_ids(self.tokenizer, text)
         if not ids:
             raise ValueError("empty prompt: the tokenizer gives no tokens and adds no BOS")
         return ids

@@ -50,6 +50,30 @@ def _quiet_stderr(enabled: bool):
         os.close(devnull)
 
 
+def gguf_chat(info: GGUFInfo):
+    """The model's own chat template from the GGUF, or plain text blocks for a base model."""
+    if info.chat_template:
+        return render_jinja_chat(info.chat_template, info.bos_text, info.eos_text)
+    return plain_chat
+
+
+def server_params(model_path: str | Path, slots: int, ctx_per_slot: int, threads: int | None, verbose: bool) -> Any:
+    """The llama.cpp server settings every in-process server here shares (threads = all cores by default)."""
+    import xllamacpp
+
+    p = xllamacpp.CommonParams()
+    p.model.path = str(model_path)
+    p.n_parallel = slots
+    p.n_ctx = slots * ctx_per_slot
+    n_threads = threads or max(1, os.cpu_count() or 1)
+    p.cpuparams.n_threads = n_threads
+    p.cpuparams_batch.n_threads = n_threads
+    p.warmup = False
+    p.verbosity = 1 if verbose else -1
+    p.log_json = False
+    return p
+
+
 class LlamaCppPolicy:
     """A GGUF model served by llama.cpp in this process.
 
@@ -71,24 +95,11 @@ class LlamaCppPolicy:
         self.model_id = self.info.model_id
         self.n_params = self.info.n_params
         self.slots = slots
-        self._chat = (
-            render_jinja_chat(self.info.chat_template, self.info.bos_text, self.info.eos_text)
-            if self.info.chat_template
-            else plain_chat
-        )
-        p = xllamacpp.CommonParams()
-        p.model.path = str(model_path)
-        p.n_parallel = slots
-        p.n_ctx = slots * ctx_per_slot
+        self._chat = gguf_chat(self.info)
+        p = server_params(model_path, slots, ctx_per_slot, threads, verbose)
         p.n_batch = 2048
-        n_threads = threads or max(1, os.cpu_count() or 1)
-        p.cpuparams.n_threads = n_threads
-        p.cpuparams_batch.n_threads = n_threads
         p.kv_unified = True  # n children of one prompt share its KV cells instead of copying per slot
         p.cache_prompt = True
-        p.warmup = False
-        p.verbosity = 1 if verbose else -1
-        p.log_json = False
         with _quiet_stderr(not verbose):
             self._server = xllamacpp.Server(p)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="testtime-llama")

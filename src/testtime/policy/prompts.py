@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 import jinja2.sandbox
@@ -68,3 +69,23 @@ def build_messages(
         messages.append({"role": "assistant", "content": solution})
     messages.append({"role": "user", "content": f"{config.instruction}\n\n{problem.question}"})
     return messages
+
+
+def tokenizer_chat(tokenizer: Any) -> Callable[[list[dict[str, str]]], str]:
+    """A renderer from an HF tokenizer's chat template (generation prompt added), else `plain_chat`."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return plain_chat
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return render
+
+
+def prompt_token_ids(tokenizer: Any, text: str) -> list[int]:
+    """A prompt's ids as the model sees them: the tokenizer's special tokens (BOS) are added unless the
+    text already starts with the BOS text (a rendered chat template wrote it)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    return [int(t) for t in tokenizer.encode(text, add_special_tokens=add_special)]
+

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
-from testtime.policy.prompts import plain_chat
+from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
 from testtime.reward.vllm import VLLMUnsupported, count_params, import_vllm, require_gpu
 from testtime.types import Completion
 
@@ -169,14 +169,10 @@ class VLLMPolicy:
         return getattr(self._tokenizer, "chat_template", None) is not None
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        if not self.has_chat_template:
-            return plain_chat(messages)
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer_chat(self._tokenizer)(messages)
 
     def _token_ids(self, text: str) -> list[int]:
-        bos = getattr(self._tokenizer, "bos_token", None)
-        add_special = not (bos and text.startswith(bos))  # a template that wrote BOS already: no second one
-        return [int(t) for t in self._tokenizer.encode(text, add_special_tokens=add_special)]
+        return prompt_token_ids(self._tokenizer, text)
 
     # -- generation ---------------------------------------------------------------------------------
 

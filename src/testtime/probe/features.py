@@ -85,38 +85,23 @@ class LlamaCppFeatures:
         batch_sequences: int = 8,
         verbose: bool = False,
     ) -> None:
-        import os
-
         import httpx
         import xllamacpp
 
         from testtime.policy.gguf_meta import read_gguf_info
-        from testtime.policy.llamacpp import _quiet_stderr
-        from testtime.policy.prompts import plain_chat, render_jinja_chat
+        from testtime.policy.llamacpp import _quiet_stderr, gguf_chat, server_params
 
         self.info = read_gguf_info(model_path)
         self.model_id = self.info.model_id
         self.n_params = self.info.n_params
         self.name = f"llamacpp-final-norm|{CONTEXT_RULE}|{self.model_id}"
-        self._chat = (
-            render_jinja_chat(self.info.chat_template, self.info.bos_text, self.info.eos_text)
-            if self.info.chat_template
-            else plain_chat
-        )
+        self._chat = gguf_chat(self.info)
         self.max_len = ctx_per_slot
         self.batch_sequences = batch_sequences
-        p = xllamacpp.CommonParams()
-        p.model.path = str(model_path)
+        p = server_params(model_path, slots, ctx_per_slot, threads, verbose)
         p.embedding = True
         p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_NONE
-        p.n_parallel = slots
-        p.n_ctx = slots * ctx_per_slot
         p.n_batch = p.n_ubatch = ctx_per_slot
-        n_threads = threads or max(1, os.cpu_count() or 1)
-        p.cpuparams.n_threads = n_threads
-        p.cpuparams_batch.n_threads = n_threads
-        p.warmup = False
-        p.verbosity = 1 if verbose else -1
         p.port = 0  # any free loopback port; the server is this process's own
         with _quiet_stderr(not verbose):
             self._server = xllamacpp.Server(p)
@@ -169,7 +154,7 @@ class HFFeatures:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
             raise ImportError("probe features from a transformers model need: pip install 'testtime[hf]'") from None
-        from testtime.policy.prompts import plain_chat
+        from testtime.policy.prompts import tokenizer_chat
         from testtime.reward.hf import _fingerprint
 
         self._torch = torch
@@ -182,13 +167,7 @@ class HFFeatures:
         self.name = f"hf-layer{layer}|{CONTEXT_RULE}|{Path(model).name}@{_fingerprint(Path(model))}"
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows
-        if getattr(self.tokenizer, "chat_template", None):
-            def chat(messages: list[dict[str, str]]) -> str:
-                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-            self._chat = chat
-        else:
-            self._chat = plain_chat
+        self._chat = tokenizer_chat(self.tokenizer)
 
     def _tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

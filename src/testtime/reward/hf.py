@@ -44,13 +44,13 @@ class MissingExtraError(ImportError):
     """The optional dependencies of a backend are not installed."""
 
 
-def _backend() -> tuple[Any, Any]:
+def _backend(what: str = "transformers PRM backend") -> tuple[Any, Any]:
     try:
         import torch
         import transformers
     except ImportError as e:
         raise MissingExtraError(
-            f"the transformers PRM backend needs torch and transformers ({e.name or e} is missing); "
+            f"the {what} needs torch and transformers ({e.name or e} is missing); "
             "install the extra: pip install 'testtime[hf]'"
         ) from None
     return torch, transformers
