@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_CPU ?= 2.13.0
 
-.PHONY: install demo test test-unit bench lint clean sweep-demo chromium
+.PHONY: install demo test test-unit bench lint clean sweep-demo chromium probe
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,19 @@ sweep-demo: $(STAMP)
 		--set n_max=8 --set 'budgets=[1, 2, 4, 8]' --set 'strategies=[cot, best_of_n]'
 	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-arithcheck.json --out runs/sweep-demo/report-arithcheck
 	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-judge.json --out runs/sweep-demo/report-judge
+
+# The on-policy probe PRM for the embedded default, end to end (about 1 hour on 2 cores, see the README):
+# Monte-Carlo labels on 150 arith problems, a probe head, then held-out step AUROC and Best-of-8 for the
+# probe, arith-check and the judge on 50 other problems. Resumable: every generation is in runs/probe.
+PROBE_OUT ?= runs/probe
+probe: $(STAMP)
+	$(VENV)/bin/testtime prm label --dataset arith --limit 150 --seed 0 --out $(PROBE_OUT)
+	$(VENV)/bin/testtime prm train --labels $$(ls $(PROBE_OUT)/labels/arith-seed0-n150-*.jsonl) \
+		--out $(PROBE_OUT)/smollm2-135m-arith.json
+	for prm in probe:$(PROBE_OUT)/smollm2-135m-arith.json arith-check judge; do \
+		$(VENV)/bin/testtime prm eval --prm $$prm --dataset arith --limit 50 --seed 1 --out $(PROBE_OUT) \
+			--exclude-from $(PROBE_OUT)/smollm2-135m-arith.json || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -258,3 +258,34 @@ def test_candidate_text_is_the_completion_text(tmp_path, problems):
         seed = [c.seed for call in policy.calls for c in call if p.question in c.prompt][0]
         prompt = [c.prompt for call in policy.calls for c in call if p.question in c.prompt][0]
         assert [c.text for c in r.trace.candidates] == [policy.text_for(prompt, seed, i) for i in range(4)]
+
+
+# --- failures in the summary, stored traces back into objects ------------------------------------
+
+
+def test_summary_always_reports_failures(tmp_path, problems):
+    s = engine.run(config(tmp_path), scripted(problems)).summary()
+    assert s["failed"] == 0 and s["failures"] == {}
+
+
+def test_failed_trace_is_wrong_and_graded_as_nothing(problems):
+    strategy, _per_call = engine.make_strategy_for(engine.RunConfig(strategy="majority", n=4))
+    trace = engine.failed_trace(problems[0], strategy, RuntimeError("boom\nsecond line"))
+    r = engine.grade_trace(problems[0], trace)
+    assert r.failed and r.error == "RuntimeError: boom second line" and r.sample_correct == [] and r.pass1 == 0.0
+    assert trace.correct is False and trace.candidates == [] and (trace.strategy, trace.budget) == ("majority", 4)
+
+
+def test_stored_traces_come_back_as_objects(tmp_path, problems):
+    res = engine.run(config(tmp_path), scripted(problems))
+    with Store(tmp_path / "runs") as store:
+        records = store.get_results(res.run_id)
+    for r, rec in zip(res.results, records, strict=True):
+        back = engine.trace_from_record(rec)
+        assert back.candidates == r.trace.candidates and back.answer == r.trace.answer
+        assert back.correct == r.trace.correct and back.meta == r.trace.meta
+        # as a rerun would see it: every generation replayed, the same tokens and FLOPs
+        c, orig = back.compute, r.trace.compute
+        assert c.new_generations == 0 and c.cached_generations == orig.new_generations + orig.cached_generations
+        assert (c.generated_tokens, c.prompt_tokens, c.flops) == (orig.generated_tokens, orig.prompt_tokens,
+                                                                  orig.flops)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,20 +20,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from testtime.cli_common import console, err_console, fail
 from testtime.cli_prm import prm_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compute-optimal test-time scaling.")
 data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets.")
 app.add_typer(data_app, name="data")
 app.add_typer(prm_app, name="prm")
-# Tables and progress go to stderr with --json so stdout's last line is the JSON object.
-console = Console()
-err_console = Console(stderr=True)
 
 
-def _fail(msg: str) -> None:
-    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+_fail = fail
 
 
 def _fmt_flops(x: float) -> str:
@@ -71,6 +68,104 @@ def _result_table(result: Any) -> Table:
     return t
 
 
+# Where the policy runs: shared by run, demo and (as recipe fields) sweep.
+BackendOpt = Annotated[str, typer.Option(help="policy backend: llamacpp | vllm | hf | openai")]
+BaseUrlOpt = Annotated[list[str] | None, typer.Option(
+    "--base-url", help="openai: an OpenAI-compatible server (/v1/completions); repeat to spread load")]
+PolicyOpt = Annotated[list[str] | None, typer.Option(
+    "--policy-option", help="a backend option KEY=VALUE (repeatable), e.g. max_n_per_request=1, slots=8")]
+ExecutorOpt = Annotated[str, typer.Option(help="local | ray (problems sharded over Ray actors)")]
+AddressOpt = Annotated[str | None, typer.Option(help="ray: address of a running cluster (default: a local Ray)")]
+ActorsOpt = Annotated[int | None, typer.Option(help="ray: number of actors (default: one per GPU, else 2)")]
+
+
+def _policy_options(items: list[str] | None) -> dict[str, Any]:
+    """--policy-option KEY=VALUE pairs; values are YAML scalars (16, 0.5, true, null, text)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            _fail(f"--policy-option {item}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _policy_spec_or_error(model: str | None, backend: str, base_urls: list[str], options: dict[str, Any],
+                          name: Any = lambda opt: f"--{opt.replace('_', '-')}") -> Any:
+    """The PolicySpec the options describe, or a one-line error naming the option (``name`` spells an
+    option: --base-url on the command line, a recipe field in sweeps)."""
+    from testtime.execution import PolicySpec
+    from testtime.policy import BACKENDS
+
+    if backend not in BACKENDS:
+        return f"{name('backend')} {backend}: unknown (available: {', '.join(BACKENDS)})"
+    options = dict(options)
+    if base_urls:
+        if backend != "openai":
+            return f"{name('base_url')} only applies to {name('backend')} openai"
+        options["base_urls"] = list(base_urls)
+    if backend == "openai":
+        if not options.get("base_urls"):
+            return f"{name('backend')} openai needs {name('base_url')} URL (one or more OpenAI-compatible servers)"
+        if not model:
+            return f"{name('backend')} openai needs {name('model')} (the model name the server serves)"
+    return PolicySpec(model, backend, options)
+
+
+def _open_executor(model: str | None, backend: str, base_urls: list[str] | None, executor: str,
+                   address: str | None, actors: int | None, options: dict[str, Any] | None = None,
+                   name: Any = None, prefix: str = "") -> Any:
+    """Open the policy on the executor the options name; bad combinations are one-line errors (``name``
+    spells an option, ``prefix`` starts the message: a recipe's file name)."""
+    from testtime.execution import RAY_MISSING, open_executor
+
+    name = name or (lambda opt: f"--{opt.replace('_', '-')}")
+    spec = _policy_spec_or_error(model, backend, base_urls or [], options or {}, name)
+    if isinstance(spec, str):
+        _fail(prefix + spec)
+    if executor not in ("local", "ray"):
+        _fail(f"{prefix}{name('executor')} {executor}: unknown (available: local, ray)")
+    if executor == "local" and (address is not None or actors is not None):
+        opt = "address" if address is not None else "actors"
+        _fail(f"{prefix}{name(opt)} only applies to {name('executor')} ray")
+    if actors is not None and actors < 1:
+        _fail(f"{prefix}{name('actors')} {actors}: must be >= 1")
+    try:
+        return open_executor(executor, spec, address=address, actors=actors)
+    except ImportError as e:
+        _fail(str(e) if str(e) == RAY_MISSING else f"{prefix}{name('backend')} {backend}: {e}")
+    except TypeError as e:  # an option the backend does not take
+        _fail(f"{prefix}{name('policy_option')}: {e}")
+    except (ValueError, FileNotFoundError, RuntimeError, ConnectionError) as e:
+        _fail(prefix + str(e))
+
+
+def _check_prm(executor: Any, spec: str, where: str | None = None) -> None:
+    """Build the scorer now (on every actor with Ray), so a bad --prm is one line before any work."""
+    try:
+        executor.scorer_info(spec)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        if where:
+            _fail(f"{where}: field prm: {e}")
+        _fail(str(e) if str(e).startswith("--prm") else f"--prm {spec}: {e}")
+
+
+def _print_failures(summary: dict[str, Any], out_console: Console, what: str = "counted as wrong") -> None:
+    failures = summary.get("failures") or {}
+    if failures:
+        out_console.print(f"[yellow]warning:[/yellow] {len(failures)} problem(s) failed ({what}; rerun to retry "
+                          "them):", highlight=False)
+        for pid, err in list(failures.items())[:20]:
+            out_console.print(escape(f"  {pid}: {err}"), highlight=False, soft_wrap=True)
+        if len(failures) > 20:
+            out_console.print(f"  ... and {len(failures) - 20} more (see the run's summary in the store)")
+
+
 @app.command()
 def run(
     dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
@@ -88,7 +183,14 @@ def run(
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="output folder (holds the SQLite store)")] = Path("runs"),
-    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="GGUF path or embedded model name (llamacpp), HF id or path (vllm, hf), served name (openai)")] = None,
+    backend: BackendOpt = "llamacpp",
+    base_url: BaseUrlOpt = None,
+    policy_option: PolicyOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
     max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
     temperature: Annotated[float, typer.Option(help="sampling temperature (cot is greedy)")] = 0.7,
     fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
@@ -107,17 +209,18 @@ def run(
     """
     from testtime import engine
     from testtime.datasets import DatasetError, load_dataset
-    from testtime.policy import load_policy
     from testtime.search import SCORED, STRATEGIES, TREE
     from testtime.search.aggregation import AGGREGATIONS, SELECTIONS
 
     if n < 1:
         _fail(f"--n {n}: must be >= 1")
+    where = dict(model=model, backend=backend, base_urls=base_url, executor=executor, address=address, actors=actors,
+                 options=_policy_options(policy_option))
     if strategy == "optimal":
         base = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
                     max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, max_depth=max_depth,
                     step_max_tokens=step_max_tokens)
-        _run_optimal(table, budget, prm, force, base, as_json)
+        _run_optimal(table, budget, prm, force, base, as_json, where)
         return
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy}: unknown (available: {', '.join(STRATEGIES)})")
@@ -149,24 +252,13 @@ def run(
         _fail(str(e))
     if not problems:
         _fail(f"--dataset {dataset}: no problems selected")
-    try:
-        policy = load_policy(model)
-    except FileNotFoundError as e:
-        _fail(str(e))
-    scorer = None
+    ex = _open_executor(**where)
     try:
         if config.prm:
-            from testtime.reward import load_scorer
-
-            try:
-                scorer = load_scorer(config.prm, policy)
-            except (ValueError, ImportError, FileNotFoundError) as e:
-                _fail(str(e) if str(e).startswith("--prm") else f"--prm {config.prm}: {e}")
-        result = _run_with_progress(config, policy, problems, err_console if as_json else console, scorer)
+            _check_prm(ex, config.prm)
+        result = _run_with_progress(config, ex, problems, err_console if as_json else console)
     finally:
-        if scorer is not None and hasattr(scorer, "close"):
-            scorer.close()
-        policy.close()
+        ex.close()
     if as_json:
         summary = result.summary()
         summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
@@ -174,12 +266,10 @@ def run(
 
 
 def _run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: dict,
-                 as_json: bool) -> None:
+                 as_json: bool, where: dict[str, Any] | None = None) -> None:
     from testtime.datasets import DatasetError, load_dataset
     from testtime.optimal.calibrate import Table as CalTable
     from testtime.optimal.selector import run_optimal
-    from testtime.policy import load_policy
-    from testtime.reward import load_scorer
 
     if table_path is None or budget is None:
         _fail("--strategy optimal needs --table T and --budget B")
@@ -192,23 +282,18 @@ def _run_optimal(table_path: Path | None, budget: int | None, prm: str | None, f
         _fail(str(e))
     spec = prm or cal.prm
     out_console = err_console if as_json else console
-    policy = load_policy(base["model"])
-    scorer = None
+    ex = _open_executor(**(where or {"model": base["model"], "backend": "llamacpp", "base_urls": None,
+                                     "executor": "local", "address": None, "actors": None}))
     try:
         if spec:
-            try:
-                scorer = load_scorer(spec, policy)
-            except (ValueError, ImportError, FileNotFoundError) as e:
-                _fail(str(e) if str(e).startswith("--prm") else f"--prm {spec}: {e}")
+            _check_prm(ex, spec)
         try:
             with out_console.status(f"compute-optimal selector, budget {budget}"):
-                result = run_optimal(cal, budget, policy, scorer, problems, base, force=force)  # type: ignore[arg-type]
+                result = run_optimal(cal, budget, ex, None, problems, base, force=force, prm=spec)  # type: ignore[arg-type]
         except ValueError as e:
             _fail(str(e))
     finally:
-        if scorer is not None:
-            scorer.close()
-        policy.close()
+        ex.close()
     s = result.summary()
     t = Table(title=f"compute-optimal at budget {budget} on {base['dataset']}: {s['n_problems']} problems"
               + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
@@ -222,23 +307,23 @@ def _run_optimal(table_path: Path | None, budget: int | None, prm: str | None, f
     t.caption = (f"FLOPs {_fmt_flops(s['flops'])} (probe {_fmt_flops(s['probe_flops'])}) | generated tokens "
                  f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
     out_console.print(t)
+    _print_failures(s, out_console)
     if as_json:
         print(json.dumps(s, default=str))
 
 
-def _run_with_progress(config: Any, policy: Any, problems: list, out_console: Console, scorer: Any = None) -> Any:
-    """engine.run under a progress bar, then its result table (and the selections table, if scored)."""
-    from testtime import engine
-
+def _run_with_progress(config: Any, executor: Any, problems: list, out_console: Console) -> Any:
+    """The run on the executor under a progress bar, then its result table (and the selections table, if
+    scored) and any failed problems."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=out_console) as progress:
         task = progress.add_task(f"{config.strategy}@{config.n}", total=len(problems))
-        result = engine.run(config, policy, problems,
-                            on_progress=lambda done, total: progress.update(task, completed=done), scorer=scorer)
+        result = executor.run(config, problems, on_progress=lambda done, total: progress.update(task, completed=done))
     out_console.print(_result_table(result))
     selections = _selections_table(result.summary())
     if selections is not None:
         out_console.print(selections)
+    _print_failures(result.summary(), out_console)
     return result
 
 
@@ -261,13 +346,13 @@ def _selections_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
-def _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, out_console) -> None:
+def _demo_runs(dataset, limit, n, seed, out, model, executor, problems, results, out_console) -> None:
     from testtime import engine
 
     for strategy, budget in (("cot", 1), ("majority", n)):
         config = engine.RunConfig(dataset=dataset, strategy=strategy, n=budget, limit=limit, seed=seed,
                                   model=model, out=str(out))
-        results[strategy] = _run_with_progress(config, policy, problems, out_console)
+        results[strategy] = _run_with_progress(config, executor, problems, out_console)
 
 
 @app.command()
@@ -277,35 +362,43 @@ def demo(
     n: Annotated[int, typer.Option(help="majority budget N_max")] = 8,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
-    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name")] = None,
+    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
+    backend: BackendOpt = "llamacpp",
+    base_url: BaseUrlOpt = None,
+    policy_option: PolicyOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """CoT vs majority voting at every N <= N_max, per difficulty level, with a plot."""
     from testtime.datasets import DatasetError, load_dataset
     from testtime.metrics import majority_curve, powers_of_two
-    from testtime.policy import load_policy
     from testtime.report import plot_budget_curves
 
     if n < 1:
         _fail(f"--n {n}: must be >= 1")
     try:
         problems = load_dataset(dataset, limit=limit, seed=seed)
-        policy = load_policy(model)
     except (DatasetError, FileNotFoundError) as e:
         _fail(str(e))
+    ex = _open_executor(model, backend, base_url, executor, address, actors, _policy_options(policy_option))
     out_console = err_console if as_json else console
     results = {}
     try:
-        _demo_runs(dataset, limit, n, seed, out, model, policy, problems, results, out_console)
+        _demo_runs(dataset, limit, n, seed, out, model, ex, problems, results, out_console)
     finally:
-        policy.close()
+        ex.close()
 
     ks = powers_of_two(n)
     by_level: dict[str, list[tuple[list[str | None], list[bool]]]] = {}
     cot_by_level: dict[str, list[bool]] = {}
     for r_cot, r_maj in zip(results["cot"].results, results["majority"].results, strict=True):
         label = f"level {r_maj.problem.level}" if r_maj.problem.level is not None else "all"
-        keys = [None if g is None else str(g) for g in r_maj.trace.meta["answer_groups"]]
+        # a failed problem has no samples: every curve counts it as wrong
+        keys = [None if g is None else str(g) for g in r_maj.trace.meta.get("answer_groups", [None] * n)]
+        if r_maj.failed:
+            r_maj.sample_correct = [False] * n
         by_level.setdefault(label, []).append((keys, r_maj.sample_correct))
         cot_by_level.setdefault(label, []).append(bool(r_cot.trace.correct))
     curves: dict[str, dict[int, float]] = {}
@@ -340,12 +433,13 @@ def sweep(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: key=value")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Every strategy x budget of a recipe over its problems (resumable), saved as a sweep file."""
+    """Every strategy x budget of a recipe over its problems (resumable), saved as a sweep file.
+
+    The recipe's backend, policy_options, executor, address and actors say where the policy runs."""
     from testtime.datasets import DatasetError, load_dataset
     from testtime.optimal.recipe import load_recipe
-    from testtime.optimal.sweep import n_runs, run_sweep
-    from testtime.policy import load_policy
-    from testtime.reward import load_scorer
+    from testtime.optimal.sweep import n_runs, plan, run_sweep
+    from testtime.search import SCORED
 
     try:
         recipe = load_recipe(config, set_ or [])
@@ -353,14 +447,14 @@ def sweep(
     except (ValueError, DatasetError) as e:
         _fail(str(e))
     out_console = err_console if as_json else console
-    policy = load_policy(recipe.model)
-    scorer = None
+    where = str(config or "recipe")
+    ex = _open_executor(recipe.model, recipe.backend, None, recipe.executor, recipe.address, recipe.actors,
+                        options=recipe.policy_options, prefix=f"{where}: ",
+                        name=lambda opt: {"base_url": "policy_options.base_urls",
+                                          "policy_option": "policy_options"}.get(opt, opt))
     try:
-        if recipe.prm:
-            try:
-                scorer = load_scorer(recipe.prm, policy)
-            except (ValueError, ImportError, FileNotFoundError) as e:
-                _fail(f"{config or 'recipe'}: field prm: {e}")
+        if recipe.prm and any(spec.name in SCORED for spec, _n in plan(recipe)):
+            _check_prm(ex, recipe.prm, where)
         total = n_runs(recipe)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out_console) as progress:
@@ -369,19 +463,18 @@ def sweep(
             def on_progress(done: int, total: int, label: str) -> None:
                 progress.update(task, completed=done, description=f"sweep: {label}")
 
-            result = run_sweep(recipe, policy, scorer, problems, on_progress)
+            result = run_sweep(recipe, ex, None, problems, on_progress)
     finally:
-        if scorer is not None:
-            scorer.close()
-        policy.close()
+        ex.close()
     from testtime.optimal.sweep import sweep_path
 
     path = sweep_path(recipe)
     out_console.print(f"sweep: {len(result.cells)} cells over {len(result.problems)} problems, "
                       f"{len(result.configs())} configs, {total} runs in {result.wall_s:.1f} s -> {path}")
+    _print_failures({"failures": result.failed}, out_console, "left out of the sweep")
     if as_json:
         print(json.dumps({"sweep": str(path), "cells": len(result.cells), "problems": len(result.problems),
-                          "configs": result.configs(), "wall_s": result.wall_s}))
+                          "configs": result.configs(), "wall_s": result.wall_s, "failed": result.failed}))
 
 
 @app.command()

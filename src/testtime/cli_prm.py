@@ -12,14 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from testtime.cli_common import console, err_console, fail
+
 prm_app = typer.Typer(no_args_is_help=True, help="Process reward models: label steps, train a probe, evaluate.")
-console = Console()
-err_console = Console(stderr=True)
 
 
-def _fail(msg: str) -> None:
-    err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+_fail = fail
 
 
 def _progress(out: Console, label: str):
@@ -38,13 +36,19 @@ def _problems(dataset: str, limit: int | None, seed: int, level: list[int] | Non
     return problems
 
 
-def _policy(model: str | None, threads: int | None) -> Any:
+def _policy(model: str | None, backend: str, threads: int | None) -> tuple[Any, Any]:
+    """The policy and the reference a probe records (how to reopen it for features, and its fingerprint)."""
     from testtime.policy import load_policy
+    from testtime.probe.pipeline import PolicyRef
 
+    if backend not in ("llamacpp", "hf", "vllm"):
+        _fail(f"--backend {backend}: probes read the policy's weights (llamacpp, hf or vllm), not a remote server")
+    kwargs = {"threads": threads} if threads and backend == "llamacpp" else {}
     try:
-        return load_policy(model, threads=threads) if threads else load_policy(model)
-    except FileNotFoundError as e:
+        policy = load_policy(model, backend=backend, **kwargs)
+    except (FileNotFoundError, ValueError, ImportError) as e:
         _fail(str(e))
+    return policy, PolicyRef(backend, model or "smollm2-135m", policy.model_id)
 
 
 def _stats_table(stats: dict[str, Any], title: str) -> Table:
@@ -68,6 +72,7 @@ Seed = Annotated[int, typer.Option(help="problem selection (arith) and sampling 
 Model = Annotated[str | None, typer.Option(help="GGUF path or embedded model name (default: smollm2-135m)")]
 Out = Annotated[Path, typer.Option(help="output folder (holds the SQLite store and labels/)")]
 Threads = Annotated[int | None, typer.Option(help="llama.cpp threads (default: all cores)")]
+Backend = Annotated[str, typer.Option(help="policy backend: llamacpp | hf | vllm")]
 Solutions = Annotated[int, typer.Option(help="sampled solutions per problem")]
 Rollouts = Annotated[int, typer.Option(help="Monte-Carlo completions per step prefix")]
 AsJson = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")]
@@ -80,19 +85,18 @@ def label(
     max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution / rollout")] = 384,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
     fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
-    threads: Threads = None, as_json: AsJson = False,
+    backend: Backend = "llamacpp", threads: Threads = None, as_json: AsJson = False,
 ) -> None:
     """Monte-Carlo step labels from the policy's own rollouts (batched, stored, resumable)."""
     from testtime.probe.labels import LabelConfig
-    from testtime.probe.pipeline import PolicyRef, SamplingSetup, run_label
+    from testtime.probe.pipeline import SamplingSetup, run_label
 
     if solutions < 1 or rollouts < 1:
         _fail(f"--solutions {solutions} --rollouts {rollouts}: both must be >= 1")
     problems = _problems(dataset, limit, seed, level)
-    policy = _policy(model, threads)
+    policy, ref = _policy(model, backend, threads)
     out_console = err_console if as_json else console
     try:
-        ref = PolicyRef("llamacpp", model or "smollm2-135m", policy.model_id)
         with _progress(out_console, "labelling") as progress:
             task = progress.add_task("label", total=len(problems))
             path, _labeled, meta = run_label(
@@ -162,7 +166,7 @@ def evaluate(
     n: Annotated[int, typer.Option(help="Best-of-N budget")] = 8,
     aggregation: Annotated[str, typer.Option(help="step rewards -> score: last | min | mean | prod")] = "min",
     selection: Annotated[str, typer.Option(help="prm_max | prm_vote")] = "prm_max",
-    solutions: Solutions = 4, rollouts: Rollouts = 4, threads: Threads = None,
+    solutions: Solutions = 4, rollouts: Rollouts = 4, backend: Backend = "llamacpp", threads: Threads = None,
     exclude_from: Annotated[Path | None, typer.Option(
         help="drop problems this probe artifact was trained on (default: the --prm probe's own)")] = None,
     as_json: AsJson = False,
@@ -175,7 +179,6 @@ def evaluate(
     from testtime.probe.head import ProbeArtifact
     from testtime.probe.labels import LabelConfig
     from testtime.probe.pipeline import (
-        PolicyRef,
         SamplingSetup,
         by_level_accuracy,
         exclude_seen,
@@ -208,10 +211,9 @@ def evaluate(
         if not problems:
             _fail(f"--exclude-from {exclude_from}: every selected problem was in the probe's training set")
     out_console = err_console if as_json else console
-    policy = _policy(model, threads)
+    policy, ref = _policy(model, backend, threads)
     scorer = None
     try:
-        ref = PolicyRef("llamacpp", model or "smollm2-135m", policy.model_id)
         setup = SamplingSetup(seed=seed)
         with _progress(out_console, "labelling held-out problems") as progress:
             task = progress.add_task("label", total=len(problems))

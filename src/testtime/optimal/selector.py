@@ -10,6 +10,9 @@
 4. runs each bin's best config within ``budget`` on that bin's problems (one engine run per distinct
    config, all its problems batched together);
 5. reports accuracy per predicted bin, with the probe's compute added to every problem's total.
+
+A problem whose remote calls failed (in the probe or in its config's run; see ``engine``) counts as
+wrong and is listed in ``failed``; a problem whose probe failed gets no bin and no config.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testtime import engine
+from testtime.execution import ScorerInfo, as_executor
 from testtime.optimal.calibrate import Choice, Table
 from testtime.optimal.metrics import absolute_bins, bin_order
 from testtime.optimal.sweep import probe_features
@@ -40,12 +44,13 @@ class OptimalResult:
     run_ids: list[str]
     wall_s: float
     per_problem_compute: dict[str, Compute] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # problem -> error (counted as wrong)
 
     def summary(self) -> dict[str, Any]:
         n = len(self.problems)
         by_bin: dict[str, dict[str, Any]] = {}
         for label in bin_order(set(self.bins.values())):
-            ids = [p.id for p in self.problems if self.bins[p.id] == label]
+            ids = [p.id for p in self.problems if self.bins.get(p.id) == label]
             configs: dict[str, int] = defaultdict(int)
             for i in ids:
                 configs[f"{self.choices[i].config}@{self.choices[i].budget}"] += 1
@@ -55,6 +60,7 @@ class OptimalResult:
         return {
             "strategy": "optimal", "budget": self.budget, "prm": self.table_prm, "n_problems": n,
             "accuracy": sum(self.correct.values()) / n if n else 0.0, "by_bin": by_bin,
+            "failed": len(self.failed), "failures": dict(self.failed),
             "generated_tokens": c.generated_tokens, "prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
             "prompt_tokens_cached": c.cached_prompt_tokens, "flops": c.flops,
             "probe_generated_tokens": self.probe_compute.generated_tokens, "probe_flops": self.probe_compute.flops,
@@ -89,29 +95,53 @@ def run_optimal(
     base: dict[str, Any],
     *,
     force: bool = False,
+    prm: str | None = None,
 ) -> OptimalResult:
-    """`base`: the RunConfig fields shared by every run (dataset, seed, out, max_tokens, fewshot, ...)."""
+    """`base`: the RunConfig fields shared by every run (dataset, seed, out, max_tokens, fewshot, ...).
+
+    `policy` is a policy (run here, scoring with `scorer`) or an executor (``testtime.execution``); with
+    no `scorer` object, `prm` is the scorer spec the executor builds (None: no PRM)."""
+    executor = as_executor(policy, scorer)
+    try:
+        return _run_optimal(table, budget, executor, scorer, problems, base, force, prm)
+    finally:
+        if executor is not policy:
+            executor.close()
+
+
+def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
+                 base: dict[str, Any], force: bool, prm: str | None) -> OptimalResult:
     t0 = time.perf_counter()
-    check_table(table, policy.model_id, getattr(scorer, "name", None), force)
+    info: ScorerInfo | None = None
+    if scorer is not None:
+        prm = scorer.name
+        info = ScorerInfo(scorer.name, bool(getattr(scorer, "outcome_only", False)))
+    elif prm:
+        info = executor.scorer_info(prm)
+    check_table(table, executor.model_id, info.name if info else None, force)
     probe_n = table.predictor.probe_n
-    probe_strategy = "best_of_n" if scorer is not None else "majority"
-    probe = engine.run(_run_config(base, probe_strategy, probe_n, prm=getattr(scorer, "name", None)),
-                       policy, problems, scorer=scorer)
+    probe_strategy = "best_of_n" if info is not None else "majority"
+    probe = executor.run(_run_config(base, probe_strategy, probe_n, prm=prm if info else None), problems)
     pass1: dict[str, float] = {}
     compute: dict[str, Compute] = {}
+    failed: dict[str, str] = {}
     probe_total = Compute()
     for r in probe.results:
-        agreement, score = probe_features(r.trace.meta["answer_groups"], r.trace.meta.get("rewards"))
-        pass1[r.problem.id] = table.predictor.predict(agreement, score)
         compute[r.problem.id] = Compute().add(r.trace.compute)
         probe_total.add(r.trace.compute)
+        if r.failed:
+            failed[r.problem.id] = f"probe: {r.error}"
+            continue
+        agreement, score = probe_features(r.trace.meta["answer_groups"], r.trace.meta.get("rewards"))
+        pass1[r.problem.id] = table.predictor.predict(agreement, score)
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
-    choices = {p.id: table.choice(bins[p.id], budget) for p in problems}
+    live = [p for p in problems if p.id not in failed]
+    choices = {p.id: table.choice(bins[p.id], budget) for p in live}
+    correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
     groups_by_choice: dict[tuple, list[Problem]] = defaultdict(list)
-    for p in problems:
+    for p in live:
         ch = choices[p.id]
         groups_by_choice[(ch.strategy, ch.budget, ch.m, ch.selection)].append(p)
-    correct: dict[str, bool] = {}
     run_ids = [probe.run_id]
     for (strategy, n, m, _sel), members in groups_by_choice.items():
         ch = choices[members[0].id]
@@ -120,14 +150,16 @@ def run_optimal(
         if m:
             kw["m"] = m
         if strategy in ("best_of_n", "beam", "dvts", "rebase"):
-            kw["prm"] = getattr(scorer, "name", None)
-        res = engine.run(_run_config(base, strategy, n, **kw), policy, members, scorer=scorer if "prm" in kw else None)
+            kw["prm"] = prm if info else None
+        res = executor.run(_run_config(base, strategy, n, **kw), members)
         run_ids.append(res.run_id)
         for r in res.results:
             correct[r.problem.id] = bool(r.trace.correct)
             compute[r.problem.id].add(r.trace.compute)
+            if r.failed:
+                failed[r.problem.id] = f"{ch.config}@{n}: {r.error}"
     total = Compute()
     for c in compute.values():
         total.add(c)
     return OptimalResult(budget, table.prm, problems, pass1, bins, choices, correct, total, probe_total, run_ids,
-                         time.perf_counter() - t0, compute)
+                         time.perf_counter() - t0, compute, failed)

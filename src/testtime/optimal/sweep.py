@@ -12,8 +12,12 @@ the tokens and FLOPs it cost. Configs are a strategy with its hyperparameters an
 * Tree strategies: one run per budget (a multiple of M); every aggregation x selection of its
   finished paths is a config.
 
-Every run goes through ``engine.run`` with its own store keys, so a killed sweep resumes where it was
-and a rerun recomputes nothing. The oracle difficulty of a problem is its pass@1 over the pool.
+Every run goes through an executor (``testtime.execution``: this process, or Ray actors) with its own
+store keys, so a killed sweep resumes where it was and a rerun recomputes nothing. The oracle difficulty
+of a problem is its pass@1 over the pool.
+
+A problem whose remote calls failed in any run (``engine`` records it as failed) is left out of the
+sweep -- no cells, no difficulty -- and listed in ``failed`` with the error; rerunning the sweep retries it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from testtime.datasets import load_dataset
 from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import BON_KEYS, bon_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
-from testtime.search.registry import TREE
+from testtime.search.registry import SCORED, TREE
 from testtime.types import Problem
 
 SWEEP_VERSION = 1
@@ -73,6 +77,7 @@ class SweepResult:
     wall_s: float
     version: int = SWEEP_VERSION
     trees: dict[str, Any] = field(default_factory=dict)  # problem -> the tree run whose tree the report shows
+    failed: dict[str, str] = field(default_factory=dict)  # problem -> "run: error" (left out of cells)
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +134,8 @@ def _pool_cells(
     infos: list[ProblemInfo] = []
     ks = sorted(set(recipe.budgets or []))
     for r in result.results:
+        if r.failed:
+            continue
         t = r.trace
         answers = [c.answer for c in t.candidates]
         correct = [bool(c.correct) for c in t.candidates]
@@ -172,6 +179,8 @@ def probe_features(
 def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
     cells = []
     for r in result.results:
+        if r.failed:
+            continue
         t = r.trace
         if spec.name == "cot":
             cells.append(Cell(r.problem.id, "cot", "cot", None, None, 1, float(bool(t.correct)),
@@ -205,7 +214,21 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or replay from the store) every engine run the recipe needs; write the sweep file.
 
+    `policy` is a policy (run here, with `scorer` for the scored runs, or the recipe's prm loaded over it)
+    or an executor (``testtime.execution.open_executor``: it builds the recipe's prm itself).
     `problems` replaces the recipe's datasets (one problem list for every seed)."""
+    from testtime.execution import as_executor
+
+    executor = as_executor(policy, scorer)
+    try:
+        return _run_sweep(recipe, executor, scorer, problems, on_progress)
+    finally:
+        if executor is not policy:
+            executor.close()
+
+
+def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Problem] | None,
+               on_progress: Callable[[int, int, str], None] | None) -> SweepResult:
     t0 = time.perf_counter()
     names = recipe.datasets or [recipe.dataset]
     if problems is not None:
@@ -218,12 +241,17 @@ def run_sweep(
     infos: list[ProblemInfo] = []
     run_ids: list[str] = []
     trees: dict[str, Any] = {}
+    failed: dict[str, str] = {}
     for i, (dataset, ps, seed, spec, n) in enumerate(jobs):
+        label = f"{dataset} seed {seed} {spec.label}@{n}"
         if on_progress:
-            on_progress(i, len(jobs), f"{dataset} seed {seed} {spec.label}@{n}")
-        prm = recipe.prm if spec.name in ("best_of_n",) or spec.name in TREE else None
-        result = engine.run(_config(recipe, spec, n, prm, dataset, seed), policy, ps, scorer=scorer if prm else None)
+            on_progress(i, len(jobs), label)
+        prm = recipe.prm if spec.name in SCORED else None
+        result = executor.run(_config(recipe, spec, n, prm, dataset, seed), ps)
         run_ids.append(result.run_id)
+        for r in result.results:
+            if r.failed:
+                failed.setdefault(r.problem.id, f"{label}: {r.error}")
         if (spec, n) == runs[0]:  # the pool of this (dataset, seed)
             cells_i, infos_i = _pool_cells(recipe, result, spec.name == "best_of_n", seed)
             cells.extend(cells_i)
@@ -232,12 +260,19 @@ def run_sweep(
             cells.extend(_run_cells(spec, result))
         if spec.name in TREE:  # every problem's tree from the latest tree run (the viewer shows any problem)
             for r in result.results:
-                trees[r.problem.id] = {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"}
-    infos = _merge_infos(infos)
+                if not r.failed:
+                    trees[r.problem.id] = {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"}
+    # a problem that failed anywhere has no complete set of configs: it leaves the sweep (and calibration)
+    cells = [c for c in cells if c.problem_id not in failed]
+    infos = _merge_infos([p for p in infos if p.id not in failed])
+    trees = {k: v for k, v in trees.items() if k not in failed}
     if on_progress:
         on_progress(len(jobs), len(jobs), "done")
-    oracle = bool(scorer is not None and getattr(scorer, "outcome_only", False))
-    out = SweepResult(recipe.model_dump(), policy.model_id, getattr(scorer, "name", recipe.prm), oracle, infos, cells,
-                      run_ids, time.perf_counter() - t0, trees=trees)
+    prm_name, oracle = getattr(scorer, "name", recipe.prm), bool(getattr(scorer, "outcome_only", False))
+    if recipe.prm and any(spec.name in SCORED for spec, _n in runs):
+        info = executor.scorer_info(recipe.prm)
+        prm_name, oracle = info.name, info.outcome_only
+    out = SweepResult(recipe.model_dump(), executor.model_id, prm_name, oracle, infos, cells,
+                      run_ids, time.perf_counter() - t0, trees=trees, failed=failed)
     out.save(sweep_path(recipe))
     return out
