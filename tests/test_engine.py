@@ -289,3 +289,22 @@ def test_stored_traces_come_back_as_objects(tmp_path, problems):
         assert c.new_generations == 0 and c.cached_generations == orig.new_generations + orig.cached_generations
         assert (c.generated_tokens, c.prompt_tokens, c.flops) == (orig.generated_tokens, orig.prompt_tokens,
                                                                   orig.flops)
+
+
+def test_prompt_options_enter_identity_only_when_set():
+    base = engine.RunConfig(dataset="arith", strategy="majority", n=4)
+    same = engine.RunConfig(dataset="arith", strategy="majority", n=4, system=None, instruction=None)
+    assert base.identity("m") == same.identity("m") and "system" not in base.identity("m")
+    sys_cfg = engine.RunConfig(dataset="arith", strategy="majority", n=4, system="Be brief.")
+    assert engine.run_id_for(sys_cfg.identity("m")) != engine.run_id_for(base.identity("m"))
+    p = engine.RunConfig(system="Be brief.", instruction="").prompt_config()
+    assert p.system == "Be brief." and p.instruction == ""
+    assert engine.RunConfig().prompt_config().instruction.startswith("Solve the problem step by step")
+
+
+def test_empty_instruction_gives_the_question_alone():
+    from testtime.policy.prompts import PromptConfig, build_messages
+    from testtime.types import Problem
+
+    msgs = build_messages(Problem("p", "What is 1+1?", "2"), [], PromptConfig(fewshot=0, system="S", instruction=""))
+    assert msgs == [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 1+1?"}]

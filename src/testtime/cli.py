@@ -194,6 +194,9 @@ def run(
     max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
     temperature: Annotated[float, typer.Option(help="sampling temperature (cot is greedy)")] = 0.7,
     fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    system: Annotated[str | None, typer.Option(help="the policy's system turn (default: its template's)")] = None,
+    instruction: Annotated[str | None, typer.Option(
+        help="text before the question in the user turn (default: testtime's step-by-step instruction)")] = None,
     question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
     answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
     kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
@@ -219,7 +222,7 @@ def run(
     if strategy == "optimal":
         base = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
                     max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, max_depth=max_depth,
-                    step_max_tokens=step_max_tokens)
+                    step_max_tokens=step_max_tokens, system=system, instruction=instruction)
         _run_optimal(table, budget, prm, force, base, as_json, where)
         return
     if strategy not in STRATEGIES:
@@ -240,6 +243,7 @@ def run(
     config = engine.RunConfig(
         dataset=dataset, strategy=strategy, n=n, limit=limit, levels=level or None, seed=seed,
         model=model, out=str(out), max_tokens=max_tokens, temperature=temperature, fewshot=fewshot,
+        system=system, instruction=instruction,
         prm=prm if strategy in SCORED else None, aggregation=aggregation, selection=selection,
         m=m, max_depth=max_depth, step_max_tokens=step_max_tokens, rank_by=rank_by,
     )

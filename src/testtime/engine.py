@@ -23,7 +23,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class RunConfig:
     max_tokens: int = 384
     temperature: float = 0.7
     fewshot: int = 3
+    system: str | None = None  # the policy's system turn (None: the chat template's own default)
+    instruction: str | None = None  # the user turn's text before the question (None: testtime's default)
     batch_sequences: int = 64  # sequences per backend call (problems x samples)
     prm: str | None = None  # scorer spec for PRM-guided strategies (reward.load_scorer)
     aggregation: str = "last"  # how step rewards become a candidate score (the reported answer's)
@@ -71,6 +73,9 @@ class RunConfig:
         d = asdict(self)
         for k in ("out", "model", "batch_sequences"):  # where/how, not what: same results either way
             d.pop(k)
+        for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
+            if d[k] is None:
+                d.pop(k)
         d["model_id"] = model_id
         if self.strategy == "cot":
             d["n"] = 1
@@ -83,6 +88,10 @@ class RunConfig:
             for k in _TREE_OPTIONS:
                 d.pop(k)
         return d
+
+    def prompt_config(self) -> PromptConfig:
+        prompt = PromptConfig(fewshot=self.fewshot, system=self.system)
+        return replace(prompt, instruction=self.instruction) if self.instruction is not None else prompt
 
     def strategy_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {}
@@ -296,7 +305,7 @@ def make_context(config: RunConfig, policy: Policy, store: Any, scorer: RewardMo
     its get/put_generations and get/put_rewards methods)."""
     return SearchContext(
         generator=CachedGenerator(policy, _Ledger(store) if store is not None else None),
-        prompt=PromptConfig(fewshot=config.fewshot),
+        prompt=config.prompt_config(),
         max_tokens=config.max_tokens,
         temperature=config.temperature,
         seed=config.seed,

@@ -82,7 +82,10 @@ class Recipe(BaseModel):
     max_tokens: int = 384
     temperature: float = 0.7
     fewshot: int = 3
+    system: str | None = None  # the policy's system turn (None: the chat template's default)
+    instruction: str | None = None  # text before the question in the user turn (None: testtime's; "" = none)
     max_depth: int = 40
+    step_max_tokens: int = 256  # tree searches: a longer step is truncated and dropped
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")

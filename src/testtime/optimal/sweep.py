@@ -103,7 +103,8 @@ def _config(recipe: Recipe, spec: StrategySpec, n: int, prm: str | None, dataset
     return engine.RunConfig(
         dataset=dataset, strategy=spec.name, n=n, limit=recipe.limit, levels=recipe.levels, seed=seed,
         model=recipe.model, out=recipe.out, max_tokens=recipe.max_tokens, temperature=recipe.temperature,
-        fewshot=recipe.fewshot, prm=prm, m=spec.m, max_depth=recipe.max_depth, rank_by=spec.rank_by,
+        fewshot=recipe.fewshot, system=recipe.system, instruction=recipe.instruction, prm=prm, m=spec.m,
+        max_depth=recipe.max_depth, step_max_tokens=recipe.step_max_tokens, rank_by=spec.rank_by,
         batch_sequences=max(64, 4 * n),
     )
 

@@ -58,6 +58,10 @@ def plain_chat(messages: list[dict[str, str]]) -> str:
     return "".join(parts)
 
 
+def _user_turn(instruction: str, question: str) -> str:
+    return f"{instruction}\n\n{question}" if instruction else question
+
+
 def build_messages(
     problem: Problem, examples: list[tuple[str, str]], config: PromptConfig
 ) -> list[dict[str, str]]:
@@ -65,9 +69,9 @@ def build_messages(
     if config.system is not None:
         messages.append({"role": "system", "content": config.system})
     for question, solution in examples[: config.fewshot]:
-        messages.append({"role": "user", "content": f"{config.instruction}\n\n{question}"})
+        messages.append({"role": "user", "content": _user_turn(config.instruction, question)})
         messages.append({"role": "assistant", "content": solution})
-    messages.append({"role": "user", "content": f"{config.instruction}\n\n{problem.question}"})
+    messages.append({"role": "user", "content": _user_turn(config.instruction, problem.question)})
     return messages
 
 
