@@ -2,10 +2,10 @@
 
 Nothing here runs a model. Each YAML file is loaded with ``load_recipe`` and checked: its PRM spec parses
 and names a known backend and format; for the paper's recipes, the policy and PRM are the paper's checkpoints,
-the strategies and budgets are the paper's grid, the bundled dataset is complete, the sweep plans the
-expected engine runs, and the engines fit on 80 GB GPUs. The commands in the README's "Reproducing the paper"
-section and in recipes/paper/README.md are parsed and checked the same way. Negative tests break one field
-at a time and expect the checks to fail.
+the strategies and budgets are the paper's grid, the prompts and the step cap are the authors', the bundled
+dataset is complete, the sweep plans the expected engine runs, and the engines fit on 80 GB GPUs. The commands
+in the README's "Reproducing the paper" section and in recipes/paper/README.md are parsed and checked the same
+way. Negative tests break one field at a time and expect the checks to fail.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from testtime.datasets import load_dataset
+from testtime.engine import RunConfig
 from testtime.optimal.recipe import Recipe, load_recipe
 from testtime.optimal.sweep import n_runs, plan, sweep_path
+from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.reward import KINDS, load_scorer, parse_spec
 from testtime.reward.formats import FORMATS
 from testtime.reward.hf import load_hf_prm
@@ -64,6 +66,25 @@ STRATEGIES = ["cot", "majority", "best_of_n", "beam", "dvts"]
 M = 4  # beam width / DVTS subtree width
 EXPECTED_PLAN = [("best_of_n", 256), ("cot", 1), *[("beam", b) for b in BUDGETS], *[("dvts", b) for b in BUDGETS]]
 TEMPERATURE, MAX_TOKENS, MAX_DEPTH = 0.7, 8192, 40
+STEP_MAX_TOKENS = 2048  # the authors' max_new_tokens per tree-search step (run.sh, beam_search)
+PROMPT_ROOM = 1024  # max_model_len beyond the longest generation, for the prompt
+
+# The authors' prompts: a system turn per family (evaluate.py's cot_prompt_dict, picked by the policy's name;
+# base_env.py's build_query_str makes it the system turn), then the question alone as the user turn
+# (MATH/prompt.py: PROBLEM_FORMAT_STR = "{question}"). Llama's is Meta's official MATH prompt.
+LLAMA_SYSTEM = (
+    "Solve the following math problem efficiently and clearly:\n\n"
+    "- For simple problems (2 steps or fewer):\nProvide a concise solution with minimal explanation.\n\n"
+    "- For complex problems (3 steps or more):\nUse this step-by-step format:\n\n"
+    "## Step 1: [Concise description]\n[Brief explanation and calculations]\n\n"
+    "## Step 2: [Concise description]\n[Brief explanation and calculations]\n\n"
+    "...\n\n"
+    "Regardless of the approach, always conclude with:\n\n"
+    "Therefore, the final answer is: $\\boxed{answer}$. I hope it is correct.\n\n"
+    "Where [answer] is just the final number or expression that solves the problem."
+)
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+SYSTEM = {"meta-llama/": LLAMA_SYSTEM, "Qwen/": QWEN_SYSTEM}  # policy id prefix -> the authors' system turn
 
 GPU_GB = 80.0
 GPU0_MAX = 0.92  # the policy's and the PRM's shares of GPU 0 together
@@ -162,6 +183,11 @@ def check_paper_recipe(r: Recipe, stem: str | None = None) -> None:
         f"{r.name}: temperature {r.temperature}, max_tokens {r.max_tokens}, max_depth {r.max_depth}, "
         f"fewshot {r.fewshot}")
     assert (r.difficulty.easy, r.difficulty.hard) == (0.5, 0.1)
+    # the authors' prompt and step cap
+    system = next(s for prefix, s in SYSTEM.items() if r.model.startswith(prefix))
+    assert r.system == system, f"{r.name}: the system turn is not the authors' prompt for {r.model}"
+    assert r.instruction == "", f"{r.name}: the authors' user turn is the question alone, not {r.instruction!r}"
+    assert r.step_max_tokens == STEP_MAX_TOKENS, f"{r.name}: step_max_tokens {r.step_max_tokens}"
     # the policy engine
     po = r.policy_options
     assert set(po) <= VLLM_POLICY_KEYS, f"{r.name}: unknown policy_options {sorted(set(po) - VLLM_POLICY_KEYS)}"
@@ -171,7 +197,9 @@ def check_paper_recipe(r: Recipe, stem: str | None = None) -> None:
         assert tp == tp_table, f"{r.name}: tensor_parallel_size {tp}, the table says {tp_table}"
     share = po.get("gpu_memory_utilization", _params(load_vllm_prm)["gpu_memory_utilization"].default)
     _fits(f"{r.name} policy {r.model}", params_b, tp, share)
-    assert po.get("max_model_len", 0) >= r.max_tokens + 1024, f"{r.name}: max_model_len leaves no room for prompts"
+    # a tree path ends once its steps reach max_tokens, so its last step may add up to step_max_tokens more
+    room = r.max_tokens + r.step_max_tokens + PROMPT_ROOM
+    assert po.get("max_model_len", 0) >= room, f"{r.name}: max_model_len leaves no room for prompts and a last step"
     # the PRM engine, sharing GPU 0
     assert r.prm
     kind, prm_id, opts = paper_prm(r.prm)
@@ -237,6 +265,13 @@ BAD = [
     "policy_options.tensor_parallel_size=3",
     "policy_options.gpu_memory_utilization=0.7",  # GPU 0 oversubscribed with the PRM's 0.35
     "policy_options.max_model_len=4096",
+    "policy_options.max_model_len=10240",  # no room for a last 2048-token step after 8192 tokens of path
+    "step_max_tokens=256",  # testtime's default step cap
+    "step_max_tokens=1024",
+    "system=null",  # the chat template's default system turn
+    "system=Please reason step by step, and put your final answer within \\boxed{}.",  # Qwen's, on Llama
+    "instruction=null",  # testtime's own instruction before the question
+    "instruction=Solve the following math problem efficiently and clearly.",
     "policy_options.tensor_paralel_size=1",
     "prm=vllm:Qwen/Qwen2.5-Math-PRM-7b?format=qwen-prm&gpu_memory_utilization=0.35",  # id typo
     "prm=vllm:Qwen/Qwen2.5-Math-PRM-7B?format=skywork&gpu_memory_utilization=0.35",  # wrong format
@@ -255,6 +290,45 @@ def test_a_wrong_paper_recipe_fails_the_checks(override: str):
     check_paper_recipe(load_recipe(BASE), BASE.stem)  # the base passes ...
     with pytest.raises(AssertionError):  # ... and each single change breaks it
         check_paper_recipe(load_recipe(BASE, [override]), BASE.stem)
+
+
+WRONG_PROMPTS = {  # id -> (recipe, system turn)
+    "qwen-with-llama-prompt": ("qwen2.5-7b-math500", LLAMA_SYSTEM),
+    "qwen-aime-with-llama-prompt": ("qwen2.5-0.5b-aime24", LLAMA_SYSTEM),
+    "llama-with-qwen-prompt": ("llama3.1-8b-math500", QWEN_SYSTEM),
+    "llama-trailing-newline": ("llama3.2-1b-math500", LLAMA_SYSTEM + "\n"),
+    "llama-doubled-backslash": ("llama3.2-1b-math500", LLAMA_SYSTEM.replace("\\boxed", "\\\\boxed")),
+    "qwen-format-braces": ("qwen2.5-7b-math500", QWEN_SYSTEM.replace("{}", "{{}}")),
+    "qwen-template-default": ("qwen2.5-7b-math500", None),
+}
+
+
+@pytest.mark.parametrize("stem,system", WRONG_PROMPTS.values(), ids=WRONG_PROMPTS.keys())
+def test_a_wrong_prompt_fails_the_checks(stem: str, system: str | None):
+    path = PAPER_DIR / f"{stem}.yaml"
+    r = load_recipe(path)
+    check_paper_recipe(r, stem)
+    with pytest.raises(AssertionError, match="system turn"):
+        check_paper_recipe(r.model_copy(update={"system": system}), stem)
+
+
+@pytest.mark.parametrize("path", [p for p in PAPER_RECIPES if p.stem.endswith("-math500")], ids=_rel)
+def test_paper_prompt_renders_the_question_once(path: Path):
+    r = load_recipe(path)
+    problem = load_dataset("math500")[0]
+    config = PromptConfig(fewshot=r.fewshot, system=r.system, instruction=r.instruction or "")
+    # the engine builds the same prompt from the recipe's fields (an unset instruction would not be "")
+    assert r.instruction is not None
+    assert RunConfig(fewshot=r.fewshot, system=r.system, instruction=r.instruction).prompt_config() == config
+    messages = build_messages(problem, [], config)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"] == r.system and r.system in SYSTEM.values()
+    assert messages[1]["content"] == problem.question  # the question alone, as the authors' user turn
+    assert sum(m["content"].count(problem.question) for m in messages) == 1
+    # testtime's defaults differ: its instruction before the question, no system turn of the recipe's
+    default = build_messages(problem, [], PromptConfig(fewshot=0))
+    assert [m["role"] for m in default] == ["user"] and default[0]["content"] != problem.question
+    assert default[0]["content"].count(problem.question) == 1
 
 
 def test_a_72b_policy_on_one_gpu_fails_the_checks():
