@@ -356,3 +356,32 @@ def test_exclude_seen_drops_training_questions():
     ps = [Problem("a", "q1", "1"), Problem("b", "q2", "2")]
     kept, n = exclude_seen(ps, [question_digest("q2")])
     assert [p.id for p in kept] == ["a"] and n == 1
+
+
+def test_grouped_auroc_ignores_cross_problem_pairs():
+    from testtime.probe.metrics import grouped_auroc
+
+    # easy problem a (high scores, mostly positive) and hard problem b: the pooled AUROC credits telling a
+    # from b, but inside each problem the ranking is inverted
+    scores = [0.8, 0.9, 0.85, 0.95, 0.1, 0.2, 0.15, 0.05]
+    labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    groups = ["a"] * 4 + ["b"] * 4
+    assert grouped_auroc(scores, labels, groups) == 0.0
+    assert auroc(scores, labels) == 9 / 16
+    assert grouped_auroc([0.9, 0.1], [1, 1], ["a", "a"]) is None
+
+
+def test_ranked_pairs_stay_inside_problems_and_rows():
+    from testtime.probe.train import ranked_pairs
+
+    soft = np.array([1.0, 0.0, 0.5, 0.5, 0.0], np.float32)
+    groups = ["a", "a", "a", "b", "b"]
+    rows = np.array([True, True, True, True, False])
+    hi, lo = ranked_pairs(soft, groups, rows)
+    assert sorted(zip(hi.tolist(), lo.tolist(), strict=True)) == [(0, 1), (0, 2), (2, 1)]
+
+
+def test_rank_weight_trains_and_reports_pairs():
+    data = _synthetic(n_problems=30)
+    _, metrics = train_head(data, TrainConfig(head="logistic", epochs=200, patience=30, rank_weight=1.0))
+    assert metrics["train_pairs"] > 0 and metrics["val_auroc_within_problem"] > 0.6

@@ -124,6 +124,8 @@ def train(
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 3e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 1e-2,
     seed: Annotated[int, typer.Option(help="split and initialisation seed")] = 0,
+    rank_weight: Annotated[float, typer.Option(
+        help="weight of a within-problem ranking term (0 = plain BCE; did not help on arith, see README)")] = 0.0,
     store: Annotated[Path | None, typer.Option(help="feature cache (default: the labels' store)")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -133,7 +135,7 @@ def train(
 
     if out.suffix != ".json":
         _fail(f"--out {out}: a probe artifact is a .json file")
-    cfg = TrainConfig(head, hidden, target, val_fraction, lr, weight_decay, epochs, patience, seed)
+    cfg = TrainConfig(head, hidden, target, val_fraction, lr, weight_decay, epochs, patience, seed, rank_weight)
     try:
         cfg.check()
         t0 = time.perf_counter()

@@ -35,3 +35,28 @@ def brier(probs: Sequence[float] | np.ndarray, targets: Sequence[float] | np.nda
     p = np.asarray(probs, dtype=np.float64)
     t = np.asarray(targets, dtype=np.float64)
     return float(np.mean((p - t) ** 2)) if len(p) else 0.0
+
+
+def grouped_auroc(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, groups: Sequence[str]
+) -> float | None:
+    """AUROC over positive-negative pairs from the same group only (ties one half).
+
+    With groups = problems this is what Best-of-N needs: ranking a problem's good steps above its bad
+    ones. A plain AUROC over many problems also rewards telling easy problems from hard ones, which
+    picks nothing among one problem's candidates.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    wins = pairs = 0.0
+    for idx in by.values():
+        a = auroc(s[idx], y[idx])
+        if a is not None:
+            n_pos = int(y[idx].sum())
+            w = n_pos * (len(idx) - n_pos)
+            wins += a * w
+            pairs += w
+    return wins / pairs if pairs else None

@@ -24,7 +24,7 @@ from testtime.policy.prompts import PromptConfig
 from testtime.probe.features import CachedFeatures, FeatureExtractor, extractor_for
 from testtime.probe.head import ProbeArtifact
 from testtime.probe.labels import LabelConfig, LabeledSolution, label_problems, read_labels, write_labels
-from testtime.probe.metrics import auroc
+from testtime.probe.metrics import auroc, grouped_auroc
 from testtime.probe.train import TrainConfig, TrainData, train_head
 from testtime.reward.base import RewardModel, ScoreRequest
 from testtime.reward.cached import CachedScorer
@@ -171,13 +171,14 @@ def run_train(
 
 def step_auroc(labeled: Sequence[LabeledSolution], rewards: Sequence[Sequence[float]]) -> dict[str, Any]:
     """AUROC of step rewards against hard Monte-Carlo labels: every step, intermediate steps only (the
-    last step's label is the outcome), and per level."""
-    every_s, every_y, mid_s, mid_y = [], [], [], []
+    last step's label is the outcome), within problems only (what Best-of-N needs), and per level."""
+    every_s, every_y, every_g, mid_s, mid_y = [], [], [], [], []
     by_level: dict[str, tuple[list[float], list[int]]] = defaultdict(lambda: ([], []))
     for s, r in zip(labeled, rewards, strict=True):
         for k, (x, y) in enumerate(zip(r, s.hard, strict=True)):
             every_s.append(x)
             every_y.append(y)
+            every_g.append(s.problem_id)
             by_level[str(s.level)][0].append(x)
             by_level[str(s.level)][1].append(y)
             if k < len(s.steps) - 1:
@@ -185,6 +186,7 @@ def step_auroc(labeled: Sequence[LabeledSolution], rewards: Sequence[Sequence[fl
                 mid_y.append(y)
     return {
         "auroc": auroc(every_s, every_y), "auroc_intermediate": auroc(mid_s, mid_y),
+        "auroc_within_problem": grouped_auroc(every_s, every_y, every_g),
         "steps": len(every_y), "positive_rate": float(np.mean(every_y)) if every_y else None,
         "auroc_by_level": {k: auroc(v[0], v[1]) for k, v in sorted(by_level.items())},
     }

@@ -4,6 +4,8 @@
   correlated, so a step-level split would leak and overstate held-out AUROC.
 - Soft labels (the rollout success fraction) with binary cross-entropy by default; ``target="hard"``
   trains on the any-rollout-succeeds label instead.
+- A within-problem ranking term (``rank_weight``): BCE alone mostly learns which problems are easy,
+  while Best-of-N ranks the candidates of one problem.
 - Full-batch AdamW with weight decay, early stopping on the held-out loss; the best epoch's weights
   are kept.
 """
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from testtime.probe.head import ProbeHead
-from testtime.probe.metrics import auroc, brier
+from testtime.probe.metrics import auroc, brier, grouped_auroc
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class TrainConfig:
     epochs: int = 2000
     patience: int = 100
     seed: int = 0
+    # Weight of a within-problem ranking term: softplus(s_j - s_i) over step pairs of one problem whose
+    # soft labels differ (i better). Plain BCE over many problems mostly learns problem difficulty;
+    # Best-of-N needs the ranking of one problem's steps.
+    rank_weight: float = 0.0
 
     def check(self) -> None:
         if self.head not in ("logistic", "mlp"):
@@ -42,6 +48,24 @@ class TrainConfig:
             raise ValueError(f"--val-fraction {self.val_fraction}: must be in (0, 1)")
         if self.head == "mlp" and self.hidden < 1:
             raise ValueError(f"--hidden {self.hidden}: must be >= 1")
+        if self.rank_weight < 0:
+            raise ValueError(f"--rank-weight {self.rank_weight}: must be >= 0")
+
+
+def ranked_pairs(soft: np.ndarray, groups: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (better, worse) among `rows` from the same group whose soft labels differ."""
+    by: dict[str, list[int]] = {}
+    for i in np.flatnonzero(rows):
+        by.setdefault(groups[i], []).append(int(i))
+    hi: list[int] = []
+    lo: list[int] = []
+    for idx in by.values():
+        for a in idx:
+            for b in idx:
+                if soft[a] > soft[b]:
+                    hi.append(a)
+                    lo.append(b)
+    return np.asarray(hi, dtype=np.int64), np.asarray(lo, dtype=np.int64)
 
 
 @dataclass
@@ -86,22 +110,32 @@ def train_head(data: TrainData, cfg: TrainConfig = TrainConfig()) -> tuple[Probe
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     xs = torch.from_numpy(((data.x - mean) / scale).astype(np.float32))
     ys = torch.from_numpy(y.astype(np.float32))
-    x_tr, y_tr, x_va, y_va = xs[tr], ys[tr], xs[val], ys[val]
     # weight positives and negatives equally: labels on a weak policy are mostly 0
-    pos = float(y_tr.mean())
+    pos = float(ys[tr].mean())
     pos_weight = torch.tensor((1 - pos) / pos if 0 < pos < 1 else 1.0)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    pairs = {name: tuple(torch.from_numpy(a) for a in ranked_pairs(data.soft, data.groups, mask))
+             for name, mask in (("train", tr), ("val", val))}
+    index = {"train": torch.from_numpy(np.flatnonzero(tr)), "val": torch.from_numpy(np.flatnonzero(val))}
+
+    def loss_fn(z_all: torch.Tensor, part: str) -> torch.Tensor:
+        """BCE on the part's rows plus the ranking term on its pairs (z_all: logits of every row)."""
+        loss = bce(z_all[index[part]], ys[index[part]])
+        hi, lo = pairs[part]
+        if cfg.rank_weight and len(hi):
+            loss = loss + cfg.rank_weight * torch.nn.functional.softplus(z_all[lo] - z_all[hi]).mean()
+        return loss
     best = (float("inf"), 0, {k: v.clone() for k, v in net.state_dict().items()})
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         opt.zero_grad()
-        loss = loss_fn(net(x_tr)[:, 0], y_tr)
+        loss = loss_fn(net(xs)[:, 0], "train")  # full batch: every row's logit, losses over the train part
         loss.backward()
         opt.step()
         net.eval()
         with torch.no_grad():
-            vl = float(loss_fn(net(x_va)[:, 0], y_va))
+            vl = float(loss_fn(net(xs)[:, 0], "val"))
         if vl < best[0] - 1e-6:
             best = (vl, epoch, {k: v.clone() for k, v in net.state_dict().items()})
         elif epoch - best[1] >= cfg.patience:
@@ -115,8 +149,11 @@ def train_head(data: TrainData, cfg: TrainConfig = TrainConfig()) -> tuple[Probe
         "train_rows": int(tr.sum()), "val_rows": int(val.sum()),
         "train_problems": len({g for g, v in zip(data.groups, val, strict=True) if not v}),
         "val_problems": len({g for g, v in zip(data.groups, val, strict=True) if v}),
-        "val_bce_weighted": best[0], "best_epoch": best[1], "epochs_run": epoch,
+        "val_loss": best[0], "best_epoch": best[1], "epochs_run": epoch,
+        "train_pairs": int(len(pairs["train"][0])), "val_pairs": int(len(pairs["val"][0])),
         "train_auroc_hard": auroc(p[tr], data.hard[tr]), "val_auroc_hard": auroc(p[val], data.hard[val]),
+        "val_auroc_within_problem": grouped_auroc(p[val], data.hard[val], [g for g, v in zip(data.groups, val,
+                                                                                            strict=True) if v]),
         "val_auroc_soft_gt_half": auroc(p[val], (data.soft[val] > 0.5).astype(int)),
         "val_brier_soft": brier(p[val], data.soft[val]),
         "val_positive_hard": float(data.hard[val].mean()),
