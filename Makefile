@@ -56,7 +56,7 @@ sweep-demo: $(STAMP)
 	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-arithcheck.json --out runs/sweep-demo/report-arithcheck
 	$(VENV)/bin/testtime report runs/sweep-demo/sweep-arith-smollm2-judge.json --out runs/sweep-demo/report-judge
 
-# The on-policy probe PRM for the embedded default, end to end (about 1 hour on 2 cores, see the README):
+# The on-policy probe PRM for the embedded default, end to end (about 70 minutes on 2 cores, see the README):
 # Monte-Carlo labels on 150 arith problems, a probe head, then held-out step AUROC and Best-of-8 for the
 # probe, arith-check and the judge on 50 other problems. Resumable: every generation is in runs/probe.
 PROBE_OUT ?= runs/probe
