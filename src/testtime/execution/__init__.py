@@ -61,6 +61,19 @@ class ScorerInfo:
     outcome_only: bool = False
     n_params: int = 0
 
+    @classmethod
+    def of(cls, scorer: Any) -> ScorerInfo:
+        return cls(scorer.name, bool(getattr(scorer, "outcome_only", False)), int(getattr(scorer, "n_params", 0) or 0))
+
+
+def scorer_for(cache: dict[str, Any], prm: str, policy: Any) -> Any:
+    """One scorer per spec next to a policy, built on first use."""
+    if prm not in cache:
+        from testtime.reward import load_scorer
+
+        cache[prm] = load_scorer(prm, policy)
+    return cache[prm]
+
 
 class Executor:
     """Runs engine configs over problems; results land in ``config.out``'s store. Close it when done."""
@@ -109,15 +122,10 @@ class LocalExecutor(Executor):
     def scorer(self, prm: str) -> RewardModel:
         if self._given_scorer is not None:
             return self._given_scorer
-        if prm not in self._scorers:
-            from testtime.reward import load_scorer
-
-            self._scorers[prm] = load_scorer(prm, self.policy)
-        return self._scorers[prm]
+        return scorer_for(self._scorers, prm, self.policy)
 
     def scorer_info(self, prm: str) -> ScorerInfo:
-        s = self.scorer(prm)
-        return ScorerInfo(s.name, bool(getattr(s, "outcome_only", False)), int(getattr(s, "n_params", 0) or 0))
+        return ScorerInfo.of(self.scorer(prm))
 
     def run(self, config: RunConfig, problems: list[Problem] | None = None,
             on_progress: ProgressFn | None = None) -> RunResult:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testtime.execution import RAY_MISSING, Executor, PolicySpec, ProgressFn, ScorerInfo
+from testtime.execution import RAY_MISSING, Executor, PolicySpec, ProgressFn, ScorerInfo, scorer_for
 
 try:
     import ray
@@ -162,15 +162,10 @@ class Worker:
         return self.policy.model_id, int(self.policy.n_params), os.getpid()
 
     def _scorer(self, prm: str) -> Any:
-        if prm not in self.scorers:
-            from testtime.reward import load_scorer
-
-            self.scorers[prm] = load_scorer(prm, self.policy)
-        return self.scorers[prm]
+        return scorer_for(self.scorers, prm, self.policy)
 
     def scorer_info(self, prm: str) -> ScorerInfo:
-        s = self._scorer(prm)
-        return ScorerInfo(s.name, bool(getattr(s, "outcome_only", False)), int(getattr(s, "n_params", 0) or 0))
+        return ScorerInfo.of(self._scorer(prm))
 
     def run_chunk(self, config: RunConfig, problems: list[Problem], reader: Any) -> ChunkResult:
         self.setup()
