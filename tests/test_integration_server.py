@@ -6,8 +6,8 @@ unified KV cache, prompt caching -- and receive the same requests in the same or
 request, one request at a time), so the server sees exactly what the in-process engine sees. Measured
 (and asserted): every sample text, answer, verdict and token count is identical. The settings matter:
 with several slots requests are batched in arrival order and llama.cpp's results depend on that batch
-and KV-cache state, and with n > 1 per request llama.cpp's ``usage`` counts only the first choice's
-tokens (the OpenAI backend then splits that count evenly), so token counts would differ.
+and KV-cache state. (With n > 1 per request llama.cpp's ``usage`` counts only the first choice; the
+OpenAI backend counts each sample's tokens from the ``logprobs`` it asks for instead.)
 """
 
 from __future__ import annotations

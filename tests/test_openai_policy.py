@@ -69,6 +69,7 @@ def test_body_fields_seeds_and_split(serve):
     assert body["model"] == "org/model" and body["prompt"] == "P" and body["max_tokens"] == 32
     assert body["temperature"] == 0.8 and body["top_p"] == 0.95 and body["stop"] == ["\n\n"]
     assert body["top_k"] == -1 and body["min_p"] == 0.0
+    assert body["logprobs"] == 1  # per-sample token counts (llama.cpp's usage counts only the first choice)
     assert set(srv.paths) == {"/v1/completions"}
     assert srv.headers[0]["Authorization"] == "Bearer k3y"
     pol.close()
@@ -216,3 +217,26 @@ def test_jinja_chat_template():
                              "{% endfor %}{% if add_generation_prompt %}[A]{% endif %}")
     assert pol.render_chat([{"role": "user", "content": "hi"}]) == "<hi>[A]"
     pol.close()
+
+
+def test_llama_cpp_style_logprobs_content_counts_tokens(serve):
+    def script(k, path, body):
+        reply = completion(body)
+        reply["usage"]["completion_tokens"] = 2  # llama.cpp: only the first choice is counted
+        for c in reply["choices"]:
+            c["logprobs"] = {"content": [{"id": 1, "token": "t", "logprob": -0.1}] * (2 + c["index"])}
+        return Reply(200, reply)
+
+    pol = policy(serve(script).url)
+    [out] = pol.generate([GenerationRequest("P", n=3, seed=0, params=PARAMS)])
+    assert [c.generated_tokens for c in out] == [2, 3, 4]
+    pol.close()
+
+
+def test_exact_token_counts_can_be_turned_off(serve):
+    srv = serve()
+    pol = policy(srv.url, exact_token_counts=False)
+    pol.generate([GenerationRequest("P", n=1, seed=0, params=PARAMS)])
+    assert "logprobs" not in srv.bodies[0]
+    pol.close()
+

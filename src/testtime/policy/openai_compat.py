@@ -9,13 +9,15 @@ Decisions that differ between servers, and the rule used here:
   as with the in-process llama.cpp backend and regardless of how a request is split. Other servers may
   seed the n children differently (e.g. one generator drawn n times); for them pass
   ``max_n_per_request=1`` so every sample is its own request with its own seed.
-- Token counts come from ``usage``: ``prompt_tokens`` (the prompt, counted once per request),
+- Token counts: each request asks for ``logprobs=1`` (``exact_token_counts``), whose per-choice token list
+  (OpenAI / vLLM ``logprobs.tokens``, llama.cpp ``logprobs.content``) counts each sample's generated
+  tokens exactly; llama.cpp's ``usage`` counts only the first of n choices. Prompt counts come from ``usage``:
+  ``prompt_tokens`` (the prompt, counted once per request),
   ``prompt_tokens_details.cached_tokens`` when the server reports it (vLLM needs
   ``--enable-prompt-tokens-details``), else 0. The first sample of a request is charged the uncached
-  part of the prompt; its siblings share the prompt's KV, so they count it as fully cached. Per-sample
-  generated tokens are exact when a choice carries OpenAI-style ``logprobs.tokens``; otherwise
-  ``usage.completion_tokens`` is split evenly over the choices (the remainder going to the first ones), so
-  totals, and hence FLOPs, are exact but individual counts are approximate.
+  part of the prompt; its siblings share the prompt's KV, so they count it as fully cached. A server that
+  returns no per-choice tokens gets ``usage.completion_tokens`` split evenly over the choices (the
+  remainder going to the first ones).
 - Finish reasons. ``length`` -> "length". For ``stop`` servers do not distinguish end-of-generation from
   a stop string; we read vLLM's ``stop_reason`` or SGLang's ``matched_stop``: a string is the stop string
   that matched ("stop"), ``None`` or a token id is end-of-generation ("eos"). Without either field: "eos"
@@ -77,6 +79,7 @@ class OpenAICompatPolicy:
         max_backoff_s: float = 30.0,
         bos_text: str = "",
         eos_text: str = "",
+        exact_token_counts: bool = True,
     ):
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         urls = [u.strip().rstrip("/") for u in urls if u.strip()]
@@ -90,6 +93,9 @@ class OpenAICompatPolicy:
         self.model_id = model_id or f"openai:{model}"  # the store key namespace of this backend
         self.n_params = n_params
         self.max_n_per_request = max_n_per_request
+        # ask for the sampled tokens' log-probabilities: the only per-sample token count every server gives
+        # (llama.cpp's `usage` counts only the first of n choices)
+        self.exact_token_counts = exact_token_counts
         self._chat = render_jinja_chat(chat_template, bos_text, eos_text) if chat_template else plain_chat
         self._post_opts = dict(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
                                max_backoff_s=max_backoff_s)
@@ -120,6 +126,7 @@ class OpenAICompatPolicy:
             "top_k": sp.top_k if sp.top_k > 0 else -1,
             "min_p": 0.0,  # llama.cpp's server defaults to 0.05, which would change the distribution
             "stop": list(sp.stop),
+            **({"logprobs": 1} if self.exact_token_counts else {}),
         }
 
     def _call(self, req: GenerationRequest, first: int, n: int) -> list[Completion]:
@@ -140,7 +147,9 @@ class OpenAICompatPolicy:
         even, extra = divmod(completion_tokens, n)
         out: list[Completion] = []
         for k, choice in enumerate(sorted(choices, key=lambda c: c.get("index", 0))):
-            tokens = (choice.get("logprobs") or {}).get("tokens")
+            logprobs = choice.get("logprobs") or {}
+            # OpenAI / vLLM: logprobs.tokens; llama.cpp: logprobs.content (one entry per token)
+            tokens = logprobs.get("tokens", logprobs.get("content"))
             generated = len(tokens) if isinstance(tokens, list) else even + (1 if k < extra else 0)
             finish, stop = self._finish(choice, req.params.stop)
             out.append(
