@@ -15,6 +15,7 @@ what it holds::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,22 +76,23 @@ def scorer_for(cache: dict[str, Any], prm: str, policy: Any) -> Any:
     return cache[prm]
 
 
-class Executor:
+class Executor(ABC):
     """Runs engine configs over problems; results land in ``config.out``'s store. Close it when done."""
 
     kind: str = ""
     model_id: str = ""
 
+    @abstractmethod
     def scorer_info(self, prm: str) -> ScorerInfo:
         """Build (or fetch) the scorer a ``--prm`` spec names; its errors are the loader's, raised here."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run(self, config: RunConfig, problems: list[Problem] | None = None,
             on_progress: ProgressFn | None = None) -> RunResult:
-        raise NotImplementedError
+        """Run one engine config over the problems (or the config's dataset)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - an optional hook
+        """Release what the executor holds (backends, actors)."""
 
     def __enter__(self) -> Executor:
         return self
