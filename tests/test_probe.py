@@ -137,12 +137,14 @@ def test_label_problems_monte_carlo_labels(tmp_path):
     assert {r.seed for r in rollout_reqs} == {rollout_seed(seed, GOOD), rollout_seed(seed, GOOD + "Step 2: good.\n\n"),
                                              rollout_seed(seed, GOOD + "Step 2: bad.\n\n")}
     assert stats.steps == 6 and stats.solutions == 2 and stats.rollouts == 12
+    # the fake charges every sample 10 prompt tokens, none cached: 2 solutions + 12 rollouts generated now
+    assert (stats.new_generations, stats.prompt_tokens_evaluated, stats.prompt_tokens_cached) == (14, 140, 0)
     assert stats.positive_hard == pytest.approx(4 / 6)
     assert stats.by_position["last"]["positive_hard"] == 0.5
     # a rerun replays everything from the store
     with Store(tmp_path) as store:
         again, stats2 = label_problems([problem], _ctx(policy, store), LabelConfig(solutions=2, rollouts=4))
-    assert len(policy.calls) == 2 and stats2.new_generations == 0
+    assert len(policy.calls) == 2 and stats2.new_generations == 0 and stats2.prompt_tokens_evaluated == 0
     assert [s.soft for s in again] == [s.soft for s in labeled]
 
 

@@ -71,6 +71,8 @@ class LabelStats:
     rollouts: int = 0
     rollout_tokens: int = 0
     new_generations: int = 0
+    prompt_tokens_evaluated: int = 0
+    prompt_tokens_cached: int = 0
     by_level: dict[str, dict[str, float]] = field(default_factory=dict)
     by_position: dict[str, dict[str, float]] = field(default_factory=dict)  # "1", "2", ..., "last"
 
@@ -88,9 +90,7 @@ def step_labels(verdicts: Sequence[bool]) -> tuple[float, int]:
     return hits / len(verdicts), int(hits > 0)
 
 
-def _label_chunk(
-    problems: list[Problem], ctx: SearchContext, cfg: LabelConfig
-) -> tuple[list[LabeledSolution], int, int, int]:
+def _label_chunk(problems: list[Problem], ctx: SearchContext, cfg: LabelConfig) -> tuple[list[LabeledSolution], _Spent]:
     sols = sample_solutions(problems, ctx, cfg.solutions, ctx.temperature)
     params = ctx.sampling()
     # one request per distinct (problem, prefix); solutions of a problem that share a prefix share its rollouts
@@ -142,10 +142,26 @@ def _label_chunk(
         labeled.append(LabeledSolution(problem.id, problem.question, problem.answer, problem.kind,
                                        problem.meta.get("level"), i, steps, soft, hard, counts, bool(ok),
                                        comp.finish_reason))
-    tokens = sum(o.generated_tokens for outs in outputs for o in outs)
-    new = sum(not o.from_store for outs in outputs for o in outs) + sum(
-        not c.from_store for comps in sols for c in comps)
-    return labeled, len(requests) * cfg.rollouts, tokens, new
+    fresh = [c for outs in (*outputs, *sols) for c in outs if not c.from_store]
+    spent = _Spent(rollouts=len(requests) * cfg.rollouts,
+                   rollout_tokens=sum(o.generated_tokens for outs in outputs for o in outs),
+                   new_generations=len(fresh),
+                   prompt_tokens_evaluated=sum(c.prompt_tokens - c.cached_prompt_tokens for c in fresh),
+                   prompt_tokens_cached=sum(c.cached_prompt_tokens for c in fresh))
+    return labeled, spent
+
+
+@dataclass
+class _Spent:
+    rollouts: int = 0
+    rollout_tokens: int = 0
+    new_generations: int = 0
+    prompt_tokens_evaluated: int = 0  # by the backend, for the generations made now
+    prompt_tokens_cached: int = 0  # served from its KV / prefix cache
+
+    def add(self, other: _Spent) -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
 def label_problems(
@@ -156,15 +172,16 @@ def label_problems(
 ) -> tuple[list[LabeledSolution], LabelStats]:
     """Label every step of `cfg.solutions` sampled solutions per problem; chunks of problems per call."""
     labeled: list[LabeledSolution] = []
-    rollouts = tokens = new = 0
+    spent = _Spent()
     for start in range(0, len(problems), cfg.chunk):
-        out, r, t, n = _label_chunk(problems[start : start + cfg.chunk], ctx, cfg)
+        out, chunk_spent = _label_chunk(problems[start : start + cfg.chunk], ctx, cfg)
         labeled.extend(out)
-        rollouts, tokens, new = rollouts + r, tokens + t, new + n
+        spent.add(chunk_spent)
         if on_progress:
             on_progress(min(start + cfg.chunk, len(problems)), len(problems))
     stats = label_stats(labeled)
-    stats.rollouts, stats.rollout_tokens, stats.new_generations = rollouts, tokens, new
+    for k, v in asdict(spent).items():
+        setattr(stats, k, v)
     return labeled, stats
 
 
