@@ -182,7 +182,6 @@ def evaluate(
     from testtime.probe.labels import LabelConfig
     from testtime.probe.pipeline import (
         SamplingSetup,
-        by_level_accuracy,
         exclude_seen,
         run_label,
         score_labeled,
@@ -201,9 +200,9 @@ def evaluate(
     excluded = 0
     kind, target, _ = parse_spec(prm)
     if exclude_from is None and kind == "probe":
-        from testtime.reward.probe import shipped_probe
+        from testtime.reward.probe import probe_path
 
-        exclude_from = Path(target) if target and target.endswith(".json") else shipped_probe(target or "smollm2-135m")
+        exclude_from = probe_path(target)
     if exclude_from is not None:
         try:
             digests = ProbeArtifact.load(exclude_from).training.get("train_question_digests", [])
@@ -245,19 +244,17 @@ def evaluate(
         if scorer is not None:
             scorer.close()
         policy.close()
-    pair = selection_name((aggregation, selection))
-    bon_acc = by_level_accuracy(bon.results, pair)
-    maj_acc = by_level_accuracy(maj.results)
-    pass_n = sum(any(r.sample_correct) for r in bon.results) / len(bon.results)
+    pair = selection_name((aggregation, selection))  # the BoN run reports this pair's answer
+    bon_s, maj_s = bon.summary(), maj.summary()
     summary = {
-        "prm": prm, "scorer": bon.summary().get("prm"), "dataset": dataset, "problems": len(problems),
+        "prm": prm, "scorer": bon_s.get("prm"), "dataset": dataset, "problems": len(problems),
         "excluded_seen_in_training": excluded, "labels": str(labels_file), **aucs,
         "label_stats": {k: meta["stats"][k] for k in ("solutions", "steps", "positive_hard", "mean_soft")},
-        "n": n, "pair": pair, f"bon@{n}": bon_acc["accuracy"], f"majority@{n}": maj_acc["accuracy"],
-        f"pass@{n}": pass_n,
-        "bon_by_level": bon_acc["by_level"], "majority_by_level": maj_acc["by_level"],
-        "bon_selections": {k: by_level_accuracy(bon.results, k)["accuracy"]
-                           for k in (bon.summary().get("selections") or {})},
+        "n": n, "pair": pair, f"bon@{n}": bon_s["accuracy"], f"majority@{n}": maj_s["accuracy"],
+        f"pass@{n}": bon_s["pass@n"],
+        "bon_by_level": {str(k): v["accuracy"] for k, v in bon.by_level().items()},
+        "majority_by_level": {str(k): v["accuracy"] for k, v in maj.by_level().items()},
+        "bon_selections": bon_s.get("selections") or {},
         "oracle_upper_bound": bool(scorer is not None and scorer.outcome_only),
         "wall_s": time.perf_counter() - t0,
     }

@@ -203,14 +203,3 @@ def exclude_seen(problems: list[Problem], digests: Sequence[str]) -> tuple[list[
     seen = set(digests)
     kept = [p for p in problems if question_digest(p.question) not in seen]
     return kept, len(problems) - len(kept)
-
-
-def by_level_accuracy(results: Sequence[Any], pair: str | None = None) -> dict[str, Any]:
-    """Accuracy per difficulty level of an engine run: the reported answer, or one selection pair."""
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for r in results:
-        ok = r.trace.correct if pair is None else r.trace.meta.get("selections_correct", {}).get(pair)
-        groups[str(r.problem.level)].append(bool(ok))
-    every = [x for v in groups.values() for x in v]
-    return {"accuracy": sum(every) / len(every) if every else 0.0,
-            "by_level": {k: sum(v) / len(v) for k, v in sorted(groups.items())}}

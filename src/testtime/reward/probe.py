@@ -27,6 +27,13 @@ def shipped_probe(model: str = "smollm2-135m") -> Path:
     return Path(str(resources.files("testtime.reward").joinpath("probes", name)))
 
 
+def probe_path(target: str | None) -> Path:
+    """A `probe[:TARGET]` spec's artifact: a .json path, or the probe shipped for an embedded model."""
+    if target and Path(target).suffix == ".json":
+        return Path(target)
+    return shipped_probe(target or "smollm2-135m")
+
+
 class ProbeScorer(BatchScorer):
     """Features for every step of every solution in batched forward passes, then the head (numpy)."""
 
@@ -60,10 +67,7 @@ def load_probe(
     The features come from the artifact's policy model (its GGUF for llamacpp probes) even when the run's
     policy is served elsewhere; its fingerprint must match the artifact's.
     """
-    if target and Path(target).suffix == ".json":
-        path = Path(target)
-    else:
-        path = shipped_probe(target or "smollm2-135m")
+    path = probe_path(target)
     artifact = ProbeArtifact.load(path)
     want = artifact.policy.get("model_id")
     have = getattr(policy, "model_id", None)
