@@ -1,18 +1,18 @@
-"""Runs a strategy over a dataset: batches across problems, records every result, summarises.
+"""The one run lifecycle: start -> batches -> record -> finish, whatever executes the batches.
 
-The run id is a hash of everything that decides the results, so rerunning the same command lands on
-the same run and replays its generations from the store (see generation.py).
+``execute(executor, config, problems)`` resolves the strategy and its scorer, derives the run id from
+everything that decides the results (so rerunning the same command lands on the same run), skips the
+problems the store already holds a finished result for, asks the executor to solve the rest
+(``testtime.execution``: this process, or Ray actors), records every batch as it arrives, and saves the
+summary. ``run(config, policy)`` is the same for code that holds a policy.
 
-Failures. When a remote backend gives up on some requests (``GenerationFailed`` after its retries, or a
-``RequestFailed`` from an HTTP scorer), the batch is rerun one problem at a time -- what was stored
-replays at no cost -- and a problem that still fails gets a *failed* result: a trace with no candidates,
-``correct=False`` and ``meta = {"failed": True, "error": "<one line>"}``, recorded in the store like any
-other. Accuracy counts a failed problem as wrong (it is never left out, so accuracy is never inflated)
-and the summary reports ``failed`` and ``failures`` (problem id -> error) beside it. A rerun retries
-failed problems. Any other exception is a bug and propagates.
-
-This module runs locally, in this process, with a policy object. ``testtime.execution`` runs the same
-code on other executors (Ray actors), from a policy *spec*.
+Failures. When a remote backend gives up on some requests (a ``ProblemFailure``: ``GenerationFailed``
+after its retries, or a ``RequestFailed`` from an HTTP scorer), the batch is rerun one problem at a time
+-- what was stored replays at no cost -- and a problem that still fails gets a *failed* result: a trace
+with no candidates, ``correct=False`` and ``error`` set, recorded in the store like any other. Accuracy
+counts a failed problem as wrong (it is never left out, so accuracy is never inflated) and the summary
+reports ``failed`` and ``failures`` (problem id -> error) beside it. A rerun retries failed problems. Any
+other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -22,27 +22,27 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testtime.datasets import load_dataset
-from testtime.generation import CachedGenerator
+from testtime.errors import ConfigError, ProblemFailure, one_line
 from testtime.grading import grade_many
-from testtime.netretry import RequestFailed
 from testtime.policy.base import Policy
-from testtime.policy.openai_compat import GenerationFailed
 from testtime.policy.prompts import PromptConfig
-from testtime.reward import CachedScorer, RewardModel, load_scorer
+from testtime.replay import CachedGenerator, CachedScorer
+from testtime.reward.base import RewardModel
 from testtime.search.base import SearchContext, Strategy
-from testtime.search.registry import SCORED, TREE, make_strategy
-from testtime.store import Store
-from testtime.types import Candidate, Compute, Problem, Trace
+from testtime.search.registry import OPTION_FIELDS, make_strategy, strategy_class
+from testtime.store import Store, StoreLike
+from testtime.types import Compute, Problem, Trace
 
-# Errors that belong to one problem's remote calls, raised after the backend's own retries ran out:
-# the problem gets a failed result and the run continues. Everything else propagates.
-PROBLEM_FAILURES: tuple[type[BaseException], ...] = (GenerationFailed, RequestFailed)
+if TYPE_CHECKING:
+    from testtime.execution import Executor
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -69,7 +69,39 @@ class RunConfig:
     step_max_tokens: int = 256  # tree searches: a step longer than this is truncated and dropped
     rank_by: str = "last"  # tree searches: aggregation of path rewards that ranks nodes
 
+    def __post_init__(self) -> None:
+        cls = strategy_class(self.strategy)
+        if self.n < 1:
+            raise ConfigError("n", self.n, "must be >= 1")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError("limit", self.limit, "must be >= 0")
+        if self.max_tokens < 1:
+            raise ConfigError("max_tokens", self.max_tokens, "must be >= 1")
+        if not 0.0 <= self.temperature <= 100.0:
+            raise ConfigError("temperature", self.temperature, "must be in [0, 100]")
+        if self.fewshot < 0:
+            raise ConfigError("fewshot", self.fewshot, "must be >= 0")
+        if self.batch_sequences < 1:
+            raise ConfigError("batch_sequences", self.batch_sequences, "must be >= 1")
+        self.make_strategy()  # the strategy's options validate themselves, and N against them
+        if not cls.needs_scorer:
+            self.prm = None  # a scorer spec means nothing to an unscored strategy
+
+    @property
+    def strategy_class(self) -> type[Strategy]:
+        return strategy_class(self.strategy)
+
+    def make_strategy(self) -> Strategy:
+        return make_strategy(self.strategy, self.n, self)
+
+    def with_strategy(self, strategy: str, n: int, **changes: Any) -> RunConfig:
+        """This config for another strategy and budget (a sweep's or the selector's run), validated."""
+        return replace(self, strategy=strategy, n=n, **changes)
+
     def identity(self, model_id: str, scorer_name: str | None = None) -> dict[str, Any]:
+        """What decides the results: the run id is its hash. Only the strategy's own options are in it, so
+        strategies keep the identity (and run id) they had before other strategies' options existed."""
+        cls = self.strategy_class
         d = asdict(self)
         for k in ("out", "model", "batch_sequences"):  # where/how, not what: same results either way
             d.pop(k)
@@ -77,33 +109,19 @@ class RunConfig:
             if d[k] is None:
                 d.pop(k)
         d["model_id"] = model_id
-        if self.strategy == "cot":
-            d["n"] = 1
-        if self.strategy in SCORED:
+        d["n"] = cls.effective_n(self.n)
+        own = {f.name for f in dataclasses.fields(cls.Options)}
+        for k in OPTION_FIELDS - own:
+            d.pop(k, None)
+        if cls.needs_scorer:
             d["prm"] = scorer_name or self.prm
-        else:  # unscored strategies keep the identity (and run id) they had before PRMs existed
-            for k in ("prm", "aggregation", "selection"):
-                d.pop(k)
-        if self.strategy not in TREE:
-            for k in _TREE_OPTIONS:
-                d.pop(k)
+        else:
+            d.pop("prm")
         return d
 
     def prompt_config(self) -> PromptConfig:
         prompt = PromptConfig(fewshot=self.fewshot, system=self.system)
         return replace(prompt, instruction=self.instruction) if self.instruction is not None else prompt
-
-    def strategy_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {}
-        if self.strategy in SCORED:
-            opts.update(aggregation=self.aggregation, selection=self.selection)
-        if self.strategy in TREE:
-            opts.update(width=self.m, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
-                        rank_by=self.rank_by)
-        return opts
-
-
-_TREE_OPTIONS = ("m", "max_depth", "step_max_tokens", "rank_by")
 
 
 def run_id_for(identity: dict[str, Any]) -> str:
@@ -123,11 +141,11 @@ class ProblemResult:
 
     @property
     def failed(self) -> bool:
-        return bool(self.trace.meta.get("failed"))
+        return self.trace.failed
 
     @property
     def error(self) -> str | None:
-        return self.trace.meta.get("error") if self.failed else None
+        return self.trace.error
 
 
 @dataclass
@@ -144,20 +162,19 @@ class RunResult:
         # a failed problem counts as wrong: accuracy is over every problem, `failed` says how many
         acc = sum(bool(r.trace.correct) for r in self.results) / n if n else 0.0
         c = self.compute
-        scored = self.config.strategy in SCORED
+        cls = self.config.strategy_class
         ok = [r for r in self.results if not r.failed]
         extra: dict[str, Any] = {}
-        if scored and ok:
-            meta = ok[0].trace.meta
+        scoring = ok[0].trace.scoring if ok else None
+        if scoring is not None:
+            names = list(ok[0].trace.selections_correct)
             extra = {
-                "prm": meta.get("scorer"),
+                "prm": scoring.scorer,
                 # an oracle looked at the reference: its accuracy is an upper bound (pass@N), not a result
-                "oracle_upper_bound": bool(meta.get("oracle")),
-                "selection": meta.get("selection"),
-                "selections": {
-                    k: sum(bool(r.trace.meta.get("selections_correct", {}).get(k)) for r in self.results) / n
-                    for k in meta.get("selections_correct", {})
-                },
+                "oracle_upper_bound": scoring.oracle,
+                "selection": scoring.selection,
+                "selections": {k: sum(bool(r.trace.selections_correct.get(k)) for r in self.results) / n
+                               for k in names},
                 "prm_tokens": c.prm_tokens,
                 "prm_flops": c.prm_flops,
             }
@@ -165,8 +182,8 @@ class RunResult:
             "run_id": self.run_id,
             "dataset": self.config.dataset,
             "strategy": self.config.strategy,
-            "n": 1 if self.config.strategy == "cot" else self.config.n,
-            **({"m": self.config.m} if self.config.strategy in TREE else {}),
+            "n": cls.effective_n(self.config.n),
+            **({"m": self.config.m} if cls.is_tree else {}),
             "n_problems": n,
             "accuracy": acc,
             "failed": n - len(ok),
@@ -213,30 +230,23 @@ def _level_order(level: Any) -> tuple:
     return (1 if level is not None else 2, 0, str(level))
 
 
-def one_line(err: BaseException, limit: int = 500) -> str:
-    """An exception as one line of at most `limit` characters (for failed results and summaries)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def failed_trace(problem: Problem, strategy: Strategy, err: BaseException) -> Trace:
     """The result recorded for a problem whose remote calls failed: no candidates, wrong, the error."""
     return Trace(problem.id, strategy.name, strategy.budget, [], None, correct=False,
-                 meta={"failed": True, "error": f"{type(err).__name__}: {one_line(err)}"})
+                 error=f"{type(err).__name__}: {one_line(err)}")
 
 
 def grade_trace(problem: Problem, trace: Trace) -> ProblemResult:
     """Grade the candidates, the chosen answer and every alternative selection in one batch."""
-    if trace.meta.get("failed"):
+    if trace.failed:
         trace.correct = False
         return ProblemResult(problem, trace, [])
-    picks: dict[str, str | None] = trace.meta.get("selections", {})
+    picks = trace.selections
     answers = [c.answer for c in trace.candidates] + [trace.answer] + list(picks.values())
     graded = grade_many([(a, problem.answer) for a in answers], kind=problem.kind)
     k = len(trace.candidates)
     verdicts, trace.correct = graded[:k], graded[k]
-    if picks:
-        trace.meta["selections_correct"] = dict(zip(picks, graded[k + 1 :], strict=True))
+    trace.selections_correct = dict(zip(picks, graded[k + 1 :], strict=True))
     for cand, ok in zip(trace.candidates, verdicts, strict=True):
         cand.correct = ok
     return ProblemResult(problem, trace, verdicts)
@@ -247,7 +257,7 @@ class _Ledger:
     batch is rerun one problem at a time, its samples replay from the store but were generated in this
     run, so they are counted as new (once), not as replayed."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: StoreLike):
         self.store = store
         self.written: list[str] = []
         self.as_new: set[str] = set()
@@ -263,10 +273,11 @@ class _Ledger:
         self.store.put_generations(rows)
         self.written.extend(row[0] for row in rows)
 
-    def __getattr__(self, name: str) -> Any:  # rewards and the rest: the store's own
-        if name == "store":  # not set yet (a copy being built): no recursion
-            raise AttributeError(name)
-        return getattr(self.store, name)
+    def get_rewards(self, keys: Any) -> dict[str, tuple[list[float], int]]:
+        return self.store.get_rewards(keys)
+
+    def put_rewards(self, rows: list[tuple]) -> None:
+        self.store.put_rewards(rows)
 
 
 def _traces(strategy: Strategy, ctx: SearchContext, batch: list[Problem]) -> list[Trace]:
@@ -275,7 +286,7 @@ def _traces(strategy: Strategy, ctx: SearchContext, batch: list[Problem]) -> lis
         ledger.written.clear()
     try:
         return strategy.run(batch, ctx)
-    except PROBLEM_FAILURES as err:
+    except ProblemFailure as err:
         if len(batch) == 1:
             return [failed_trace(batch[0], strategy, err)]
     # Which problem failed? One at a time: whatever the batch stored replays from the store for free.
@@ -294,16 +305,13 @@ def solve(strategy: Strategy, ctx: SearchContext, batch: list[Problem]) -> list[
     return [grade_trace(p, t) for p, t in zip(batch, _traces(strategy, ctx, batch), strict=True)]
 
 
-def make_strategy_for(config: RunConfig) -> tuple[Strategy, int]:
-    """The configured strategy and how many problems go in one backend call (``batch_sequences``)."""
-    strategy = make_strategy(config.strategy, config.n, **config.strategy_options())
-    return strategy, max(1, config.batch_sequences // max(1, strategy.budget))
-
-
-def make_context(config: RunConfig, policy: Policy, store: Any, scorer: RewardModel | None) -> SearchContext:
-    """What a strategy needs, with generations and scores going through `store` (a Store, or anything with
-    its get/put_generations and get/put_rewards methods)."""
-    return SearchContext(
+def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None, store: StoreLike | None,
+                  problems: list[Problem]) -> Iterator[list[ProblemResult]]:
+    """What every executor does with the problems it is given: the strategy over them in batches of
+    ``batch_sequences`` sequences, generations and scores through ``store``; yields each graded batch."""
+    strategy = config.make_strategy()
+    per_call = max(1, config.batch_sequences // max(1, strategy.budget))
+    ctx = SearchContext(
         generator=CachedGenerator(policy, _Ledger(store) if store is not None else None),
         prompt=config.prompt_config(),
         max_tokens=config.max_tokens,
@@ -311,11 +319,58 @@ def make_context(config: RunConfig, policy: Policy, store: Any, scorer: RewardMo
         seed=config.seed,
         scorer=CachedScorer(scorer, store) if scorer is not None else None,
     )
+    for start in range(0, len(problems), per_call):
+        yield solve(strategy, ctx, problems[start : start + per_call])
 
 
-def record(store: Store, run_id: str, results: list[ProblemResult]) -> None:
-    for r in results:
-        store.put_result(run_id, r.trace)
+def _finished(store: Store, run_id: str, problems: list[Problem]) -> dict[str, ProblemResult]:
+    """Problems of this run with a stored result that did not fail: not run again."""
+    by_id = {p.id: p for p in problems}
+    out: dict[str, ProblemResult] = {}
+    for rec in store.get_results(run_id):
+        pid = rec.get("problem_id")
+        if pid not in by_id:
+            continue
+        try:
+            trace = Trace.from_record(rec, store.get_tree(run_id, pid))
+        except (TypeError, KeyError):  # written by another version of testtime: run it again
+            continue
+        if trace.failed:
+            continue
+        out[pid] = ProblemResult(by_id[pid], trace, [bool(c.correct) for c in trace.candidates])
+    return out
+
+
+def execute(executor: Executor, config: RunConfig, problems: list[Problem] | None = None,
+            on_progress: ProgressFn | None = None) -> RunResult:
+    """Run ``config`` over the problems (default: its dataset) on ``executor``; see the module docstring.
+
+    PRM-guided strategies score with the scorer the executor builds for ``config.prm`` (or was given);
+    ``on_progress(done, total)`` after each recorded batch.
+    """
+    t0 = time.perf_counter()
+    if problems is None:
+        problems = load_dataset(config.dataset, limit=config.limit, seed=config.seed, levels=config.levels)
+    scorer_name = executor.scorer_info(config.prm).name if config.strategy_class.needs_scorer else None
+    identity = config.identity(executor.model_id, scorer_name)
+    rid = run_id_for(identity)
+    store = Store(Path(config.out))
+    try:
+        store.start_run(rid, identity, problems)
+        results = _finished(store, rid, problems)
+        todo = [p for p in problems if p.id not in results]
+        if on_progress:
+            on_progress(len(results), len(problems))
+        if todo:
+            for batch in executor.solve(config, todo, store):
+                for r in batch:
+                    store.put_result(rid, r.trace)
+                    results[r.problem.id] = r
+                if on_progress:
+                    on_progress(len(results), len(problems))
+        return finish(store, rid, config, [results[p.id] for p in problems], time.perf_counter() - t0)
+    finally:
+        store.close()
 
 
 def finish(store: Store, run_id: str, config: RunConfig, results: list[ProblemResult], wall_s: float) -> RunResult:
@@ -328,63 +383,16 @@ def finish(store: Store, run_id: str, config: RunConfig, results: list[ProblemRe
     return result
 
 
-def trace_from_record(record: dict[str, Any], tree: list[dict[str, Any]] | None = None) -> Trace:
-    """A trace as ``Store.get_results`` returns it, back into objects (its tree from ``Store.get_tree``).
-
-    Its compute counts every generation as replayed from the store, as a rerun of it would."""
-    d = dict(record)
-    d["candidates"] = [Candidate(**c) for c in d["candidates"]]
-    compute = Compute(**{k: v for k, v in d["compute"].items() if k != "flops"})
-    compute.cached_generations += compute.new_generations
-    compute.new_generations = 0
-    d["compute"] = compute
-    d["meta"] = dict(d.get("meta") or {})
-    if tree:
-        d["meta"]["tree"] = [{("id" if k == "node_id" else k): v for k, v in n.items()} for n in tree]
-    return Trace(**d)
-
-
 def run(
     config: RunConfig,
     policy: Policy,
     problems: list[Problem] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     scorer: RewardModel | None = None,
 ) -> RunResult:
-    """Run `config.strategy` over the dataset; `on_progress(done, total)` after each batch.
+    """``execute`` in this process with a policy you hold (left open); PRM-guided strategies score with
+    `scorer`, or with the one ``config.prm`` names (built over the policy, closed at the end)."""
+    from testtime.execution import LocalExecutor
 
-    PRM-guided strategies score with `scorer`, or with the one `config.prm` names; scores go through
-    the store like generations. Problems whose remote calls fail are recorded as failed (module docstring).
-    """
-    t0 = time.perf_counter()
-    if problems is None:
-        problems = load_dataset(config.dataset, limit=config.limit, seed=config.seed, levels=config.levels)
-    strategy, per_call = make_strategy_for(config)
-    own_scorer = False
-    if config.strategy in SCORED and scorer is None:
-        if not config.prm:
-            raise ValueError(f"--strategy {config.strategy} needs --prm (e.g. --prm arith-check)")
-        scorer = load_scorer(config.prm, policy)
-        own_scorer = True
-    identity = config.identity(policy.model_id, scorer.name if scorer is not None else None)
-    rid = run_id_for(identity)
-    store = Store(Path(config.out))
-    try:
-        store.start_run(rid, identity, problems)
-        ctx = make_context(config, policy, store, scorer)
-        results: list[ProblemResult] = []
-        if on_progress:
-            on_progress(0, len(problems))
-        for start in range(0, len(problems), per_call):
-            batch_results = solve(strategy, ctx, problems[start : start + per_call])
-            record(store, rid, batch_results)
-            results.extend(batch_results)
-            if on_progress:
-                on_progress(len(results), len(problems))
-        return finish(store, rid, config, results, time.perf_counter() - t0)
-    finally:
-        store.close()
-        if own_scorer and scorer is not None:
-            close = getattr(scorer, "close", None)
-            if close is not None:
-                close()
+    with LocalExecutor(policy, scorer) as executor:
+        return execute(executor, config, problems, on_progress)

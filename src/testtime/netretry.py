@@ -25,12 +25,14 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from testtime.errors import ProblemFailure
+
 Transport = Literal["auto", "httpx", "urllib"]
 
 _SNIPPET = 200  # characters of a response body quoted in an error
 
 
-class RequestFailed(RuntimeError):
+class RequestFailed(ProblemFailure):
     """A POST that did not produce a usable JSON object (after retries, where retrying made sense)."""
 
     def __init__(self, url: str, cause: str, attempts: int, *, status: int | None = None, retryable: bool = False):

@@ -13,13 +13,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from testtime.types import Completion, Problem, Trace
+from testtime.types import Completion, Node, Problem, Trace
 
 SCHEMA_VERSION = 1
 
@@ -108,6 +107,19 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (run_id, problem_id, strategy, budget)
 );
 """
+
+
+class StoreLike(Protocol):
+    """What replaying generations and rewards needs of a store: the SQLite ``Store``, the engine's ledger
+    over it, and a Ray chunk's view of it (``execution.ray.ChunkStore``) all have these."""
+
+    def get_generations(self, keys: Iterable[str]) -> dict[str, Completion]: ...
+
+    def put_generations(self, rows: list[tuple[str, str, str, dict, int, int, Completion]]) -> None: ...
+
+    def get_rewards(self, keys: Iterable[str]) -> dict[str, tuple[list[float], int]]: ...
+
+    def put_rewards(self, rows: list[tuple[str, str, str, Sequence[str], list[float], int]]) -> None: ...
 
 
 def generation_key(model: str, prompt: str, params: dict[str, Any], seed: int, sample_index: int) -> str:
@@ -339,9 +351,9 @@ class Store:
         return [r for r in (self.get_run(i) for i in ids) if r is not None]
 
     def put_result(self, run_id: str, trace: Trace) -> None:
-        """The trace, and its search tree (``meta["tree"]``) as rows of the nodes table, in one transaction."""
-        record = asdict(trace)
-        tree = record["meta"].pop("tree", None)  # stored once, as rows, not again inside the JSON
+        """The trace, and its search tree (``trace.tree``) as rows of the nodes table, in one transaction."""
+        record = trace.record()  # without the tree: stored once, as rows, not again inside the JSON
+        tree = trace.tree
         key = (run_id, trace.problem_id, trace.strategy, trace.budget)
         with self._lock:
             self._db.execute("BEGIN")
@@ -361,9 +373,8 @@ class Store:
                         "INSERT INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         [
                             (
-                                *key, n["id"], n["parent"], n["depth"], n["step"], n["reward"],
-                                json.dumps(n["path_rewards"]), n["tokens"], n["finish"], n["answer"],
-                                int(n["terminal"]), int(n["kept"]), n["pruned"],
+                                *key, n.id, n.parent, n.depth, n.step, n.reward, json.dumps(n.path_rewards),
+                                n.tokens, n.finish, n.answer, int(n.terminal), int(n.kept), n.pruned,
                             )
                             for n in tree
                         ],
@@ -384,7 +395,7 @@ class Store:
             return {}
         return {"question": row[0], "answer": row[1], "kind": row[2], "meta": json.loads(row[3])}
 
-    def get_tree(self, run_id: str, problem_id: str) -> list[dict[str, Any]]:
+    def get_tree(self, run_id: str, problem_id: str) -> list[Node]:
         """The search tree a tree strategy recorded for one problem of a run, in node order."""
         cols = ("node_id", "parent", "depth", "step", "reward", "path_rewards", "tokens", "finish", "answer",
                 "terminal", "kept", "pruned")
@@ -393,13 +404,12 @@ class Store:
                 f"SELECT {', '.join(cols)} FROM nodes WHERE run_id=? AND problem_id=? ORDER BY node_id",
                 (run_id, problem_id),
             ).fetchall()
-        out = []
-        for row in rows:
-            d = dict(zip(cols, row, strict=True))
-            d["path_rewards"] = json.loads(d["path_rewards"])
-            d["terminal"], d["kept"] = bool(d["terminal"]), bool(d["kept"])
-            out.append(d)
-        return out
+        return [
+            Node(node_id, parent, depth, step, reward, json.loads(path_rewards), tokens, finish, answer,
+                 bool(terminal), bool(kept), pruned)
+            for node_id, parent, depth, step, reward, path_rewards, tokens, finish, answer, terminal, kept, pruned
+            in rows
+        ]
 
     def get_results(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:

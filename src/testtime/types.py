@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "eos", "length"]
@@ -87,8 +87,42 @@ class Candidate:
 
 
 @dataclass
+class Node:
+    """One step in a search tree (the root, id 0, is the prompt itself and has no step).
+
+    The same object from the search to the store's nodes table and back to the report's tree viewer."""
+
+    id: int
+    parent: int | None
+    depth: int
+    step: str = ""  # the step text exactly as generated, with its "\n\n" when it stopped at one
+    reward: float | None = None  # the PRM's reward for this step (given the path before it)
+    path_rewards: list[float] = field(default_factory=list)  # rewards of every step on the path
+    tokens: int = 0  # generated tokens of this step
+    finish: str = ""  # stop | eos | length
+    answer: str | None = None
+    terminal: bool = False  # the path ends here (EOS, an answer, or max depth)
+    kept: bool = False  # chosen to be expanded, or a finished path that reached selection
+    pruned: str | None = None  # why not: "duplicate", "truncated", "rank"
+
+
+@dataclass
+class Scoring:
+    """How a PRM-scored trace chose its answer: who scored, every candidate's step rewards, which selection."""
+
+    scorer: str  # the scorer's name (its identity in store keys and reports)
+    oracle: bool  # an outcome scorer that read the reference: results are upper bounds
+    rewards: list[list[float]]  # per candidate, one reward per step
+    selection: str  # the reported answer's selection (a search.selection.SELECTIONS key)
+    rewards_from_store: int = 0
+
+
+@dataclass
 class Trace:
-    """What a strategy returns for one problem: every candidate, the choice, the compute."""
+    """What a strategy returns for one problem: every candidate, the choice, the compute.
+
+    The typed fields are the contract between search, engine, sweeps and reports; ``meta`` holds only
+    free-form extras a strategy wants recorded (vote counts, widths)."""
 
     problem_id: str
     strategy: str
@@ -97,4 +131,52 @@ class Trace:
     answer: str | None
     correct: bool | None = None
     compute: Compute = field(default_factory=Compute)
+    # candidate -> index of its answer group (math-equivalence, formed once per pool); None: no answer
+    answer_groups: list[int | None] | None = None
+    scoring: Scoring | None = None  # PRM-scored traces only
+    # every selection's answer (name -> answer) and, once graded, whether it is correct
+    selections: dict[str, str | None] = field(default_factory=dict)
+    selections_correct: dict[str, bool] = field(default_factory=dict)
+    tree: list[Node] | None = None  # tree searches: every node, pruned ones included
+    error: str | None = None  # set when the problem failed (its remote calls gave up): counted as wrong
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-able dict without the tree (the store keeps trees as rows of their own)."""
+        d = asdict(replace(self, tree=None))
+        d.pop("tree")
+        return d
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], tree: list[Node] | None = None) -> Trace:
+        """A trace as ``record`` wrote it (or as testtime wrote it before these fields were typed, when
+        they lived in ``meta``), with its tree. Compute counts every generation as replayed from the
+        store, as a rerun of it would."""
+        d = dict(record)
+        meta = dict(d.pop("meta", None) or {})
+        d["candidates"] = [Candidate(**c) for c in d["candidates"]]
+        compute = Compute(**{k: v for k, v in d["compute"].items() if k != "flops"})
+        compute.cached_generations += compute.new_generations
+        compute.new_generations = 0
+        d["compute"] = compute
+        _legacy_fields(d, meta)
+        if d.get("scoring") is not None:
+            d["scoring"] = Scoring(**d["scoring"])
+        return cls(**d, tree=tree or None, meta=meta)
+
+
+def _legacy_fields(d: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Typed fields of a record written when they were keys of ``meta``, moved to their fields."""
+    for key in ("answer_groups", "selections", "selections_correct"):
+        if key in meta:
+            d.setdefault(key, meta.pop(key))
+    if meta.pop("failed", False):
+        d.setdefault("error", meta.pop("error", "failed"))
+    if "scorer" in meta and d.get("scoring") is None:
+        d["scoring"] = {"scorer": meta.pop("scorer"), "oracle": bool(meta.pop("oracle", False)),
+                        "rewards": meta.pop("rewards", []), "selection": meta.pop("selection", ""),
+                        "rewards_from_store": meta.pop("rewards_from_store", 0)}

@@ -1,10 +1,12 @@
 """Where the engine runs: in this process (``local``) or sharded over Ray actors (``ray``).
 
+An executor only answers "solve these problems" (``solve``: graded results, batch by batch); the run's
+life -- run id, store, resume, recording, summary -- is ``engine.execute``'s, the same for every executor.
 Both executors take a *policy spec* -- the backend, the model and the backend's options -- rather than a
 loaded policy, because Ray actors build their own backends; the local executor can also wrap a policy
 that is already open. Scorers are named by the run config's ``prm`` spec and built next to the policy
-(once per spec, cached). Either way the results land in the run's one SQLite store, and a rerun replays
-what it holds::
+(once per spec, cached: the only place a scorer is built from a spec). Either way the results land in
+the run's one SQLite store, and a rerun replays what it holds::
 
     spec = PolicySpec(model=None, backend="llamacpp")
     with open_executor("ray", spec, actors=2) as ex:
@@ -16,20 +18,19 @@ what it holds::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from testtime.engine import RunConfig, RunResult
+from testtime.engine import ProblemResult, ProgressFn, RunConfig, RunResult, execute, solve_batches
+from testtime.errors import ConfigError
 from testtime.policy.base import Policy
 from testtime.reward.base import RewardModel
-from testtime.search.registry import SCORED
+from testtime.store import StoreLike
 from testtime.types import Problem
 
 EXECUTORS = ("local", "ray")
-RAY_MISSING = "--executor ray needs Ray: pip install 'testtime[ray]'"
-
-ProgressFn = Callable[[int, int], None]
+RAY_MISSING = "executor ray needs Ray: pip install 'testtime[ray]'"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ScorerInfo:
 
 
 def scorer_for(cache: dict[str, Any], prm: str, policy: Any) -> Any:
-    """One scorer per spec next to a policy, built on first use."""
+    """One scorer per spec next to a policy, built on first use (the one place a spec becomes a scorer)."""
     if prm not in cache:
         from testtime.reward import load_scorer
 
@@ -76,20 +77,39 @@ def scorer_for(cache: dict[str, Any], prm: str, policy: Any) -> Any:
     return cache[prm]
 
 
+def close_all(objects: Any) -> None:
+    """Close scorers (or anything) that have a ``close``."""
+    for obj in objects:
+        close = getattr(obj, "close", None)
+        if close is not None:
+            close()
+
+
+def require_prm(prm: str | None) -> str:
+    if not prm:
+        raise ConfigError("prm", message="a PRM-guided strategy needs a step scorer (e.g. arith-check)")
+    return prm
+
+
 class Executor(ABC):
-    """Runs engine configs over problems; results land in ``config.out``'s store. Close it when done."""
+    """Solves batches of problems for ``engine.execute``; results land in ``config.out``'s store. Close it."""
 
     kind: str = ""
     model_id: str = ""
 
     @abstractmethod
-    def scorer_info(self, prm: str) -> ScorerInfo:
-        """Build (or fetch) the scorer a ``--prm`` spec names; its errors are the loader's, raised here."""
+    def scorer_info(self, prm: str | None) -> ScorerInfo:
+        """Build (or fetch) the scorer a ``prm`` spec names; its errors are the loader's, raised here."""
 
     @abstractmethod
+    def solve(self, config: RunConfig, problems: list[Problem], store: StoreLike) -> Iterator[list[ProblemResult]]:
+        """Graded results for the problems, batch by batch as they finish, generations and scores written to
+        ``store`` before a batch is yielded (the engine then records the batch's results)."""
+
     def run(self, config: RunConfig, problems: list[Problem] | None = None,
             on_progress: ProgressFn | None = None) -> RunResult:
-        """Run one engine config over the problems (or the config's dataset)."""
+        """One run (``engine.execute`` on this executor)."""
+        return execute(self, config, problems, on_progress)
 
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Release what the executor holds (backends, actors)."""
@@ -102,7 +122,7 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """``engine.run`` in this process, with one policy (opened from a spec, or given and not closed here).
+    """Batches in this process, with one policy (opened from a spec, or given and not closed here).
 
     A given ``scorer`` serves every scored config (whatever its ``prm`` says, as sweeps pass it); otherwise
     each ``prm`` spec is loaded once, over this policy, and closed with the executor.
@@ -121,31 +141,21 @@ class LocalExecutor(Executor):
         self._given_scorer = scorer
         self._scorers: dict[str, RewardModel] = {}
 
-    def scorer(self, prm: str) -> RewardModel:
+    def scorer(self, prm: str | None) -> RewardModel:
         if self._given_scorer is not None:
             return self._given_scorer
-        return scorer_for(self._scorers, prm, self.policy)
+        return scorer_for(self._scorers, require_prm(prm), self.policy)
 
-    def scorer_info(self, prm: str) -> ScorerInfo:
+    def scorer_info(self, prm: str | None) -> ScorerInfo:
         return ScorerInfo.of(self.scorer(prm))
 
-    def run(self, config: RunConfig, problems: list[Problem] | None = None,
-            on_progress: ProgressFn | None = None) -> RunResult:
-        from testtime import engine
-
-        scorer = None
-        if config.strategy in SCORED:
-            if not config.prm and self._given_scorer is None:
-                raise ValueError(f"--strategy {config.strategy} needs --prm (e.g. --prm arith-check)")
-            scorer = self.scorer(config.prm or "")
-        return engine.run(config, self.policy, problems, on_progress=on_progress, scorer=scorer)
+    def solve(self, config: RunConfig, problems: list[Problem], store: StoreLike) -> Iterator[list[ProblemResult]]:
+        scorer = self.scorer(config.prm) if config.strategy_class.needs_scorer else None
+        return solve_batches(config, self.policy, scorer, store, problems)
 
     def close(self) -> None:
         scorers, self._scorers = self._scorers, {}
-        for s in scorers.values():
-            close = getattr(s, "close", None)
-            if close is not None:
-                close()
+        close_all(scorers.values())
         if self._own_policy:
             self._own_policy = False
             self.policy.close()
@@ -159,17 +169,17 @@ def as_executor(policy: Policy | Executor, scorer: RewardModel | None = None) ->
 def open_executor(kind: str, policy: PolicySpec, *, address: str | None = None, actors: int | None = None,
                   **options: Any) -> Executor:
     """``local`` or ``ray`` (``address``: an existing Ray cluster; ``actors``: how many; ``options``: the
-    RayExecutor's). Errors are one line naming the option."""
+    RayExecutor's). Errors name the field."""
     if kind not in EXECUTORS:
-        raise ValueError(f"--executor {kind}: unknown (available: {', '.join(EXECUTORS)})")
+        raise ConfigError("executor", kind, f"unknown (available: {', '.join(EXECUTORS)})")
     if kind == "local":
         if address is not None:
-            raise ValueError("--address only applies to --executor ray")
+            raise ConfigError("address", address, "only applies to executor ray")
         if actors is not None:
-            raise ValueError("--actors only applies to --executor ray")
+            raise ConfigError("actors", actors, "only applies to executor ray")
         return LocalExecutor(policy)
     if actors is not None and actors < 1:
-        raise ValueError(f"--actors {actors}: must be >= 1")
+        raise ConfigError("actors", actors, "must be >= 1")
     from testtime.execution.ray import RayExecutor  # raises ImportError(RAY_MISSING) without Ray
 
     return RayExecutor(policy, address=address, actors=actors, **options)

@@ -4,15 +4,15 @@
   has GPUs and an equal share of the CPUs otherwise; a llama.cpp policy gets that share as its thread
   count. Each actor opens the policy from the spec (``PolicySpec.load``) and builds a scorer per ``prm``
   spec, once.
-- **Chunks.** The problems not yet finished are cut into chunks (at most the local engine's batch, and
-  small enough that every actor gets a few) and handed out as actors free up, two in flight per actor.
-  An actor runs a chunk exactly as the local engine runs a batch (``engine.solve``: strategy, failure
-  isolation, grading) and returns its traces with every generation and reward it produced.
-- **One store.** The driver writes each finished chunk -- generations, rewards, then results -- into the
-  run's SQLite store as it arrives (``ray.wait``), so a killed driver loses no finished chunk. Actors read
-  the store through a small reader actor on the driver's node, so whatever is stored (this run's, or
-  another run's with the same requests) is replayed, not regenerated. A rerun resubmits only the
-  problems without a finished result (failed ones included).
+- **Chunks.** The problems the engine hands over (those without a finished result) are cut into chunks
+  (at most the local engine's batch, and small enough that every actor gets a few) and handed out as
+  actors free up, two in flight per actor. An actor runs a chunk exactly as the local executor runs its
+  problems (``engine.solve_batches``: strategy, failure isolation, grading) and returns its traces with
+  every generation and reward it produced.
+- **One store.** The driver writes each finished chunk's generations and rewards into the run's SQLite
+  store as it arrives (``ray.wait``) and yields its results, which the engine records, so a killed driver
+  loses no finished chunk. Actors read the store through a small reader actor on the driver's node, so
+  whatever is stored (this run's, or another run's with the same requests) is replayed, not regenerated.
 - **Dead actors.** A chunk whose actor died (``RayActorError``: killed, crashed, node lost) goes back to
   the queue for a live actor and a replacement actor is started; after ``max_chunk_retries`` losses of the
   same chunk the run stops with an error.
@@ -28,14 +28,13 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testtime.execution import RAY_MISSING, Executor, PolicySpec, ProgressFn, ScorerInfo, scorer_for
+from testtime.execution import RAY_MISSING, Executor, PolicySpec, ScorerInfo, close_all, require_prm, scorer_for
 
 try:
     import ray
@@ -45,10 +44,9 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(RAY_MISSING) from e
 
 from testtime import engine
-from testtime.datasets import load_dataset
-from testtime.engine import ProblemResult, RunConfig, RunResult
-from testtime.search.registry import SCORED
-from testtime.store import Store
+from testtime.engine import ProblemResult, RunConfig
+from testtime.errors import ConfigError, one_line
+from testtime.store import Store, StoreLike
 from testtime.types import Completion, Problem
 
 log = logging.getLogger(__name__)
@@ -169,20 +167,13 @@ class Worker:
 
     def run_chunk(self, config: RunConfig, problems: list[Problem], reader: Any) -> ChunkResult:
         self.setup()
-        strategy, per_call = engine.make_strategy_for(config)
-        scorer = self._scorer(config.prm) if config.strategy in SCORED and config.prm else None
+        scorer = self._scorer(config.prm) if config.strategy_class.needs_scorer else None
         store = ChunkStore(reader)
-        ctx = engine.make_context(config, self.policy, store, scorer)
-        results: list[ProblemResult] = []
-        for start in range(0, len(problems), per_call):
-            results.extend(engine.solve(strategy, ctx, problems[start : start + per_call]))
+        results = [r for batch in engine.solve_batches(config, self.policy, scorer, store, problems) for r in batch]
         return ChunkResult(results, store.generation_rows, store.reward_rows, os.getpid())
 
     def close(self) -> None:
-        for s in self.scorers.values():
-            close = getattr(s, "close", None)
-            if close is not None:
-                close()
+        close_all(self.scorers.values())
         self.scorers = {}
         if self.policy is not None:
             self.policy.close()
@@ -216,9 +207,9 @@ class RayExecutor(Executor):
         init_options: dict[str, Any] | None = None,
     ):
         if actors is not None and actors < 1:
-            raise ValueError(f"--actors {actors}: must be >= 1")
+            raise ConfigError("actors", actors, "must be >= 1")
         if chunk_problems is not None and chunk_problems < 1:
-            raise ValueError("chunk_problems must be >= 1")
+            raise ConfigError("chunk_problems", chunk_problems, "must be >= 1")
         self.spec = policy
         self.chunk_problems = chunk_problems
         self.max_chunk_retries = max_chunk_retries
@@ -241,7 +232,7 @@ class RayExecutor(Executor):
                 math.floor(cpus / self.n_actors * 1e4) / 1e4)
             if gpus:
                 if self.n_actors > gpus:
-                    raise ValueError(f"--actors {self.n_actors}: the Ray cluster has {gpus} GPU(s), one per actor")
+                    raise ConfigError("actors", self.n_actors, f"the Ray cluster has {gpus} GPU(s), one per actor")
                 self._actor_options: dict[str, Any] = {"num_gpus": 1, "num_cpus": min(1.0, share)}
             else:
                 self._actor_options = {"num_cpus": share}
@@ -291,12 +282,12 @@ class RayExecutor(Executor):
         self.actors.remove(actor)
         self.pids.pop(actor, None)
         ray.kill(actor)  # unreachable is not always dead: make sure it does no more work
-        log.warning("Ray actor lost (%s); its chunks go to other actors", engine.one_line(err, 200))
+        log.warning("Ray actor lost (%s); its chunks go to other actors", one_line(err, 200))
         if self._replacements < self._max_replacements:
             self._replacements += 1
             self._start_actor(wait=True)
         if not self.actors:
-            raise RuntimeError(f"every Ray actor died; last error: {engine.one_line(err)}")
+            raise RuntimeError(f"every Ray actor died; last error: {one_line(err)}")
 
     def _reader(self, path: Path) -> Any:
         key = str(path)
@@ -308,72 +299,32 @@ class RayExecutor(Executor):
             self._readers[key] = reader
         return self._readers[key]
 
-    def scorer_info(self, prm: str) -> ScorerInfo:
+    def scorer_info(self, prm: str | None) -> ScorerInfo:
+        prm = require_prm(prm)
         if prm not in self._scorer_infos:
             # every actor builds it now (errors surface here, once), and all must agree on its name
             infos = self._get([a.scorer_info.remote(prm) for a in self.actors], self.setup_timeout_s)
             names = sorted({i.name for i in infos})
             if len(names) != 1:
-                raise RuntimeError(f"--prm {prm}: Ray actors built different scorers: {names}")
+                raise RuntimeError(f"prm {prm}: Ray actors built different scorers: {names}")
             self._scorer_infos[prm] = infos[0]
         return self._scorer_infos[prm]
 
     # -- runs ----------------------------------------------------------------------------------------
 
-    def run(self, config: RunConfig, problems: list[Problem] | None = None,
-            on_progress: ProgressFn | None = None) -> RunResult:
-        t0 = time.perf_counter()
-        if problems is None:
-            problems = load_dataset(config.dataset, limit=config.limit, seed=config.seed, levels=config.levels)
-        _strategy, per_call = engine.make_strategy_for(config)
-        scorer_name = None
-        if config.strategy in SCORED:
-            if not config.prm:
-                raise ValueError(f"--strategy {config.strategy} needs --prm (e.g. --prm arith-check)")
-            scorer_name = self.scorer_info(config.prm).name
-        identity = config.identity(self.model_id, scorer_name)
-        rid = engine.run_id_for(identity)
-        store = Store(Path(config.out))
-        try:
-            store.start_run(rid, identity, problems)
-            by_id = {p.id: p for p in problems}
-            results = self._finished(store, rid, by_id)
-            todo = [p for p in problems if p.id not in results]
-            total = len(problems)
-            if on_progress:
-                on_progress(len(results), total)
-            if todo:
-                reader = self._reader(store.path)
-                size = self.chunk_problems or max(1, min(per_call, math.ceil(len(todo) / (2 * len(self.actors)))))
-                queue = deque(_Chunk(todo[i : i + size]) for i in range(0, len(todo), size))
-                for done in self._stream(config, queue, reader):
-                    store.put_generations(done.generation_rows)
-                    store.put_rewards(done.reward_rows)
-                    for r in done.results:
-                        r = ProblemResult(by_id[r.problem.id], r.trace, r.sample_correct)
-                        store.put_result(rid, r.trace)
-                        results[r.problem.id] = r
-                    if on_progress:
-                        on_progress(len(results), total)
-            ordered = [results[p.id] for p in problems]
-            return engine.finish(store, rid, config, ordered, time.perf_counter() - t0)
-        finally:
-            store.close()
-
-    @staticmethod
-    def _finished(store: Store, rid: str, by_id: dict[str, Problem]) -> dict[str, ProblemResult]:
-        """Problems of this run with a stored result that did not fail: not run again."""
-        out: dict[str, ProblemResult] = {}
-        for rec in store.get_results(rid):
-            pid = rec.get("problem_id")
-            if pid not in by_id or (rec.get("meta") or {}).get("failed"):
-                continue
-            try:
-                trace = engine.trace_from_record(rec, store.get_tree(rid, pid))
-            except (TypeError, KeyError):  # written by another version of testtime: run it again
-                continue
-            out[pid] = ProblemResult(by_id[pid], trace, [bool(c.correct) for c in trace.candidates])
-        return out
+    def solve(self, config: RunConfig, problems: list[Problem], store: StoreLike) -> Iterator[list[ProblemResult]]:
+        if not isinstance(store, Store):
+            raise TypeError("RayExecutor.solve needs the run's SQLite Store (its actors read it through a reader)")
+        by_id = {p.id: p for p in problems}
+        per_call = max(1, config.batch_sequences // max(1, config.make_strategy().budget))
+        reader = self._reader(store.path)
+        size = self.chunk_problems or max(1, min(per_call, math.ceil(len(problems) / (2 * len(self.actors)))))
+        queue = deque(_Chunk(problems[i : i + size]) for i in range(0, len(problems), size))
+        for done in self._stream(config, queue, reader):
+            store.put_generations(done.generation_rows)
+            store.put_rewards(done.reward_rows)
+            # the driver's own Problem objects (meta included), not the actor's copies
+            yield [ProblemResult(by_id[r.problem.id], r.trace, r.sample_correct) for r in done.results]
 
     def _stream(self, config: RunConfig, queue: deque[_Chunk], reader: Any) -> Iterable[ChunkResult]:
         """Hand chunks to actors as they free up; yield each finished chunk as it arrives."""
@@ -406,7 +357,7 @@ class RayExecutor(Executor):
                     if chunk.losses > self.max_chunk_retries:
                         ids = ", ".join(p.id for p in chunk.problems)
                         raise RuntimeError(f"problems {ids}: their Ray actor died {chunk.losses} times; last error: "
-                                           f"{engine.one_line(err)}") from None
+                                           f"{one_line(err)}") from None
                     self._lost(actor, err)
                     queue.appendleft(chunk)
                     fill()

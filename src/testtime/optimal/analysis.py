@@ -21,8 +21,10 @@ from typing import Any
 from testtime.optimal.calibrate import ALL, Table, evaluate, mean_accuracy
 from testtime.optimal.metrics import bin_accuracy, efficiency_gain, performance_gain
 from testtime.optimal.sweep import SweepResult
+from testtime.search import CoT, Majority
 from testtime.store import Store
 
+BASELINES = (Majority.name, CoT.name)  # the paper's references, drawn apart from the searched strategies
 OPT_ORACLE = "compute-optimal (oracle bins)"
 OPT_PRED = "compute-optimal (predicted bins)"
 FIXED = "best fixed"
@@ -60,7 +62,7 @@ def family_curves(sweep: SweepResult, table: Table, bins: dict[str, str]) -> dic
                 for b, cs in sorted(pts.items()) if len(cs) == len(ids)
             ]
             if curve:
-                name = fam if fam in ("cot", "majority") else f"{fam} [{config.split('/', 1)[1]}]"
+                name = config if "/" not in config else f"{fam} [{config.split('/', 1)[1]}]"
                 out[label][name] = curve
     return dict(out)
 
@@ -75,12 +77,12 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
     frontier: dict[str, list[dict]] = {}
     for label in [*labels, ALL]:
         ev_curves = ev["curves"].get(label, {})
-        curves[label] = {k: v for k, v in fam.get(label, {}).items() if k not in ("cot", "majority")}
+        curves[label] = {k: v for k, v in fam.get(label, {}).items() if k not in BASELINES}
         for name in (OPT_PRED, FIXED):
             if ev_curves.get(name):
                 curves[label][name] = ev_curves[name]
-        cot = ev_curves.get("cot") or []
-        reference[label] = {"cot": cot[0]["accuracy"] if cot else None, "majority": ev_curves.get("majority", [])}
+        cot = ev_curves.get(CoT.name) or []
+        reference[label] = {"cot": cot[0]["accuracy"] if cot else None, "majority": ev_curves.get(Majority.name, [])}
         frontier[label] = [
             {**pt, "strategy": _frontier_label(table, label, pt["budget"])} for pt in ev_curves.get(OPT_ORACLE, [])
         ]
@@ -122,7 +124,7 @@ def _at(curve: list[dict], budget: int) -> float | None:
 def _metrics(ev: dict[str, Any], table: Table) -> tuple[dict[str, str], dict[str, Any]]:
     allc = ev["curves"].get(ALL, {})
     opt, pred, fixed = allc.get(OPT_ORACLE, []), allc.get(OPT_PRED, []), allc.get(FIXED, [])
-    maj, cot = allc.get("majority", []), allc.get("cot", [])
+    maj, cot = allc.get(Majority.name, []), allc.get(CoT.name, [])
     out: dict[str, str] = {"held-out problems": str(ev["n_holdout"]),
                            "calibration problems": str(len(table.calibration_ids))}
     if cot and pred:
@@ -143,7 +145,7 @@ def _metrics(ev: dict[str, Any], table: Table) -> tuple[dict[str, str], dict[str
         out["probe bin accuracy"] = f"{bin_accuracy(ev['confusion']):.0%}"
     except ValueError:
         pass
-    series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, "majority", "cot") if allc.get(s)]
+    series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, *BASELINES) if allc.get(s)]
     rows = [[b, *[(_at(allc[s], b) if _at(allc[s], b) is not None else None) for s in series]]
             for b in table.budgets]
     return out, {"series": series, "rows": rows}
@@ -163,6 +165,6 @@ def _trees(sweep: SweepResult, store_dir: str | Path | None) -> dict[str, Any]:
                 problem = store.get_problem(info["run_id"], pid)
                 out[pid] = {"question": problem.get("question", ""), "answer": problem.get("answer", ""),
                             "strategy": info["strategy"],
-                            "nodes": [{k: n[k] for k in ("node_id", "parent", "depth", "step", "reward", "kept",
-                                                         "pruned", "terminal", "answer")} for n in nodes]}
+                            "nodes": [{k: getattr(n, k) for k in ("id", "parent", "depth", "step", "reward", "kept",
+                                                                 "pruned", "terminal", "answer")} for n in nodes]}
     return out

@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from testtime.errors import ConfigError
 from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import absolute_bins, bin_order, confusion_matrix
 from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
+from testtime.search import CoT, Majority, strategy_class
 
 TABLE_KIND = "testtime-calibration"
 TABLE_VERSION = 1
@@ -42,13 +44,6 @@ class Choice:
     selection: str | None
     accuracy: float  # mean on the calibration problems it was chosen on
     n_problems: int
-
-    def aggregation_selection(self) -> tuple[str, str]:
-        """'prm_min_vote' -> ('min', 'prm_vote'); majority / cot -> ('last', 'majority')."""
-        if not self.selection or self.selection == "majority":
-            return "last", "majority"
-        _, agg, sel = self.selection.split("_")
-        return agg, f"prm_{sel}"
 
 
 @dataclass
@@ -87,7 +82,7 @@ class Table:
         """The best config for a bin within `budget` (the largest calibrated budget <= budget)."""
         usable = [b for b in self.budgets if b <= budget]
         if not usable:
-            raise ValueError(f"--budget {budget}: below the smallest calibrated budget {min(self.budgets)}")
+            raise ConfigError("budget", budget, f"below the smallest calibrated budget {min(self.budgets)}")
         row = self.table.get(bin_label) or self.table[ALL]
         b = max(x for x in usable if x in row) if any(x in row for x in usable) else None
         if b is None:
@@ -221,8 +216,8 @@ def evaluate(sweep: SweepResult, table: Table) -> dict[str, Any]:
                 "best fixed": point(ids, lambda p, b=b: table.fixed.get(max(x for x in table.budgets if x <= b)),
                                     False),
             }
-            for cfg in ("majority", "cot"):
-                if b >= 1 and (cfg != "cot" or b == 1):
+            for cfg in (Majority.name, CoT.name):  # the baselines, at the budgets they can spend
+                if strategy_class(cfg).effective_n(b) == b:
                     series[cfg] = point(ids, lambda p, b=b, cfg=cfg: _choice_of(cfg, b), False)
             for name, pt in series.items():
                 if pt is not None:
@@ -232,16 +227,18 @@ def evaluate(sweep: SweepResult, table: Table) -> dict[str, Any]:
             "n_holdout": len(infos), "oracle_bins": oracle, "predicted_bins": predicted}
 
 
-def _choice_of(config: str, budget: int) -> Choice:
-    return Choice(config, config, 1 if config == "cot" else budget, None, None, 0.0, 0)
+def _choice_of(strategy: str, budget: int) -> Choice:
+    """A baseline strategy's cell at a budget (its config is its name)."""
+    return Choice(strategy, strategy, strategy_class(strategy).effective_n(budget), None, None, 0.0, 0)
 
 
 def _probe_cost(sweep: SweepResult, probe_n: int, ids: set[str]) -> dict[str, tuple[float, float]]:
     """(tokens, FLOPs) of the probe per problem: probe_n samples of the pool, scored when the pool was."""
-    scored = any(c.strategy == "best_of_n" for c in sweep.cells)
+    pooled_cells = [c for c in sweep.cells if strategy_class(c.strategy).pooled]
+    scored = any(strategy_class(c.strategy).needs_scorer for c in pooled_cells)
     out: dict[str, tuple[float, float]] = {}
-    for c in sweep.cells:
-        pooled = c.strategy == "best_of_n" if scored else c.config == "majority"
-        if c.problem_id in ids and pooled and c.problem_id not in out:
+    for c in pooled_cells:
+        # the probe's cost per sample is the pool's: PRM-scored cells when the pool was scored
+        if c.problem_id in ids and strategy_class(c.strategy).needs_scorer == scored and c.problem_id not in out:
             out[c.problem_id] = (c.tokens / c.budget * probe_n, c.flops / c.budget * probe_n)
     return out

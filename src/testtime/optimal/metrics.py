@@ -14,8 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from testtime.search.aggregation import AGGREGATIONS, NO_AGGREGATION, SELECTIONS, aggregate, selection_name
-from testtime.search.selection import Equivalent, group_answers, group_index
+from testtime.search.selection import Pool, Selection
 
 # --- subsampled scaling curves -------------------------------------------------------------------
 
@@ -45,7 +44,7 @@ def _check_curve_args(pool_size: int, ks: Sequence[int], samples: int) -> list[i
     bad = [k for k in ks if k < 1]
     if bad:
         raise ValueError(f"budgets k must be >= 1, got {bad}")
-    # k > pool_size cannot be estimated from this pool: left out, as metrics.majority_curve does
+    # k > pool_size cannot be estimated from this pool: left out
     return sorted({k for k in ks if k <= pool_size})
 
 
@@ -98,126 +97,36 @@ def subsample_curve(
     return curves.get("", {})
 
 
-# --- Best-of-N selections on a subset -------------------------------------------------------------
+def selection_subset_scores(
+    pool: Pool, correct: Sequence[bool], selections: Sequence[Selection] | None = None
+) -> Callable[[Subset], dict[str, float]]:
+    """A callback for `subsample_curves`: subset -> {selection name: 1.0 / 0.0}, whether the candidate that
+    selection chooses on the subset (``Pool.choose``, the live strategies' own rule) is correct; no answer
+    scores 0.0. Default: every selection the pool supports."""
+    if len(correct) != len(pool):
+        raise ValueError(f"{len(pool)} candidates but {len(correct)} grades")
+    chosen = list(selections) if selections is not None else pool.selections()
 
-_PAIRS: tuple[tuple[str, str], ...] = ((NO_AGGREGATION, "majority"),) + tuple(
-    (agg, sel) for agg in AGGREGATIONS for sel in SELECTIONS if sel != "majority"
-)
-# Report names, in all_selections' order: "majority", "prm_last_max", "prm_last_vote", ...
-BON_KEYS: tuple[str, ...] = tuple(selection_name(p) for p in _PAIRS)
-_PAIR_OF: dict[str, tuple[str, str]] = {selection_name(p): p for p in _PAIRS}
+    def scores(subset: Subset) -> dict[str, float]:
+        ordered = sorted(subset)
+        out = {}
+        for sel in chosen:
+            i = pool.choose(sel, ordered)
+            out[sel.name] = 0.0 if i is None else float(bool(correct[i]))
+        return out
 
-
-def _first_members(subset: Subset, group_of: Sequence[int | None]) -> dict[int, int]:
-    """Group id -> its first member in the subset, in order of first appearance."""
-    first: dict[int, int] = {}
-    for i in subset:
-        g = group_of[i]
-        if g is not None and g not in first:
-            first[g] = i
-    return first
-
-
-def _chosen_majority(subset: Subset, group_of: Sequence[int | None]) -> int | None:
-    counts: dict[int, int] = {}
-    for i in subset:
-        g = group_of[i]
-        if g is not None:
-            counts[g] = counts.get(g, 0) + 1
-    first = _first_members(subset, group_of)
-    if not first:
-        return None
-    # selection.largest_group's rule: most members; ties go to the group seen first
-    best = max(first, key=lambda g: (counts[g], -first[g]))
-    return first[best]
+    return scores
 
 
-def _chosen_max(subset: Subset, scores: Sequence[float], group_of: Sequence[int | None]) -> int | None:
-    best: int | None = None
-    for i in subset:
-        if group_of[i] is None:  # no answer: never selected, as in aggregation._prm_max
-            continue
-        if best is None or scores[i] > scores[best]:  # strict: ties keep the earliest
-            best = i
-    return best
-
-
-def _chosen_vote(subset: Subset, scores: Sequence[float], group_of: Sequence[int | None]) -> int | None:
-    first = _first_members(subset, group_of)
-    sums = dict.fromkeys(first, 0.0)
-    for i in subset:
-        g = group_of[i]
-        if g is not None:
-            sums[g] += scores[i]
-    best: int | None = None
-    for g in first:  # order of first appearance; strict >: ties keep the group seen first
-        if best is None or sums[g] > sums[best]:
-            best = g
-    return None if best is None else first[best]
-
-
-@dataclass(frozen=True)
-class _Pool:
-    group_of: tuple[int | None, ...]
-    correct: tuple[bool, ...]
-    scores: dict[str, tuple[float, ...]]
-
-    def chosen(self, subset: Subset, key: str) -> int | None:
-        agg, sel = _PAIR_OF[key]
-        if sel == "majority":
-            return _chosen_majority(subset, self.group_of)
-        if sel == "prm_max":
-            return _chosen_max(subset, self.scores[agg], self.group_of)
-        return _chosen_vote(subset, self.scores[agg], self.group_of)
-
-    def correct_of(self, subset: Subset, key: str) -> float:
-        i = self.chosen(tuple(sorted(subset)), key)
-        return 0.0 if i is None else float(self.correct[i])
-
-
-def _pool(
-    answers: Sequence[str | None],
-    correct: Sequence[bool],
-    step_rewards: Sequence[Sequence[float]],
-    equivalent: Equivalent | None,
-) -> _Pool:
-    if not len(answers) == len(correct) == len(step_rewards):
-        raise ValueError(f"{len(answers)} answers, {len(correct)} grades and {len(step_rewards)} step-reward lists")
-    # Groups are formed once on the whole pool and restricted to each subset: `equivalent` (math-verify,
-    # slow) then runs once per pool, and a candidate's group never changes between subsets.
-    group_of = group_index(group_answers(answers, equivalent), len(answers))
-    scores = {agg: tuple(aggregate(r, agg) for r in step_rewards) for agg in AGGREGATIONS}
-    return _Pool(tuple(group_of), tuple(bool(c) for c in correct), scores)
-
-
-def bon_subset_scores(
-    answers: Sequence[str | None],
-    correct: Sequence[bool],
-    step_rewards: Sequence[Sequence[float]],
-    equivalent: Equivalent | None = None,
-) -> Callable[[Sequence[int]], dict[str, float]]:
-    """A callback: subset indices -> {key: 1.0/0.0} for every key in BON_KEYS, one pass per subset.
-
-    The chosen candidate is the one all_selections would pick on the subset (majority / prm_vote: the
-    first member of the winning group; prm_max: the best-scored answered candidate) and its grade
-    `correct[i]` is the score; no answer scores 0.0. Feed it to `subsample_curves`.
-    """
-    pool = _pool(answers, correct, step_rewards, equivalent)
-    return lambda subset: {key: pool.correct_of(tuple(subset), key) for key in BON_KEYS}
-
-
-def bon_subset_correct(
-    answers: Sequence[str | None],
-    correct: Sequence[bool],
-    step_rewards: Sequence[Sequence[float]],
-    key: str,
-    equivalent: Equivalent | None = None,
-) -> Callable[[Sequence[int]], float]:
-    """The `bon_subset_scores` callback for one selection key (a `selection_name`, e.g. "prm_min_vote")."""
-    if key not in _PAIR_OF:
-        raise ValueError(f"unknown selection key {key!r}; valid: {', '.join(BON_KEYS)}")
-    pool = _pool(answers, correct, step_rewards, equivalent)
-    return lambda subset: pool.correct_of(tuple(subset), key)
+def powers_of_two(n_max: int) -> list[int]:
+    """1, 2, 4, ... up to n_max, and n_max itself when it is not a power of two."""
+    out, k = [], 1
+    while k <= n_max:
+        out.append(k)
+        k *= 2
+    if out[-1] != n_max:
+        out.append(n_max)
+    return out
 
 
 # --- difficulty bins -----------------------------------------------------------------------------

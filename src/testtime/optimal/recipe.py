@@ -20,13 +20,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from testtime.search.registry import SCORED, STRATEGIES, TREE
-
-POOLED = ("majority", "best_of_n")
+from testtime.engine import RunConfig
+from testtime.errors import ConfigError
+from testtime.search.base import Strategy, options_from
+from testtime.search.registry import strategy_class
 
 
 class StrategySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A recipe's strategy entry: its name and the options that make its configs distinct."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     m: int = 4  # tree searches only
@@ -35,13 +38,31 @@ class StrategySpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r} (available: {', '.join(STRATEGIES)})")
+        try:
+            strategy_class(v)
+        except ConfigError as e:
+            raise ValueError(e.message) from None
         return v
+
+    @model_validator(mode="after")
+    def _options(self) -> StrategySpec:
+        try:
+            self.options  # noqa: B018 - the strategy's own options validate themselves
+        except ConfigError as e:
+            raise ValueError(e.render()) from None
+        return self
+
+    @property
+    def cls(self) -> type[Strategy]:
+        return strategy_class(self.name)
+
+    @property
+    def options(self) -> Any:
+        return options_from(self.cls.Options, self)
 
     @property
     def label(self) -> str:
-        return f"{self.name}(m={self.m})" if self.name in TREE else self.name
+        return self.cls.label(self.options)
 
 
 class Difficulty(BaseModel):
@@ -121,12 +142,20 @@ class Recipe(BaseModel):
             raise ValueError("holdout must be in (0, 1)")
         self.seeds = self.seeds or [self.seed]
         self.datasets = self.datasets or [self.dataset]
-        if any(s.name in SCORED for s in self.strategies) and not self.prm:
-            raise ValueError("strategies best_of_n / beam / dvts / rebase need prm")
+        scored = [s.name for s in self.strategies if s.cls.needs_scorer]
+        if scored and not self.prm:
+            raise ValueError(f"strategies {', '.join(scored)} need prm (a step scorer, e.g. arith-check)")
         return self
 
-    def tree_budgets(self, spec: StrategySpec) -> list[int]:
-        return [b for b in self.budgets or [] if b >= spec.m and b % spec.m == 0]
+    def run_config(self, dataset: str, seed: int, spec: StrategySpec, n: int) -> RunConfig:
+        """The engine config of one sweep run: the recipe's settings, one strategy at one budget."""
+        return RunConfig(
+            dataset=dataset, strategy=spec.name, n=n, limit=self.limit, levels=self.levels, seed=seed,
+            model=self.model, out=self.out, max_tokens=self.max_tokens, temperature=self.temperature,
+            fewshot=self.fewshot, system=self.system, instruction=self.instruction, prm=self.prm, m=spec.m,
+            rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
+            batch_sequences=max(64, 4 * n),
+        )
 
 
 def _coerce(text: str) -> Any:

@@ -20,7 +20,7 @@ The report model (accuracy is always a fraction in [0, 1]; every key is optional
       "tables": [{"title": str, "columns": [str], "rows": [[str | float | int | None]]}],
       "metrics": {name: str},        # headline figures, already formatted; shown as a definition list
       "trees": {problem_id: {"question": str, "answer": str, "strategy": str, "nodes": [
-          {"node_id": int (required), "parent": int | None, "depth": int, "step": str,
+          {"id": int (required), "parent": int | None, "depth": int, "step": str,
            "reward": float | None, "kept": bool, "pruned": str | None (reason), "terminal": bool,
            "answer": str | None}]}}
     }
@@ -94,7 +94,7 @@ class Table(TypedDict):
 
 
 class TreeNode(TypedDict):
-    node_id: int
+    id: int
     parent: int | None
     depth: int
     step: str
@@ -257,16 +257,16 @@ def _tree(v: Any, path: str) -> Tree:
     for i, n in enumerate(_list(t.get("nodes"), f"{path}.nodes")):
         np_ = f"{path}.nodes[{i}]"
         n = _mapping(n, np_)
-        node_id = _int(n.get("node_id"), f"{np_}.node_id")
+        node_id = _int(n.get("id"), f"{np_}.id")
         if node_id in seen:
-            raise _fail(f"{np_}.node_id", f"duplicate node_id {node_id}")
+            raise _fail(f"{np_}.id", f"duplicate node id {node_id}")
         parent = None if n.get("parent") is None else _int(n.get("parent"), f"{np_}.parent")
         seen[node_id] = parent
         pruned = n.get("pruned")
         answer = n.get("answer")
         nodes.append(
             TreeNode(
-                node_id=node_id,
+                id=node_id,
                 parent=parent,
                 depth=_int(n.get("depth", 0), f"{np_}.depth"),
                 step=_str(n.get("step"), f"{np_}.step"),
@@ -540,8 +540,8 @@ _JS = """
   function nodeLine(n) {
     var pruned = isPruned(n);
     var line = el("span", "node " + (pruned ? "pruned" : "kept") + (n.terminal ? " terminal" : ""));
-    line.setAttribute("data-node-id", String(n.node_id));
-    line.appendChild(el("span", "nid", "#" + n.node_id));
+    line.setAttribute("data-node-id", String(n.id));
+    line.appendChild(el("span", "nid", "#" + n.id));
     line.appendChild(el("span", "reward", n.reward === null ? "r=n/a" : "r=" + n.reward.toFixed(3)));
     var status = pruned ? "pruned" + (n.pruned ? " (" + n.pruned + ")" : "") : "kept";
     line.appendChild(el("span", "mark status", status));
@@ -558,7 +558,7 @@ _JS = """
     if (!t) { return; }
     var ids = {}, children = {}, roots = [];
     var kept = 0, pruned = 0, finished = 0;
-    t.nodes.forEach(function (n) { ids[n.node_id] = true; });
+    t.nodes.forEach(function (n) { ids[n.id] = true; });
     t.nodes.forEach(function (n) {
       // a node whose parent was not recorded still shows, as a root
       if (n.parent === null || !ids[n.parent]) { roots.push(n); }
@@ -566,10 +566,10 @@ _JS = """
       if (isPruned(n)) { pruned += 1; } else { kept += 1; }
       if (n.terminal) { finished += 1; }
     });
-    function byId(a, b) { return a.node_id - b.node_id; }
+    function byId(a, b) { return a.id - b.id; }
     function build(n) {
       var li = el("li");
-      var kids = (children[n.node_id] || []).sort(byId);
+      var kids = (children[n.id] || []).sort(byId);
       if (kids.length) {
         var det = el("details");
         det.open = true;

@@ -22,11 +22,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from testtime import engine
+from testtime.engine import RunConfig
+from testtime.errors import ConfigError
 from testtime.execution import ScorerInfo, as_executor
 from testtime.optimal.calibrate import Choice, Table
 from testtime.optimal.metrics import absolute_bins, bin_order
 from testtime.optimal.sweep import probe_features
+from testtime.search import BestOfN, Majority
+from testtime.search.selection import SELECTIONS
 from testtime.types import Compute, Problem
 
 
@@ -72,18 +75,12 @@ def check_table(table: Table, policy_id: str, scorer_name: str | None, force: bo
     if force:
         return
     if table.prm != scorer_name:
-        raise ValueError(
-            f"--table was calibrated with PRM {table.prm!r} but this run scores with {scorer_name!r}; the best "
-            "strategy depends on the PRM (recalibrate, or pass --force to apply it anyway)"
-        )
+        raise ConfigError("table", message=(
+            f"calibrated with PRM {table.prm!r} but this run scores with {scorer_name!r}; the best strategy "
+            "depends on the PRM (recalibrate, or set force to apply it anyway)"))
     if table.policy != policy_id:
-        raise ValueError(
-            f"--table was calibrated for policy {table.policy!r}, not {policy_id!r} (recalibrate, or pass --force)"
-        )
-
-
-def _run_config(base: dict[str, Any], strategy: str, n: int, **kw: Any) -> engine.RunConfig:
-    return engine.RunConfig(**{**base, "strategy": strategy, "n": n, **kw})
+        raise ConfigError("table", message=(
+            f"calibrated for policy {table.policy!r}, not {policy_id!r} (recalibrate, or set force)"))
 
 
 def run_optimal(
@@ -92,12 +89,13 @@ def run_optimal(
     policy: Any,
     scorer: Any,
     problems: list[Problem],
-    base: dict[str, Any],
+    base: RunConfig,
     *,
     force: bool = False,
     prm: str | None = None,
 ) -> OptimalResult:
-    """`base`: the RunConfig fields shared by every run (dataset, seed, out, max_tokens, fewshot, ...).
+    """`base`: the settings shared by every run (dataset, seed, out, max_tokens, fewshot, ...); each run is
+    ``base.with_strategy(...)``.
 
     `policy` is a policy (run here, scoring with `scorer`) or an executor (``testtime.execution``); with
     no `scorer` object, `prm` is the scorer spec the executor builds (None: no PRM)."""
@@ -110,7 +108,7 @@ def run_optimal(
 
 
 def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
-                 base: dict[str, Any], force: bool, prm: str | None) -> OptimalResult:
+                 base: RunConfig, force: bool, prm: str | None) -> OptimalResult:
     t0 = time.perf_counter()
     info: ScorerInfo | None = None
     if scorer is not None:
@@ -120,8 +118,9 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
         info = executor.scorer_info(prm)
     check_table(table, executor.model_id, info.name if info else None, force)
     probe_n = table.predictor.probe_n
-    probe_strategy = "best_of_n" if info is not None else "majority"
-    probe = executor.run(_run_config(base, probe_strategy, probe_n, prm=prm if info else None), problems)
+    # the sweep's pool, in small: scored by the PRM when there is one, as the predictor was fitted
+    probe_strategy = BestOfN.name if info is not None else Majority.name
+    probe = executor.run(base.with_strategy(probe_strategy, probe_n, prm=prm if info else None), problems)
     pass1: dict[str, float] = {}
     compute: dict[str, Compute] = {}
     failed: dict[str, str] = {}
@@ -132,7 +131,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
         if r.failed:
             failed[r.problem.id] = f"probe: {r.error}"
             continue
-        agreement, score = probe_features(r.trace.meta["answer_groups"], r.trace.meta.get("rewards"))
+        scoring = r.trace.scoring
+        agreement, score = probe_features(r.trace.answer_groups or [], scoring.rewards if scoring else None)
         pass1[r.problem.id] = table.predictor.predict(agreement, score)
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
     live = [p for p in problems if p.id not in failed]
@@ -145,13 +145,13 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
     run_ids = [probe.run_id]
     for (strategy, n, m, _sel), members in groups_by_choice.items():
         ch = choices[members[0].id]
-        agg, sel = ch.aggregation_selection()
-        kw: dict[str, Any] = {"aggregation": agg, "selection": sel if strategy != "majority" else "prm_max"}
+        kw: dict[str, Any] = {"prm": prm if info else None}
+        sel = SELECTIONS.get(ch.selection or "")
+        if sel is not None:  # the calibrated selection gives the answer (majority ignores the aggregation)
+            kw.update(aggregation=sel.aggregation or "last", selection=sel.rule)
         if m:
             kw["m"] = m
-        if strategy in ("best_of_n", "beam", "dvts", "rebase"):
-            kw["prm"] = prm if info else None
-        res = executor.run(_run_config(base, strategy, n, **kw), members)
+        res = executor.run(base.with_strategy(strategy, n, **kw), members)
         run_ids.append(res.run_id)
         for r in res.results:
             correct[r.problem.id] = bool(r.trace.correct)

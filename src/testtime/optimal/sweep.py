@@ -33,13 +33,12 @@ from typing import Any
 from testtime import engine
 from testtime.datasets import load_dataset
 from testtime.optimal.artifact import read_artifact
-from testtime.optimal.metrics import BON_KEYS, bon_subset_scores, subsample_curves
+from testtime.optimal.metrics import selection_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
-from testtime.search.registry import SCORED, TREE
+from testtime.search import Majority, Pool, Strategy
 from testtime.types import Problem
 
 SWEEP_VERSION = 1
-ALL_KEYS = list(BON_KEYS)  # "majority", "prm_last_max", "prm_last_vote", ...
 
 
 @dataclass
@@ -99,14 +98,11 @@ def sweep_path(recipe: Recipe) -> Path:
     return Path(recipe.out) / f"sweep-{recipe.name}.json"
 
 
-def _config(recipe: Recipe, spec: StrategySpec, n: int, prm: str | None, dataset: str, seed: int) -> engine.RunConfig:
-    return engine.RunConfig(
-        dataset=dataset, strategy=spec.name, n=n, limit=recipe.limit, levels=recipe.levels, seed=seed,
-        model=recipe.model, out=recipe.out, max_tokens=recipe.max_tokens, temperature=recipe.temperature,
-        fewshot=recipe.fewshot, system=recipe.system, instruction=recipe.instruction, prm=prm, m=spec.m,
-        max_depth=recipe.max_depth, step_max_tokens=recipe.step_max_tokens, rank_by=spec.rank_by,
-        batch_sequences=max(64, 4 * n),
-    )
+def config_name(cls: type[Strategy], options: Any, selection: str | None) -> str:
+    """A cell's config: the strategy's label, and for PRM-scored strategies the selection that chose the
+    answer ("cot", "majority", "best_of_n/prm_min_vote", "beam(m=4)/prm_last_max")."""
+    label = cls.label(options)
+    return f"{label}/{selection}" if cls.needs_scorer and selection else label
 
 
 def n_runs(recipe: Recipe) -> int:
@@ -114,22 +110,27 @@ def n_runs(recipe: Recipe) -> int:
     return len(plan(recipe)) * len(recipe.seeds or [0]) * len(recipe.datasets or [0])
 
 
-def plan(recipe: Recipe) -> list[tuple[StrategySpec, int]]:
-    """The engine runs a sweep needs per (dataset, seed), in order: (strategy, N). The pool comes first."""
-    names = [s.name for s in recipe.strategies]
-    runs: list[tuple[StrategySpec, int]] = []
-    pool = "best_of_n" if "best_of_n" in names else "majority"
-    runs.append((StrategySpec(name=pool), recipe.n_max))
+def pool_spec(recipe: Recipe) -> StrategySpec:
+    """The strategy whose N_max pool gives every pooled curve and the difficulty: the recipe's first pooled
+    PRM-scored strategy (its pool is scored), else majority voting."""
     for spec in recipe.strategies:
-        if spec.name == "cot":
-            runs.append((spec, 1))
-        elif spec.name in TREE:
-            runs.extend((spec, b) for b in recipe.tree_budgets(spec))
+        if spec.cls.pooled and spec.cls.needs_scorer:
+            return StrategySpec(name=spec.name)
+    return StrategySpec(name=Majority.name)
+
+
+def plan(recipe: Recipe) -> list[tuple[StrategySpec, int]]:
+    """The engine runs a sweep needs per (dataset, seed), in order: (strategy, N). The pool comes first;
+    pooled strategies need no run of their own."""
+    runs: list[tuple[StrategySpec, int]] = [(pool_spec(recipe), recipe.n_max)]
+    for spec in recipe.strategies:
+        if not spec.cls.pooled:
+            runs.extend((spec, b) for b in spec.cls.sweep_budgets(recipe.budgets or [], spec.options))
     return runs
 
 
 def _pool_cells(
-    recipe: Recipe, result: engine.RunResult, with_prm: bool, seed: int
+    recipe: Recipe, spec: StrategySpec, result: engine.RunResult, seed: int
 ) -> tuple[list[Cell], list[ProblemInfo]]:
     cells: list[Cell] = []
     infos: list[ProblemInfo] = []
@@ -138,29 +139,27 @@ def _pool_cells(
         if r.failed:
             continue
         t = r.trace
-        answers = [c.answer for c in t.candidates]
         correct = [bool(c.correct) for c in t.candidates]
-        n = len(answers)
-        # the strategy grouped the pool by math equivalence once; subsets compare those group ids
-        group_of: list[int | None] = t.meta["answer_groups"]
-        gid = [None if g is None else f"g{g}" for g in group_of]
-        rewards = t.meta.get("rewards") or [[] for _ in range(n)]
+        n = len(correct)
+        rewards = t.scoring.rewards if t.scoring is not None else None
+        # the strategy grouped the pool by math equivalence once; subsets reuse its groups
+        pool = Pool.of(t.answer_groups or [None] * n, rewards)
         per_sample_tokens = t.compute.generated_tokens / max(1, n)
         per_sample_flops = t.compute.flops / max(1, n)
         policy_flops = t.compute.policy_flops / max(1, n)  # majority needs no PRM: it is not charged one
-        # every selection of one subset in one pass, the same subsets for every key
-        curves = subsample_curves(n, [k for k in ks if k <= n], bon_subset_scores(gid, correct, rewards),
+        # every selection of one subset in one pass, the same subsets for every selection
+        curves = subsample_curves(n, [k for k in ks if k <= n], selection_subset_scores(pool, correct),
                                   samples=recipe.subsamples, seed=seed)
-        for key in ALL_KEYS if with_prm else ["majority"]:
-            curve = curves[key]
-            strategy = "majority" if key == "majority" else "best_of_n"
-            config = strategy if key == "majority" else f"best_of_n/{key}"
-            for k, acc in curve.items():
-                flops = (policy_flops if key == "majority" else per_sample_flops) * k
-                cells.append(Cell(r.problem.id, config, strategy, None, None if key == "majority" else key, k, acc,
+        for sel in pool.selections():
+            cls = spec.cls if sel.uses_scores else Majority
+            config = config_name(cls, cls.Options(), sel.name)
+            for k, acc in curves[sel.name].items():
+                flops = (per_sample_flops if sel.uses_scores else policy_flops) * k
+                cells.append(Cell(r.problem.id, config, cls.name, None, sel.name if sel.uses_scores else None, k, acc,
                                   per_sample_tokens * k, flops))
         probe = min(recipe.difficulty.probe_n, n)
-        agreement, probe_score = probe_features(group_of[:probe], rewards[:probe] if with_prm else None)
+        group_of = list(pool.group_of)
+        agreement, probe_score = probe_features(group_of[:probe], rewards[:probe] if rewards is not None else None)
         infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), agreement, probe_score))
     return cells, infos
 
@@ -178,18 +177,18 @@ def probe_features(
 
 
 def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
+    """One cell per selection a run reported (PRM-scored strategies), or one for its answer (CoT)."""
     cells = []
+    m = getattr(spec.options, "m", None) if spec.cls.is_tree else None
     for r in result.results:
         if r.failed:
             continue
         t = r.trace
-        if spec.name == "cot":
-            cells.append(Cell(r.problem.id, "cot", "cot", None, None, 1, float(bool(t.correct)),
-                              t.compute.generated_tokens, t.compute.flops))
-            continue
-        for key, ok in t.meta.get("selections_correct", {}).items():
-            cells.append(Cell(r.problem.id, f"{spec.label}/{key}", spec.name, spec.m, key, t.budget, float(bool(ok)),
-                              t.compute.generated_tokens, t.compute.flops))
+        verdicts: dict[str | None, bool] = (dict(t.selections_correct) if spec.cls.needs_scorer
+                                            else {None: bool(t.correct)})
+        for key, ok in verdicts.items():
+            cells.append(Cell(r.problem.id, config_name(spec.cls, spec.options, key), spec.name, m, key, t.budget,
+                              float(bool(ok)), t.compute.generated_tokens, t.compute.flops))
     return cells
 
 
@@ -247,19 +246,18 @@ def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Proble
         label = f"{dataset} seed {seed} {spec.label}@{n}"
         if on_progress:
             on_progress(i, len(jobs), label)
-        prm = recipe.prm if spec.name in SCORED else None
-        result = executor.run(_config(recipe, spec, n, prm, dataset, seed), ps)
+        result = executor.run(recipe.run_config(dataset, seed, spec, n), ps)
         run_ids.append(result.run_id)
         for r in result.results:
             if r.failed:
                 failed.setdefault(r.problem.id, f"{label}: {r.error}")
         if (spec, n) == runs[0]:  # the pool of this (dataset, seed)
-            cells_i, infos_i = _pool_cells(recipe, result, spec.name == "best_of_n", seed)
+            cells_i, infos_i = _pool_cells(recipe, spec, result, seed)
             cells.extend(cells_i)
             infos.extend(infos_i)
         else:
             cells.extend(_run_cells(spec, result))
-        if spec.name in TREE:  # every problem's tree from the latest tree run (the viewer shows any problem)
+        if spec.cls.is_tree:  # every problem's tree from the latest tree run (the viewer shows any problem)
             for r in result.results:
                 if not r.failed:
                     trees[r.problem.id] = {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"}
@@ -270,7 +268,7 @@ def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Proble
     if on_progress:
         on_progress(len(jobs), len(jobs), "done")
     prm_name, oracle = getattr(scorer, "name", recipe.prm), bool(getattr(scorer, "outcome_only", False))
-    if recipe.prm and any(spec.name in SCORED for spec, _n in runs):
+    if recipe.prm and any(spec.cls.needs_scorer for spec, _n in runs):
         info = executor.scorer_info(recipe.prm)
         prm_name, oracle = info.name, info.outcome_only
     out = SweepResult(recipe.model_dump(), executor.model_id, prm_name, oracle, infos, cells,

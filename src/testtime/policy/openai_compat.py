@@ -36,13 +36,14 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 
+from testtime.errors import ProblemFailure
 from testtime.netretry import post_json
 from testtime.policy.base import ChunkCallback, GenerationRequest
 from testtime.policy.prompts import plain_chat, render_jinja_chat
 from testtime.types import Completion
 
 
-class GenerationFailed(RuntimeError):
+class GenerationFailed(ProblemFailure):
     """Some pieces of a ``generate`` call failed after retries; all other pieces were completed and
     reported through ``on_chunk`` before this was raised."""
 

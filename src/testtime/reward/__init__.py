@@ -24,7 +24,6 @@ from urllib.parse import parse_qsl
 
 from testtime.reward.arith_check import ArithCheck, check_step, evaluate, extract_statements
 from testtime.reward.base import BatchScorer, RewardError, RewardModel, Scored, ScoreRequest, check_scored
-from testtime.reward.cached import CachedScorer
 from testtime.reward.judge import Judge
 from testtime.reward.oracle import Oracle
 
@@ -92,6 +91,6 @@ def load_scorer(spec: str, policy: Any = None) -> RewardModel:
 
 
 __all__ = [
-    "ArithCheck", "BatchScorer", "CachedScorer", "Judge", "Oracle", "RewardError", "RewardModel", "Scored",
+    "ArithCheck", "BatchScorer", "Judge", "Oracle", "RewardError", "RewardModel", "Scored",
     "ScoreRequest", "check_scored", "check_step", "evaluate", "extract_statements", "load_scorer", "parse_spec",
 ]

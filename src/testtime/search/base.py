@@ -1,17 +1,22 @@
-"""What every strategy gets: the batched generator, prompts, sampling settings and seeds."""
+"""What a strategy is (its traits and options) and what every strategy gets: the batched generator,
+prompts, sampling settings and seeds; the helpers every strategy ends with."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from testtime.datasets import fewshot_for
+from testtime.errors import ConfigError
 from testtime.generation import CachedGenerator
 from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.reward.base import RewardModel
-from testtime.types import Candidate, Completion, Compute, Problem, Trace
+from testtime.search.selection import Pool, Selection, math_equivalent, selection_of
+from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Trace
 
 
 @dataclass
@@ -27,7 +32,7 @@ class SearchContext:
 
     def require_scorer(self, strategy: str) -> RewardModel:
         if self.scorer is None:
-            raise ValueError(f"--strategy {strategy} needs a step scorer: pass --prm (e.g. --prm arith-check)")
+            raise ConfigError("prm", message=f"strategy {strategy} needs a step scorer (e.g. arith-check)")
         return self.scorer
 
     def prompt_for(self, problem: Problem) -> str:
@@ -53,13 +58,88 @@ class SearchContext:
         return self.generator.policy.n_params
 
 
-class Strategy(Protocol):
-    """A search strategy advances all given problems together and returns one Trace per problem."""
+# --- what a strategy is ---------------------------------------------------------------------------
 
-    name: str
-    budget: int
 
-    def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]: ...
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a strategy that takes none."""
+
+
+@dataclass(frozen=True)
+class ScoredOptions:
+    """Options of every PRM-scored strategy: which aggregation x selection gives the reported answer
+    (every pair is reported anyway, in ``Trace.selections``)."""
+
+    aggregation: str = "last"
+    selection: str = "prm_max"
+
+    def __post_init__(self) -> None:
+        self.choice  # noqa: B018 - validates both fields (ConfigError names the bad one)
+
+    @property
+    def choice(self) -> Selection:
+        return selection_of(self.aggregation, self.selection)
+
+
+def options_from(options_type: type, source: Any) -> Any:
+    """An options object from any object carrying fields of the same names (a RunConfig, a recipe's
+    strategy entry); fields the source lacks keep their defaults."""
+    return options_type(**{f.name: getattr(source, f.name) for f in fields(options_type) if hasattr(source, f.name)})
+
+
+@dataclass
+class Strategy(ABC):
+    """A search strategy: advances all given problems together and returns one Trace per problem.
+
+    Its traits live on the class, so the rest of testtime asks the class, never the name:
+
+    * ``needs_scorer``: takes a step scorer (``prm``); ``is_tree``: searches over steps;
+    * ``pooled``: its curve for every N <= N_max is subsampled from one N_max pool (sweeps run it once);
+    * ``Options``: its options dataclass (fields named as ``RunConfig``'s), validated in ``__post_init__``;
+    * ``effective_n`` / ``check_budget`` / ``sweep_budgets``: what its budget N means and allows.
+    """
+
+    budget: int = 1
+    options: Any = None  # an instance of the class's Options (None: its defaults)
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    needs_scorer: ClassVar[bool] = False
+    is_tree: ClassVar[bool] = False
+    pooled: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            self.options = self.Options()
+        if not isinstance(self.options, self.Options):
+            raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, not {type(self.options).__name__}")
+        self.budget = self.effective_n(self.budget)
+        self.check_budget(self.budget, self.options)
+
+    @classmethod
+    def effective_n(cls, n: int) -> int:
+        """The budget a requested N becomes (CoT: always 1)."""
+        return n
+
+    @classmethod
+    def check_budget(cls, n: int, options: Any) -> None:
+        if n < 1:
+            raise ConfigError("n", n, "must be >= 1")
+
+    @classmethod
+    def sweep_budgets(cls, budgets: Sequence[int], options: Any) -> list[int]:
+        """The budgets of a sweep this strategy is run at (pooled ones: subsampled from the N_max pool)."""
+        return sorted({cls.effective_n(b) for b in budgets})
+
+    @classmethod
+    def label(cls, options: Any) -> str:
+        """Its name in sweep configs and reports, with the hyperparameters that make it distinct."""
+        return cls.name
+
+    @abstractmethod
+    def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
+        """One Trace per problem, in order; every problem advanced in the same batched calls."""
 
 
 def split_steps(text: str) -> list[str]:
@@ -104,4 +184,28 @@ def candidate_of(completion: Completion, answer: str | None) -> Candidate:
         answer=answer,
         finish_reason=completion.finish_reason,
         generated_tokens=completion.generated_tokens,
+    )
+
+
+def scored_trace(
+    problem: Problem,
+    strategy: Strategy,
+    candidates: list[Candidate],
+    rewards: list[list[float]],
+    scorer: RewardModel,
+    compute: Compute,
+    rewards_from_store: int = 0,
+    **extra: Any,
+) -> Trace:
+    """The end of every PRM-guided strategy: answers grouped once (math equivalence), every selection
+    chosen from the same pool, the trace's answer the one its options ask for."""
+    answers = [c.answer for c in candidates]
+    pool = Pool.from_answers(answers, rewards, math_equivalent(problem.kind))
+    picks = {name: None if i is None else answers[i] for name, i in pool.choices().items()}
+    choice: Selection = strategy.options.choice
+    return Trace(
+        problem.id, strategy.name, strategy.budget, candidates, picks[choice.name], compute=compute,
+        answer_groups=list(pool.group_of), selections=picks,
+        scoring=Scoring(scorer.name, bool(scorer.outcome_only), rewards, choice.name, rewards_from_store),
+        **extra,
     )

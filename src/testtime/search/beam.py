@@ -21,13 +21,15 @@ pair over them is reported (the chosen one by --aggregation / --selection).
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from testtime.search.base import SearchContext
-from testtime.search.scored import check_choice, chosen_key, scored_trace
-from testtime.search.tree import Node, Tree, TreeSettings, expand, rank_score, top_k
-from testtime.types import Problem, Trace
+from testtime.errors import ConfigError
+from testtime.reward.base import RewardModel
+from testtime.search.base import SearchContext, Strategy, scored_trace
+from testtime.search.tree import Tree, TreeOptions, expand, rank_score, top_k
+from testtime.types import Node, Problem, Trace
 
 
 def balanced_allocation(weights: list[float], total: int) -> list[int]:
@@ -51,18 +53,30 @@ def softmax(xs: list[float], temperature: float) -> list[float]:
 
 
 @dataclass
-class _TreeSearch(ABC):
-    budget: int = 16
-    width: int = 4  # M
-    aggregation: str = "last"
-    selection: str = "prm_max"
-    settings: TreeSettings = field(default_factory=TreeSettings)
-    name: str = "tree"
+class TreeSearch(Strategy):
+    """The loop every tree search shares; a subclass defines ``choose`` (and ``start`` when it keeps state)."""
 
-    def __post_init__(self) -> None:
-        check_choice(self.aggregation, self.selection)
-        if self.width < 1 or self.budget < self.width or self.budget % self.width:
-            raise ValueError(f"--n {self.budget} --m {self.width}: N must be a positive multiple of M")
+    budget: int = 16
+    Options = TreeOptions
+    needs_scorer = True
+    is_tree = True
+
+    @classmethod
+    def check_budget(cls, n: int, options: TreeOptions) -> None:
+        if n < options.m or n % options.m:
+            raise ConfigError(("n", "m"), (n, options.m), "N must be a positive multiple of M")
+
+    @classmethod
+    def sweep_budgets(cls, budgets: Sequence[int], options: TreeOptions) -> list[int]:
+        return sorted({b for b in budgets if b >= options.m and b % options.m == 0})
+
+    @classmethod
+    def label(cls, options: TreeOptions) -> str:
+        return f"{cls.name}(m={options.m})"
+
+    @property
+    def width(self) -> int:  # M
+        return self.options.m
 
     @abstractmethod
     def choose(self, tree: Tree, state: dict, children: list[Node], done: list[Node]) -> list[tuple[Tree, Node, int]]:
@@ -81,12 +95,10 @@ class _TreeSearch(ABC):
             state, items = self.start(t)
             states.append(state)
             work.extend(items)
-        depth = 0
+        index = {id(t): i for i, t in enumerate(trees)}
         while work:
-            depth += 1
-            children = expand(work, ctx, scorer, self.settings)  # one policy + one scorer call
+            children = expand(work, ctx, scorer, self.options)  # one policy + one scorer call
             by_tree: dict[int, list[Node]] = {}
-            index = {id(t): i for i, t in enumerate(trees)}
             for (tree, _node, _k), kids in zip(work, children, strict=True):
                 by_tree.setdefault(index[id(tree)], []).extend(kids)
             work = []
@@ -94,22 +106,19 @@ class _TreeSearch(ABC):
                 work.extend(self.choose(trees[ti], states[ti], kids, done[ti]))
         return [self._trace(t, d, ctx, scorer) for t, d in zip(trees, done, strict=True)]
 
-    def _trace(self, tree: Tree, done: list[Node], ctx: SearchContext, scorer) -> Trace:
+    def _trace(self, tree: Tree, done: list[Node], ctx: SearchContext, scorer: RewardModel) -> Trace:
         finals = done or self._fallback(tree)
         for n in finals:
             n.kept = True
         cands = [tree.candidate(n) for n in finals]
         compute = tree.compute(ctx.n_params, scorer.n_params)
-        return scored_trace(
-            tree.problem, self.name, self.budget, cands, [n.path_rewards for n in finals], scorer,
-            chosen_key(self.aggregation, self.selection), compute,
-            {"width": self.width, "tree": [n.record() for n in tree.nodes], "finished": len(done)},
-        )
+        return scored_trace(tree.problem, self, cands, [n.path_rewards for n in finals], scorer, compute,
+                            tree=tree.nodes, meta={"width": self.width, "finished": len(done)})
 
     def _fallback(self, tree: Tree) -> list[Node]:
         """Nothing finished (every path truncated or pruned): the best scored node stands in."""
         scored = [n for n in tree.nodes if n.parent is not None and n.pruned != "truncated" and n.path_rewards]
-        return top_k(scored, 1, self.settings)
+        return top_k(scored, 1, self.options)
 
 
 def _viable(children: list[Node]) -> list[Node]:
@@ -117,8 +126,8 @@ def _viable(children: list[Node]) -> list[Node]:
 
 
 @dataclass
-class BeamSearch(_TreeSearch):
-    name: str = "beam"
+class BeamSearch(TreeSearch):
+    name = "beam"
 
     def choose(self, tree, state, children, done):
         viable = _viable(children)
@@ -128,7 +137,7 @@ class BeamSearch(_TreeSearch):
             for c in active:
                 c.pruned = "rank"
             return []
-        keep = top_k(active, self.budget // self.width, self.settings)
+        keep = top_k(active, self.budget // self.width, self.options)
         kept_ids = {k.id for k in keep}
         for c in active:
             c.kept = c.id in kept_ids
@@ -138,8 +147,8 @@ class BeamSearch(_TreeSearch):
 
 
 @dataclass
-class DVTS(_TreeSearch):
-    name: str = "dvts"
+class DVTS(TreeSearch):
+    name = "dvts"
 
     def start(self, tree):
         # One request of N first steps; sample i belongs to subtree i // M.
@@ -160,7 +169,7 @@ class DVTS(_TreeSearch):
             for c in kids:
                 state["subtree_of"][c.id] = sub
             viable = _viable(kids)
-            best = top_k(viable, 1, self.settings)
+            best = top_k(viable, 1, self.options)
             for c in viable:
                 if not best or c.id != best[0].id:
                     c.pruned = "rank"
@@ -175,10 +184,20 @@ class DVTS(_TreeSearch):
         return work
 
 
+@dataclass(frozen=True)
+class RebaseOptions(TreeOptions):
+    softmax_temperature: float = 0.1  # over rewards in [0, 1]: lower = greedier
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.softmax_temperature > 0:
+            raise ConfigError("softmax_temperature", self.softmax_temperature, "must be > 0")
+
+
 @dataclass
-class Rebase(_TreeSearch):
-    name: str = "rebase"
-    temperature: float = 0.1  # softmax temperature over rewards in [0, 1]: lower = greedier
+class Rebase(TreeSearch):
+    name = "rebase"
+    Options = RebaseOptions
 
     def start(self, tree):
         return {"width": self.budget}, [(tree, tree.root, self.budget)]
@@ -194,7 +213,7 @@ class Rebase(_TreeSearch):
                 c.pruned = "rank"
             return []
         alloc = balanced_allocation(
-            softmax([rank_score(c, self.settings) for c in active], self.temperature), state["width"]
+            softmax([rank_score(c, self.options) for c in active], self.options.softmax_temperature), state["width"]
         )
         work = []
         for c, k in zip(active, alloc, strict=True):

@@ -10,21 +10,18 @@ from dataclasses import dataclass
 
 from testtime.grading import extract_answer
 from testtime.reward.base import ScoreRequest
-from testtime.search.base import SearchContext, candidate_of, compute_of
+from testtime.search.base import ScoredOptions, SearchContext, Strategy, candidate_of, compute_of, scored_trace
 from testtime.search.sampling import sample_solutions
-from testtime.search.scored import check_choice, chosen_key, scored_trace
 from testtime.types import Problem, Trace
 
 
 @dataclass
-class BestOfN:
+class BestOfN(Strategy):
     budget: int = 8
-    aggregation: str = "last"  # the reported answer's; all pairs are in trace.meta["selections"]
-    selection: str = "prm_max"
-    name: str = "best_of_n"
-
-    def __post_init__(self) -> None:
-        check_choice(self.aggregation, self.selection)
+    name = "best_of_n"
+    Options = ScoredOptions
+    needs_scorer = True
+    pooled = True
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         scorer = ctx.require_scorer(self.name)
@@ -45,11 +42,6 @@ class BestOfN:
             compute = compute_of(comps, ctx.n_params)
             compute.prm_tokens = sum(s.tokens for s in mine)
             compute.prm_flops = 2.0 * scorer.n_params * compute.prm_tokens
-            traces.append(
-                scored_trace(
-                    problem, self.name, self.budget, cs, [s.rewards for s in mine], scorer,
-                    chosen_key(self.aggregation, self.selection), compute,
-                    {"rewards_from_store": sum(s.from_store for s in mine)},
-                )
-            )
+            traces.append(scored_trace(problem, self, cs, [s.rewards for s in mine], scorer, compute,
+                                       rewards_from_store=sum(s.from_store for s in mine)))
         return traces

@@ -1,33 +1,42 @@
-"""Strategy names -> classes; a new strategy is one entry here plus its module."""
+"""Strategy names -> classes. A new strategy is its module plus one entry in ``STRATEGIES``.
+
+Everything else asks the class (``strategy_class(name).needs_scorer``, ``.is_tree``, ``.pooled``, its
+``Options``), never compares the name.
+"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
+from testtime.errors import ConfigError
+from testtime.search.base import Strategy, options_from
 from testtime.search.beam import DVTS, BeamSearch, Rebase
 from testtime.search.best_of_n import BestOfN
 from testtime.search.sampling import CoT, Majority
-from testtime.search.tree import TreeSettings
 
-STRATEGIES: dict[str, type] = {
-    "cot": CoT, "majority": Majority, "best_of_n": BestOfN, "beam": BeamSearch, "dvts": DVTS, "rebase": Rebase,
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (CoT, Majority, BestOfN, BeamSearch, DVTS, Rebase)
 }
-# Strategies that search over steps (take --m, --max-depth, --step-max-tokens, --rank-by).
-TREE = frozenset({"beam", "dvts", "rebase"})
-# Strategies that need a step scorer (--prm).
-SCORED = frozenset({"best_of_n"}) | TREE
+
+# Every field some strategy's Options has: a run's identity keeps only its own strategy's.
+OPTION_FIELDS: frozenset[str] = frozenset(f.name for cls in STRATEGIES.values() for f in fields(cls.Options))
 
 
-def make_strategy(name: str, n: int, **options: Any):
-    """Build a strategy with budget n; options (aggregation, selection, ...) go to those that take them."""
+def strategy_class(name: str) -> type[Strategy]:
     if name not in STRATEGIES:
-        raise ValueError(f"--strategy {name}: unknown (available: {', '.join(STRATEGIES)})")
-    if name == "cot":
-        return CoT()
-    if name == "majority":
-        return Majority(budget=n)
-    if name in TREE:
-        tree_keys = ("step_max_tokens", "max_depth", "rank_by")
-        settings = TreeSettings(**{k: options.pop(k) for k in tree_keys if k in options})
-        return STRATEGIES[name](budget=n, settings=settings, **options)
-    return STRATEGIES[name](budget=n, **options)
+        raise ConfigError("strategy", name, f"unknown (available: {', '.join(STRATEGIES)})")
+    return STRATEGIES[name]
+
+
+def make_strategy(name: str, n: int, source: Any = None, **options: Any) -> Strategy:
+    """The strategy with budget n; its options from ``source``'s fields of the same names (a RunConfig)
+    and/or keyword options (``make_strategy("beam", 16, m=4)``); errors name the field."""
+    cls = strategy_class(name)
+    if source is not None:
+        opts = options_from(cls.Options, source)
+        known = {f.name for f in fields(cls.Options)}
+        opts = cls.Options(**{**{k: getattr(opts, k) for k in known}, **options})
+    else:
+        opts = cls.Options(**options)
+    return cls(budget=n, options=opts)

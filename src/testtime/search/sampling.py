@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
-from testtime.search.base import SearchContext, candidate_of, compute_of
-from testtime.search.selection import group_index, majority_vote, math_equivalent
-from testtime.types import Problem, Trace
+from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of
+from testtime.search.selection import MAJORITY, Pool, group_answers, group_index, math_equivalent
+from testtime.types import Completion, Problem, Trace
 
 
-def sample_solutions(problems: list[Problem], ctx: SearchContext, n: int, temperature: float):
+def sample_solutions(problems: list[Problem], ctx: SearchContext, n: int, temperature: float) -> list[list[Completion]]:
     """n full solutions per problem, one batched (store-backed) call for all problems."""
     params = ctx.sampling(temperature=temperature)
     requests = [GenerationRequest(ctx.prompt_for(p), n, ctx.problem_seed(p), params) for p in problems]
@@ -19,11 +19,14 @@ def sample_solutions(problems: list[Problem], ctx: SearchContext, n: int, temper
 
 
 @dataclass
-class CoT:
-    """One greedy chain of thought per problem (budget 1)."""
+class CoT(Strategy):
+    """One greedy chain of thought per problem (whatever N is asked for, its budget is 1)."""
 
-    name: str = "cot"
-    budget: int = 1
+    name = "cot"
+
+    @classmethod
+    def effective_n(cls, n: int) -> int:
+        return 1
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         traces = []
@@ -37,29 +40,28 @@ class CoT:
 
 
 @dataclass
-class Majority:
+class Majority(Strategy):
     """N sampled solutions per problem; the most frequent final answer wins (math-equivalence groups)."""
 
     budget: int = 8
-    name: str = "majority"
+    name = "majority"
+    pooled = True
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         traces = []
         for problem, comps in zip(problems, sample_solutions(problems, ctx, self.budget, ctx.temperature), strict=True):
             answers = [extract_answer(c.text) for c in comps]
-            chosen, groups = majority_vote(answers, math_equivalent(problem.kind))
+            groups = group_answers(answers, math_equivalent(problem.kind))
+            pool = Pool.of(group_index(groups, len(answers)))
+            chosen = pool.choose(MAJORITY)
             traces.append(
                 Trace(
                     problem.id, self.name, self.budget,
                     [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
-                    chosen,
+                    None if chosen is None else answers[chosen],
                     compute=compute_of(comps, ctx.n_params),
-                    meta={
-                        "votes": sorted((len(g) for g in groups), reverse=True),
-                        "answer_groups": group_index(groups, len(answers)),
-                    },
+                    answer_groups=list(pool.group_of),
+                    meta={"votes": sorted((len(g) for g in groups), reverse=True)},
                 )
             )
         return traces
-
-

@@ -1,12 +1,74 @@
-"""Answer selection: pure functions over the candidates' final answers."""
+"""Choosing one answer from a pool of candidates: one vocabulary, one implementation.
+
+Following OpenR, a PRM scores each step of a candidate once; turning step rewards into an answer is two
+pure, cheap choices made afterwards:
+
+* aggregation (step rewards -> one candidate score): ``last``, ``min``, ``mean``, ``prod``;
+* rule (candidate answers + scores -> one answer): ``majority`` (ignores scores), ``prm_max`` (the
+  best-scored candidate), ``prm_vote`` (scores summed per group of equivalent answers).
+
+A ``Selection`` is one (rule, aggregation) pair. Its ``name`` ("majority", "prm_min_vote", ...) is both
+the report name and the key of ``SELECTIONS`` (OpenR's ``AGG_FN_MAP`` style): nothing is composed from
+parts and parsed back. ``Pool`` groups a pool's answers once and aggregates its rewards once; its
+``choose`` picks a candidate from the whole pool (live strategies) or from any subset of it (the
+subsampled curves of sweeps), with the same rule and the same tie-breaks either way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from testtime.errors import ConfigError
 from testtime.grading import is_equivalent, normalize_str, parse_number
 
 Equivalent = Callable[[str, str], bool]
+
+AGGREGATIONS: tuple[str, ...] = ("last", "min", "mean", "prod")
+RULES: tuple[str, ...] = ("majority", "prm_max", "prm_vote")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One way of choosing an answer; ``name`` is its report name and its ``SELECTIONS`` key."""
+
+    rule: str
+    aggregation: str | None = None  # None for majority (scores unused)
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ConfigError("selection", self.rule, f"unknown (valid: {', '.join(RULES)})")
+        if self.rule == "majority":
+            object.__setattr__(self, "aggregation", None)
+            object.__setattr__(self, "name", "majority")
+            return
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError("aggregation", self.aggregation, f"unknown (valid: {', '.join(AGGREGATIONS)})")
+        object.__setattr__(self, "name", f"prm_{self.aggregation}_{self.rule.removeprefix('prm_')}")
+
+    @property
+    def uses_scores(self) -> bool:
+        return self.aggregation is not None
+
+
+MAJORITY = Selection("majority")
+# Every selection, majority first, then (prm_max, prm_vote) per aggregation: the order reports use.
+SELECTIONS: dict[str, Selection] = {
+    s.name: s
+    for s in [MAJORITY, *(Selection(rule, agg) for agg in AGGREGATIONS for rule in RULES if rule != "majority")]
+}
+SCORED_SELECTIONS: tuple[str, ...] = tuple(k for k, s in SELECTIONS.items() if s.uses_scores)
+
+
+def selection_of(aggregation: str, rule: str) -> Selection:
+    """The selection a strategy's ``aggregation`` / ``selection`` options name (majority ignores aggregation)."""
+    sel = Selection(rule, aggregation)
+    return SELECTIONS[sel.name]
+
+
+# --- answers and groups ---------------------------------------------------------------------------
 
 
 def math_equivalent(kind: str) -> Equivalent:
@@ -23,11 +85,11 @@ def answer_key(answer: str) -> str:
 
 
 def group_answers(answers: Sequence[str | None], equivalent: Equivalent | None = None) -> list[list[int]]:
-    """Indices of the candidates, grouped by equivalent answer (None answers are left out).
+    """Indices of the candidates, grouped by equivalent answer (None and blank answers are left out).
 
     Groups are first formed by `answer_key`; with `equivalent` (e.g. math-verify), groups whose
     representatives are equivalent are merged. Group order = order of first appearance, which makes
-    every tie-break below deterministic.
+    every tie-break deterministic.
     """
     groups: dict[str, list[int]] = {}
     for i, a in enumerate(answers):
@@ -58,9 +120,111 @@ def group_index(groups: Sequence[list[int]], n: int) -> list[int | None]:
     return out
 
 
-def largest_group(groups: Sequence[list[int]]) -> list[int] | None:
-    """The majority rule: the group with most members; ties go to the group whose first member came first."""
-    return max(groups, key=lambda g: (len(g), -g[0])) if groups else None
+# --- aggregation ----------------------------------------------------------------------------------
+
+
+def aggregate(step_rewards: Sequence[float], how: str) -> float:
+    """One score for a candidate from its step rewards; 0.0 for a candidate with no steps."""
+    if how not in AGGREGATIONS:
+        raise ConfigError("aggregation", how, f"unknown (valid: {', '.join(AGGREGATIONS)})")
+    if not step_rewards:
+        return 0.0
+    if any(math.isnan(r) for r in step_rewards):
+        # max() over NaN is order-dependent garbage; refuse instead of selecting silently
+        raise ValueError(f"NaN step reward in {list(step_rewards)}: the scorer is broken, not selecting")
+    if how == "last":
+        return float(step_rewards[-1])
+    if how == "min":
+        return float(min(step_rewards))
+    if how == "mean":
+        return float(sum(step_rewards)) / len(step_rewards)
+    return float(math.prod(step_rewards))
+
+
+# --- the one implementation of every rule ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A problem's candidates as selection sees them: answer groups and, when scored, aggregated scores.
+
+    ``group_of[i]`` is candidate i's answer group (None: no answer); ``scores[agg][i]`` its score under
+    each aggregation (empty without a PRM). Built once per pool, so math-verify runs once per pair of
+    answers however many subsets and selections are evaluated.
+    """
+
+    group_of: tuple[int | None, ...]
+    scores: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, group_of: Sequence[int | None], rewards: Sequence[Sequence[float]] | None = None) -> Pool:
+        if rewards is not None and len(rewards) != len(group_of):
+            raise ValueError(f"{len(group_of)} candidates but {len(rewards)} step-reward lists")
+        scores = {} if rewards is None else {a: tuple(aggregate(r, a) for r in rewards) for a in AGGREGATIONS}
+        return cls(tuple(group_of), scores)
+
+    @classmethod
+    def from_answers(cls, answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | None = None,
+                     equivalent: Equivalent | None = None) -> Pool:
+        return cls.of(group_index(group_answers(answers, equivalent), len(answers)), rewards)
+
+    def __len__(self) -> int:
+        return len(self.group_of)
+
+    @property
+    def scored(self) -> bool:
+        return bool(self.scores)
+
+    def selections(self) -> list[Selection]:
+        """The selections this pool supports: majority always, the PRM ones when it is scored."""
+        return [s for s in SELECTIONS.values() if self.scored or not s.uses_scores]
+
+    def choose(self, selection: Selection, subset: Sequence[int] | None = None) -> int | None:
+        """The chosen candidate among `subset` (ascending indices; default: the whole pool); None when no
+        candidate there has an answer.
+
+        majority: the largest group, ties to the group seen first; prm_max: the highest-scored candidate
+        with an answer, ties to the earliest; prm_vote: scores summed per group, ties to the group seen
+        first. The chosen candidate of a group is its first member in the subset.
+        """
+        members = range(len(self.group_of)) if subset is None else subset
+        first: dict[int, int] = {}
+        for i in members:
+            g = self.group_of[i]
+            if g is not None and g not in first:
+                first[g] = i
+        if not first:
+            return None
+        if selection.rule == "majority":
+            counts = dict.fromkeys(first, 0)
+            for i in members:
+                g = self.group_of[i]
+                if g is not None:
+                    counts[g] += 1
+            return first[max(first, key=lambda g: (counts[g], -first[g]))]
+        if selection.aggregation not in self.scores:
+            raise ValueError(f"selection {selection.name} needs step rewards; this pool was not scored")
+        scores = self.scores[selection.aggregation]
+        if selection.rule == "prm_max":
+            best: int | None = None
+            for i in members:  # strict >: ties keep the earliest
+                if self.group_of[i] is not None and (best is None or scores[i] > scores[best]):
+                    best = i
+            return best
+        sums = dict.fromkeys(first, 0.0)
+        for i in members:
+            g = self.group_of[i]
+            if g is not None:
+                sums[g] += scores[i]
+        win: int | None = None
+        for g in first:  # order of first appearance; strict >: ties keep the group seen first
+            if win is None or sums[g] > sums[win]:
+                win = g
+        return first[win]  # type: ignore[index]
+
+    def choices(self, subset: Sequence[int] | None = None) -> dict[str, int | None]:
+        """Every supported selection's chosen candidate, one pass per selection over the same groups."""
+        return {s.name: self.choose(s, subset) for s in self.selections()}
 
 
 def majority_vote(
@@ -68,5 +232,12 @@ def majority_vote(
 ) -> tuple[str | None, list[list[int]]]:
     """The most frequent answer (ties: the one that appeared first) and the groups it came from."""
     groups = group_answers(answers, equivalent)
-    best = largest_group(groups)
-    return (answers[best[0]] if best else None), groups
+    i = Pool.of(group_index(groups, len(answers))).choose(MAJORITY)
+    return (None if i is None else answers[i]), groups
+
+
+def select(answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | None, selection: Selection,
+           equivalent: Equivalent | None = None) -> str | None:
+    """One selection's answer over a whole pool (None when no candidate has one)."""
+    i = Pool.from_answers(answers, rewards, equivalent).choose(selection)
+    return None if i is None else answers[i]

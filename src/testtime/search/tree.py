@@ -19,36 +19,15 @@ smaller one wherever their trees coincide.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
+from testtime.errors import ConfigError
 from testtime.grading import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.reward.base import RewardModel, ScoreRequest
-from testtime.search.aggregation import aggregate
-from testtime.search.base import SearchContext, compute_of
-from testtime.types import Candidate, Completion, Compute, Problem
-
-
-@dataclass
-class Node:
-    """One step in a search tree (the root, id 0, is the prompt itself and has no step)."""
-
-    id: int
-    parent: int | None
-    depth: int
-    step: str = ""  # the step text exactly as generated, with its "\n\n" when it stopped at one
-    reward: float | None = None  # the PRM's reward for this step (given the path before it)
-    path_rewards: list[float] = field(default_factory=list)  # rewards of every step on the path
-    tokens: int = 0  # generated tokens of this step
-    finish: str = ""  # stop | eos | length
-    answer: str | None = None
-    terminal: bool = False  # the path ends here (EOS, an answer, or max depth)
-    kept: bool = False  # chosen to be expanded, or a finished path that reached selection
-    pruned: str | None = None  # why not: "duplicate", "truncated", "rank"
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
+from testtime.search.base import ScoredOptions, SearchContext, compute_of
+from testtime.search.selection import AGGREGATIONS, aggregate
+from testtime.types import Candidate, Completion, Compute, Node, Problem
 
 
 @dataclass
@@ -104,21 +83,30 @@ class Tree:
 
 
 @dataclass(frozen=True)
-class TreeSettings:
-    """Per-step sampling and termination, shared by every tree search."""
+class TreeOptions(ScoredOptions):
+    """Options of every tree search: width M, per-step sampling and termination, how nodes are ranked."""
 
-    step_max_tokens: int = 256  # a step that hits this is truncated and dropped
+    m: int = 4  # beam width / DVTS subtree width (N must be a multiple)
     max_depth: int = 40  # a path that reaches this many steps ends there
+    step_max_tokens: int = 256  # a step that hits this is truncated and dropped
     rank_by: str = "last"  # which aggregation of path rewards ranks nodes (the paper: the newest step's)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank_by not in AGGREGATIONS:
+            raise ConfigError("rank_by", self.rank_by, f"unknown (valid: {', '.join(AGGREGATIONS)})")
+        for name in ("m", "max_depth", "step_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1")
 
-def step_params(ctx: SearchContext, settings: TreeSettings) -> SamplingParams:
+
+def step_params(ctx: SearchContext, settings: TreeOptions) -> SamplingParams:
     return SamplingParams(
         max_tokens=settings.step_max_tokens, temperature=ctx.temperature, top_p=ctx.top_p, stop=(STEP_STOP,)
     )
 
 
-def _is_terminal(node: Node, path_tokens: int, settings: TreeSettings, max_tokens: int) -> bool:
+def _is_terminal(node: Node, path_tokens: int, settings: TreeOptions, max_tokens: int) -> bool:
     """A path ends at EOS, at a step that states a final answer, at max depth, or when its steps
     together reach the per-solution token cap (the same cap full-solution strategies get)."""
     return (
@@ -128,7 +116,7 @@ def _is_terminal(node: Node, path_tokens: int, settings: TreeSettings, max_token
 
 
 def expand(
-    work: list[tuple[Tree, Node, int]], ctx: SearchContext, scorer: RewardModel, settings: TreeSettings
+    work: list[tuple[Tree, Node, int]], ctx: SearchContext, scorer: RewardModel, settings: TreeOptions
 ) -> list[list[Node]]:
     """Sample k children of each (tree, node, k), all in one policy call; score the new viable ones in
     one scorer call. Returns each item's children (pruned ones included, marked)."""
@@ -169,10 +157,10 @@ def expand(
     return children
 
 
-def rank_score(node: Node, settings: TreeSettings) -> float:
+def rank_score(node: Node, settings: TreeOptions) -> float:
     return aggregate(node.path_rewards, settings.rank_by)
 
 
-def top_k(nodes: list[Node], k: int, settings: TreeSettings) -> list[Node]:
+def top_k(nodes: list[Node], k: int, settings: TreeOptions) -> list[Node]:
     """The k best nodes by rank score; ties go to the earlier node (deterministic)."""
     return sorted(nodes, key=lambda n: (-rank_score(n, settings), n.id))[: max(0, k)]
