@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from testtime.generation import CachedGenerator
 from testtime.policy.prompts import PromptConfig
 from testtime.probe.features import CachedFeatures, FeatureExtractor, extractor_for
 from testtime.probe.head import ProbeArtifact
 from testtime.probe.labels import LabelConfig, LabeledSolution, label_problems, read_labels, write_labels
 from testtime.probe.metrics import auroc, grouped_auroc
 from testtime.probe.train import TrainConfig, TrainData, train_head
+from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel, ScoreRequest
-from testtime.reward.cached import CachedScorer
 from testtime.search.base import SearchContext
 from testtime.store import Store
 from testtime.types import Problem
