@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from testtime import engine
 from testtime.datasets import load_dataset
-from testtime.generation import CachedGenerator
+from testtime.replay import CachedGenerator
 from testtime.policy import load_policy
 from testtime.search.base import SearchContext
 

@@ -10,8 +10,9 @@ import pytest
 from fakes import ScriptedPolicy
 from testtime import engine
 from testtime.datasets import load_dataset
+from testtime.errors import ConfigError
 from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest
-from testtime.search.aggregation import AGGREGATIONS, selection_name
+from testtime.search.selection import AGGREGATIONS, selection_of
 
 
 class ScriptedScorer(BatchScorer):
@@ -71,11 +72,11 @@ def test_selections_per_pair(tmp_path, problems):
     for agg in AGGREGATIONS:
         expected[f"prm_{agg}_max"] = "9"
         expected[f"prm_{agg}_vote"] = "7" if agg == "last" else "9"
-    assert t0.meta["selections"] == expected
-    assert t0.meta["selections_correct"] == {k: v != "7" for k, v in expected.items()}
+    assert t0.selections == expected
+    assert t0.selections_correct == {k: v != "7" for k, v in expected.items()}
     # problem 1: the lone "3" has the top score, so every max pick is "3"; votes and majority pick "5"
     t1 = res.results[1].trace
-    assert {k for k, v in t1.meta["selections"].items() if v == "3"} == {f"prm_{a}_max" for a in AGGREGATIONS}
+    assert {k for k, v in t1.selections.items() if v == "3"} == {f"prm_{a}_max" for a in AGGREGATIONS}
     s = res.summary()
     assert s["selections"]["prm_last_vote"] == 0.5 and s["selections"]["majority"] == 1.0
     assert s["selections"]["prm_min_max"] == 0.5 and s["selections"]["prm_min_vote"] == 1.0
@@ -99,10 +100,19 @@ def test_rerun_replays_rewards_and_generations(tmp_path, problems):
     policy, scorer = setup(problems)
     first = engine.run(config(tmp_path), policy, problems, scorer=scorer)
     generated = policy.n_generated
-    second = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    # the same run again resumes from its stored results: nothing generated, nothing scored
+    again = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    assert again.run_id == first.run_id and again.compute.new_generations == 0
     assert len(scorer.calls) == 1 and policy.n_generated == generated
-    assert second.results[0].trace.meta["rewards_from_store"] == 4
-    assert [r.trace.meta["rewards"] for r in second.results] == [r.trace.meta["rewards"] for r in first.results]
+    assert again.summary()["selections"] == first.summary()["selections"]
+    # another run over the same samples (another reported selection: another run id) replays them and
+    # their step rewards from the store
+    second = engine.run(config(tmp_path, aggregation="min"), policy, problems, scorer=scorer)
+    assert second.run_id != first.run_id
+    assert len(scorer.calls) == 1 and policy.n_generated == generated
+    assert second.results[0].trace.scoring.rewards_from_store == 4
+    assert second.results[0].trace.scoring.selection == "prm_min_max"
+    assert [r.trace.scoring.rewards for r in second.results] == [r.trace.scoring.rewards for r in first.results]
     assert second.summary()["selections"] == first.summary()["selections"]
 
 
@@ -141,8 +151,9 @@ def test_wrong_reward_count_is_an_error(tmp_path, problems):
 
 def test_needs_a_scorer(tmp_path, problems):
     policy, _ = setup(problems)
-    with pytest.raises(ValueError, match="needs --prm"):
+    with pytest.raises(ConfigError, match="needs a step scorer") as e:
         engine.run(config(tmp_path), policy, problems)
+    assert e.value.field == "prm"  # the field, not a CLI flag: the CLI spells it --prm
 
 
 def test_oracle_runs_are_flagged_and_reach_pass_at_n(tmp_path, problems):
@@ -157,13 +168,13 @@ def test_arith_check_by_spec(tmp_path, problems):
     policy, _ = setup(problems)
     res = engine.run(config(tmp_path, prm="arith-check"), policy, problems)
     # scripted steps state no arithmetic: every reward is the neutral 0.5
-    assert all(r == 0.5 for x in res.results for c in x.trace.meta["rewards"] for r in c)
+    assert all(r == 0.5 for x in res.results for c in x.trace.scoring.rewards for r in c)
 
 
 def test_selection_names():
-    assert selection_name(("-", "majority")) == "majority"
-    assert selection_name(("min", "prm_vote")) == "prm_min_vote"
-    assert selection_name(("last", "prm_max")) == "prm_last_max"
+    assert selection_of("last", "majority").name == "majority"
+    assert selection_of("min", "prm_vote").name == "prm_min_vote"
+    assert selection_of("last", "prm_max").name == "prm_last_max"
 
 
 def test_scored_request_steps_are_stripped(tmp_path, problems):

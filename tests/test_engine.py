@@ -9,8 +9,8 @@ import pytest
 from fakes import ScriptedPolicy, words
 from testtime import engine
 from testtime.datasets import load_dataset
-from testtime.generation import CachedGenerator
 from testtime.policy.prompts import PromptConfig
+from testtime.replay import CachedGenerator
 from testtime.search.base import SearchContext, split_steps
 from testtime.store import Store
 

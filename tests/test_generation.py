@@ -13,8 +13,8 @@ import pytest
 
 import testtime
 from fakes import Call, ScriptedPolicy, SimulatedCrash, last_user_turn, solution_text
-from testtime.generation import CachedGenerator, _missing_runs
 from testtime.policy.base import GenerationRequest, Policy, SamplingParams
+from testtime.replay import CachedGenerator, missing_runs
 from testtime.store import Store, generation_key
 
 SRC = str(Path(testtime.__file__).resolve().parent.parent)
@@ -69,7 +69,7 @@ def test_fake_script_answers_by_question_in_last_user_turn():
     assert {by_last_turn.answer_for(other, 0, i) for i in range(3)} == {"7"}
 
 
-# --- _missing_runs ------------------------------------------------------------------------------
+# --- missing_runs ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_fake_script_answers_by_question_in_last_user_turn():
         ([3, 4, 5, 10, 11], [(3, 3), (10, 2)]),
     ],
 )
-def test_missing_runs_are_contiguous(indices, runs):
-    assert _missing_runs(indices) == runs
+def testmissing_runs_are_contiguous(indices, runs):
+    assert missing_runs(indices) == runs
     # the runs cover exactly the indices
     assert [i for first, count in runs for i in range(first, first + count)] == indices
 
@@ -208,7 +208,7 @@ def test_sigkill_mid_call_keeps_committed_chunks(tmp_path):
         """
         import sys
         from fakes import ScriptedPolicy
-        from testtime.generation import CachedGenerator
+        from testtime.replay import CachedGenerator
         from testtime.policy.base import GenerationRequest, SamplingParams
         from testtime.store import Store
         store = Store(sys.argv[1])

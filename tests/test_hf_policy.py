@@ -18,10 +18,10 @@ pytest.importorskip("tokenizers")
 
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from testtime.generation import CachedGenerator  # noqa: E402
 from testtime.policy import Policy, load_policy  # noqa: E402
 from testtime.policy.base import GenerationRequest, SamplingParams  # noqa: E402
 from testtime.policy.hf import HFPolicy, MissingExtraError, sample_uniforms  # noqa: E402
+from testtime.replay import CachedGenerator  # noqa: E402
 from testtime.reward.synthetic import build_tokenizer  # noqa: E402
 from testtime.store import Store  # noqa: E402
 

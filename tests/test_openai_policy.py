@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from httpserver import Reply, TestServer
-from testtime.generation import CachedGenerator
 from testtime.policy import GenerationRequest, SamplingParams, load_policy
 from testtime.policy.base import Policy
 from testtime.policy.openai_compat import GenerationFailed, OpenAICompatPolicy
+from testtime.replay import CachedGenerator
 from testtime.store import Store
 
 PARAMS = SamplingParams(max_tokens=32, temperature=0.8, top_p=0.95, stop=("\n\n",))

@@ -7,26 +7,34 @@ import math
 
 import pytest
 
-from testtime.metrics import majority_correct
 from testtime.optimal.metrics import (
-    BON_KEYS,
     PAPER_THRESHOLDS,
     EfficiencyGain,
     absolute_bins,
     bin_accuracy,
     bin_order,
-    bon_subset_correct,
-    bon_subset_scores,
     confusion_matrix,
     efficiency_gain,
     frontier,
     pareto_frontier,
     performance_gain,
     quantile_bins,
+    selection_subset_scores,
     subsample_curve,
     subsample_curves,
 )
-from testtime.search.aggregation import all_selections, selection_name
+from testtime.search.selection import MAJORITY, SELECTIONS, Pool, all_selections
+
+BON_KEYS = list(SELECTIONS)
+
+
+def bon_subset_scores(answers, correct, rewards, equivalent=None):
+    return selection_subset_scores(Pool.from_answers(answers, rewards, equivalent), correct)
+
+
+def bon_subset_correct(answers, correct, rewards, key, equivalent=None):
+    scores = selection_subset_scores(Pool.from_answers(answers, rewards, equivalent), correct, [SELECTIONS[key]])
+    return lambda subset: scores(subset)[key]
 
 # --- subsample_curve -----------------------------------------------------------------------------
 
@@ -35,7 +43,9 @@ OK = [k == "a" for k in KEYS]
 
 
 def majority_of(keys, ok):
-    return lambda idx: float(majority_correct([keys[i] for i in idx], [ok[i] for i in idx]))
+    ids = {k: i for i, k in enumerate(dict.fromkeys(k for k in keys if k is not None))}
+    scores = selection_subset_scores(Pool.of([None if k is None else ids[k] for k in keys]), ok, [MAJORITY])
+    return lambda idx: scores(idx)["majority"]
 
 
 def exact_expectation(n, k, f):
@@ -115,9 +125,10 @@ FULL_POOL_EXPECTED = {
 }
 
 
-def test_bon_keys_are_the_selection_names():
-    names = [selection_name(k) for k in all_selections(ANSWERS, REWARDS)]
-    assert list(BON_KEYS) == names and set(FULL_POOL_EXPECTED) == set(names)
+def test_subset_scores_cover_every_selection_of_the_pool():
+    assert list(bon_subset_scores(ANSWERS, CORRECT, REWARDS)(range(5))) == BON_KEYS == list(FULL_POOL_EXPECTED)
+    # an unscored pool (majority voting's) reports majority only
+    assert list(selection_subset_scores(Pool.from_answers(ANSWERS), CORRECT)(range(5))) == ["majority"]
 
 
 def test_bon_full_pool_every_key():
@@ -140,7 +151,7 @@ def test_bon_matches_all_selections_on_every_subset():
     for k in range(1, 6):
         for s in itertools.combinations(range(5), k):
             chosen = all_selections([ANSWERS[i] for i in s], [REWARDS[i] for i in s])
-            want = {selection_name(key): grade[a] for key, a in chosen.items()}
+            want = {key: grade[a] for key, a in chosen.items()}
             assert scores(s) == want, s
 
 
@@ -168,9 +179,9 @@ def test_bon_curves_share_subsets_and_match_single_key_curves():
 
 
 def test_bon_rejects_unknown_key_and_mismatched_lengths():
-    with pytest.raises(ValueError, match="prm_min_vote"):
+    with pytest.raises(KeyError):
         bon_subset_correct(ANSWERS, CORRECT, REWARDS, "prm_max_min")
-    with pytest.raises(ValueError, match="5 answers, 4 grades"):
+    with pytest.raises(ValueError, match="5 candidates but 4 grades"):
         bon_subset_scores(ANSWERS, CORRECT[:4], REWARDS)
 
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from testtime.generation import CachedGenerator
 from testtime.policy.base import GenerationRequest
 from testtime.policy.prompts import PromptConfig
 from testtime.probe.features import CachedFeatures, encode_steps
@@ -25,6 +24,7 @@ from testtime.probe.labels import (
 from testtime.probe.metrics import auroc, brier
 from testtime.probe.pipeline import exclude_seen, question_digest, step_arrays, step_auroc
 from testtime.probe.train import TrainConfig, TrainData, split_groups, train_head
+from testtime.replay import CachedGenerator
 from testtime.reward.base import ScoreRequest
 from testtime.reward.probe import ProbeScorer, load_probe
 from testtime.search.base import SearchContext

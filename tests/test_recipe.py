@@ -31,7 +31,8 @@ def test_overrides_nested_and_typed():
 def test_tree_budgets_are_multiples_of_m_and_plan_order():
     r = load_recipe(None, ["n_max=16", "strategies=[cot, majority, {name: beam, m: 4}, {name: dvts, m: 2}]"])
     beam, dvts = r.strategies[2], r.strategies[3]
-    assert r.tree_budgets(beam) == [4, 8, 16] and r.tree_budgets(dvts) == [2, 4, 8, 16]
+    assert beam.cls.sweep_budgets(r.budgets, beam.options) == [4, 8, 16]
+    assert dvts.cls.sweep_budgets(r.budgets, dvts.options) == [2, 4, 8, 16]
     runs = [(s.label, n) for s, n in plan(r)]
     assert runs[0] == ("majority", 16)  # the pool first: it gives every problem's difficulty
     assert runs[1:] == [("cot", 1), ("beam(m=4)", 4), ("beam(m=4)", 8), ("beam(m=4)", 16),

@@ -29,7 +29,6 @@ from testtime.reward import KINDS, load_scorer, parse_spec
 from testtime.reward.formats import FORMATS
 from testtime.reward.hf import load_hf_prm
 from testtime.reward.vllm import load_vllm_prm
-from testtime.search.registry import TREE
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -174,8 +173,9 @@ def check_paper_recipe(r: Recipe, stem: str | None = None) -> None:
     names = [s.name for s in r.strategies]
     assert sorted(names) == sorted(STRATEGIES), f"{r.name}: strategies {names}"
     for s in r.strategies:
-        if s.name in TREE:
-            assert s.m == M and r.tree_budgets(s) == BUDGETS, f"{r.name}: {s.label} runs at {r.tree_budgets(s)}"
+        if s.cls.is_tree:
+            budgets = s.cls.sweep_budgets(r.budgets, s.options)
+            assert s.m == M and budgets == BUDGETS, f"{r.name}: {s.label} runs at {budgets}"
     assert [(s.name, n) for s, n in plan(r)] == EXPECTED_PLAN, f"{r.name}: plan {plan(r)}"
     assert n_runs(r) == len(EXPECTED_PLAN) and r.seeds == [r.seed]
     # sampling

@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from testtime.policy.base import NextTokenLogprobs
-from testtime.reward import ArithCheck, CachedScorer, Judge, Oracle, load_scorer, parse_spec
+from testtime.replay import CachedScorer
+from testtime.reward import ArithCheck, Judge, Oracle, load_scorer, parse_spec
 from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest, check_scored
 from testtime.reward.judge import yes_probability
-from testtime.search.aggregation import aggregate
+from testtime.search.selection import aggregate
 from testtime.store import Store, reward_key
 
 
@@ -186,7 +187,7 @@ def test_judge_scores_a_growing_path_only_once_per_step():
 
 
 def test_scorer_and_tree_search_bases_are_abstract():
-    from testtime.search.beam import _TreeSearch
+    from testtime.search.beam import TreeSearch
 
     class NoScore(BatchScorer):
         name = "x"
@@ -194,4 +195,4 @@ def test_scorer_and_tree_search_bases_are_abstract():
     with pytest.raises(TypeError, match="score_batch"):
         NoScore()
     with pytest.raises(TypeError, match="choose"):
-        _TreeSearch()
+        TreeSearch()

@@ -7,13 +7,14 @@ from collections.abc import Callable
 import pytest
 
 from testtime import engine
-from testtime.generation import CachedGenerator
+from testtime.errors import ConfigError
 from testtime.policy.base import STEP_STOP, GenerationRequest
 from testtime.policy.prompts import PromptConfig
+from testtime.replay import CachedGenerator
 from testtime.reward.base import BatchScorer, Scored
 from testtime.search.base import SearchContext
-from testtime.search.beam import DVTS, BeamSearch, Rebase, balanced_allocation, softmax
-from testtime.search.tree import TreeSettings
+from testtime.search.beam import DVTS, BeamSearch, Rebase, RebaseOptions, balanced_allocation, softmax
+from testtime.search.tree import TreeOptions
 from testtime.store import Store
 from testtime.types import Completion, Problem
 
@@ -91,14 +92,14 @@ def ctx_for(policy, scorer, store=None, max_tokens=1000) -> SearchContext:
 
 
 def kept_names(trace, depth: int) -> list[str]:
-    return sorted(n["step"].split(" ")[0] for n in trace.meta["tree"] if n["depth"] == depth and n["kept"])
+    return sorted(n.step.split(" ")[0] for n in trace.tree if n.depth == depth and n.kept)
 
 
 def test_beam_keeps_the_top_n_over_m_and_expands_each_m_times():
     rewards = {"r.0": 0.1, "r.1": 0.9, "r.2": 0.5, "r.3": 0.7, "r.1.0": 0.2, "r.1.1": 0.8, "r.3.0": 0.6, "r.3.1": 0.3}
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 3 else None)
     scorer = NameScorer(rewards)
-    [trace] = BeamSearch(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, scorer))
+    [trace] = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, scorer))
     assert kept_names(trace, 1) == ["r.1", "r.3"]
     assert kept_names(trace, 2) == ["r.1.1", "r.3.0"]
     # depth 3: 4 children, all finished (answers): the finished pool holds N = 4 paths
@@ -108,7 +109,7 @@ def test_beam_keeps_the_top_n_over_m_and_expands_each_m_times():
         [([], 4)], [(["r.1"], 2), (["r.3"], 2)], [(["r.1.1"], 2), (["r.3.0"], 2)],
     ]
     assert [len(c) for c in scorer.calls] == [4, 4, 4]
-    pruned = {n["step"].split(" ")[0]: n["pruned"] for n in trace.meta["tree"] if n["pruned"]}
+    pruned = {n.step.split(" ")[0]: n.pruned for n in trace.tree if n.pruned}
     assert pruned == {"r.0": "rank", "r.2": "rank", "r.1.0": "rank", "r.3.1": "rank"}
     assert trace.answer == "7" and trace.meta["finished"] == 4
 
@@ -116,7 +117,7 @@ def test_beam_keeps_the_top_n_over_m_and_expands_each_m_times():
 def test_beam_advances_every_problem_in_one_call_per_depth():
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
     scorer = NameScorer({})
-    traces = BeamSearch(budget=4, width=2).run(PROBLEMS, ctx_for(policy, scorer))
+    traces = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS, ctx_for(policy, scorer))
     assert len(policy.calls) == 2 and len(scorer.calls) == 2
     assert [len(c) for c in policy.calls] == [3, 6]  # 3 roots; then 3 problems x 2 survivors
     assert [t.problem_id for t in traces] == ["p0", "p1", "p2"]
@@ -127,41 +128,42 @@ def test_beam_advances_every_problem_in_one_call_per_depth():
 
 def test_beam_ties_go_to_the_earlier_node():
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
-    [trace] = BeamSearch(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    [trace] = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
     assert kept_names(trace, 1) == ["r.0", "r.1"]  # all rewards 0.5: the first two
 
 
 def test_termination_rules_and_dropped_steps():
     ends = {"r.0": None, "r.1": "length", "r.2": "dup", "r.3": "eos"}
     policy = StepPolicy(lambda n: ends.get(n, "answer"))
-    [trace] = BeamSearch(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
-    nodes = {n["id"]: n for n in trace.meta["tree"]}
-    d1 = [n for n in nodes.values() if n["depth"] == 1]
-    assert [(n["finish"], n["terminal"], n["pruned"]) for n in d1] == [
+    [trace] = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    nodes = {n.id: n for n in trace.tree}
+    d1 = [n for n in nodes.values() if n.depth == 1]
+    assert [(n.finish, n.terminal, n.pruned) for n in d1] == [
         ("stop", False, None),
         ("length", False, "truncated"),  # truncated steps are dropped
         ("stop", False, "duplicate"),  # an identical sibling (same text as r.0) adds nothing
         ("eos", True, None),  # EOS ends a path (it is a finished candidate)
     ]
-    assert all(n["terminal"] for n in nodes.values() if n["depth"] == 2)  # answers end paths
+    assert all(n.terminal for n in nodes.values() if n.depth == 2)  # answers end paths
     assert trace.meta["finished"] == 3  # r.3 (eos) + the two children of r.0
 
 
 def test_max_depth_and_path_token_cap_end_paths():
     policy = StepPolicy()  # never answers
-    settings = TreeSettings(max_depth=3)
-    [trace] = BeamSearch(budget=2, width=2, settings=settings).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
-    assert max(n["depth"] for n in trace.meta["tree"]) == 3 and len(policy.calls) == 3
+    beam = BeamSearch(budget=2, options=TreeOptions(m=2, max_depth=3))
+    [trace] = beam.run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    assert max(n.depth for n in trace.tree) == 3 and len(policy.calls) == 3
     policy = StepPolicy()
-    [trace] = BeamSearch(budget=2, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer({}), max_tokens=6))
-    assert max(n["depth"] for n in trace.meta["tree"]) == 2  # 3 tokens per step, cap 6
+    beam = BeamSearch(budget=2, options=TreeOptions(m=2))
+    [trace] = beam.run(PROBLEMS[:1], ctx_for(policy, NameScorer({}), max_tokens=6))
+    assert max(n.depth for n in trace.tree) == 2  # 3 tokens per step, cap 6
 
 
 def test_dvts_subtrees_stay_disjoint():
     rewards = {"r.0": 0.9, "r.1": 0.1, "r.2": 0.2, "r.3": 0.8, "r.0.1": 0.9, "r.3.0": 0.9}
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 3 else None)
     scorer = NameScorer(rewards)
-    [trace] = DVTS(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, scorer))
+    [trace] = DVTS(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, scorer))
     # subtree 0 = root samples 0-1, subtree 1 = samples 2-3; each keeps its own best only
     assert kept_names(trace, 1) == ["r.0", "r.3"]
     assert kept_names(trace, 2) == ["r.0.1", "r.3.0"]
@@ -175,14 +177,15 @@ def test_dvts_never_merges_subtrees_even_when_one_is_much_better():
     # subtree 1's nodes all beat subtree 0's, but subtree 0 still expands its own best node
     rewards = {"r.0": 0.2, "r.1": 0.1, "r.2": 0.95, "r.3": 0.9}
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
-    [trace] = DVTS(budget=4, width=2).run(PROBLEMS[:1], ctx_for(policy, NameScorer(rewards)))
+    [trace] = DVTS(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer(rewards)))
     assert kept_names(trace, 1) == ["r.0", "r.2"]
 
 
 def test_rebase_shares_the_remaining_width_by_reward():
     rewards = {"r.0": 0.9, "r.1": 0.1, "r.2": 0.1, "r.3": 0.1}
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 or n == "r.3" else None)
-    [trace] = Rebase(budget=4, width=1, temperature=0.1).run(PROBLEMS[:1], ctx_for(policy, NameScorer(rewards)))
+    rebase = Rebase(budget=4, options=RebaseOptions(m=1, softmax_temperature=0.1))
+    [trace] = rebase.run(PROBLEMS[:1], ctx_for(policy, NameScorer(rewards)))
     # r.3 finished: width 4 - 1 = 3, softmax(0.9, 0.1, 0.1 / 0.1) gives r.0 nearly all of it
     assert [(path_names(r.prompt)[-1], r.n) for r in policy.calls[1]] == [("r.0", 3)]
     assert trace.meta["finished"] == 4
@@ -199,8 +202,15 @@ def test_balanced_allocation_and_softmax():
 
 
 def test_n_must_be_a_multiple_of_m():
-    with pytest.raises(ValueError, match="multiple of M"):
-        BeamSearch(budget=6, width=4)
+    with pytest.raises(ConfigError, match="multiple of M") as e:
+        BeamSearch(budget=6, options=TreeOptions(m=4))
+    assert e.value.fields == ("n", "m") and e.value.values == (6, 4)
+    with pytest.raises(ConfigError) as e:
+        TreeOptions(rank_by="median")
+    assert e.value.field == "rank_by"
+    with pytest.raises(ConfigError) as e:
+        engine.RunConfig(strategy="dvts", n=8, m=3)
+    assert e.value.render(lambda f: f"--{f}") == "--n 8 --m 3: N must be a positive multiple of M"
 
 
 def test_engine_records_the_tree_and_replays(tmp_path):
@@ -216,12 +226,14 @@ def test_engine_records_the_tree_and_replays(tmp_path):
         tree = store.get_tree(first.run_id, "a")
         assert store.get_problem(first.run_id, "a")["question"] == "question a"
         assert store.get_problem(first.run_id, "nope") == {}
-        assert [n["node_id"] for n in tree] == list(range(len(tree)))
-        assert tree[0]["parent"] is None and all(n["parent"] is not None for n in tree[1:])
-        assert [n["step"].split(" ")[0] for n in tree if n["depth"] == 1 and n["kept"]] == ["r.0", "r.1"]
-        assert "tree" not in store.get_results(first.run_id)[0]["meta"]  # stored once, as rows
+        assert [n.id for n in tree] == list(range(len(tree)))
+        assert tree[0].parent is None and all(n.parent is not None for n in tree[1:])
+        assert tree == first.results[0].trace.tree  # the same Node objects' fields, end to end
+        assert [n.step.split(" ")[0] for n in tree if n.depth == 1 and n.kept] == ["r.0", "r.1"]
+        assert "tree" not in store.get_results(first.run_id)[0]  # stored once, as rows
     calls = len(policy.calls)
     again = engine.run(cfg, policy, problems, scorer=scorer)
     assert len(policy.calls) == calls  # every step replays from the store
     assert again.summary()["accuracy"] == 0.5
+    assert again.results[0].trace.tree == first.results[0].trace.tree  # resumed with its tree
     assert again.compute.new_generations == 0 and again.compute.cached_generations == first.compute.new_generations

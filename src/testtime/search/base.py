@@ -15,7 +15,7 @@ from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.replay import CachedGenerator
 from testtime.reward.base import RewardModel
-from testtime.search.selection import Pool, Selection, math_equivalent, selection_of
+from testtime.search.selection import Pool, Selection, all_selections, math_equivalent, selection_of
 from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Trace
 
 
@@ -201,7 +201,7 @@ def scored_trace(
     chosen from the same pool, the trace's answer the one its options ask for."""
     answers = [c.answer for c in candidates]
     pool = Pool.from_answers(answers, rewards, math_equivalent(problem.kind))
-    picks = {name: None if i is None else answers[i] for name, i in pool.choices().items()}
+    picks = all_selections(answers, rewards, pool=pool)
     choice: Selection = strategy.options.choice
     return Trace(
         problem.id, strategy.name, strategy.budget, candidates, picks[choice.name], compute=compute,

@@ -241,3 +241,11 @@ def select(answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | N
     """One selection's answer over a whole pool (None when no candidate has one)."""
     i = Pool.from_answers(answers, rewards, equivalent).choose(selection)
     return None if i is None else answers[i]
+
+
+def all_selections(answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | None,
+                   equivalent: Equivalent | None = None, pool: Pool | None = None) -> dict[str, str | None]:
+    """Every selection's answer (name -> answer), from one grouping and one aggregation of the pool
+    (``pool``: one already built from these answers and rewards)."""
+    pool = pool or Pool.from_answers(answers, rewards, equivalent)
+    return {name: None if i is None else answers[i] for name, i in pool.choices().items()}
