@@ -13,7 +13,7 @@ import pytest
 
 import testtime
 from fakes import Call, ScriptedPolicy, SimulatedCrash, last_user_turn, solution_text
-from testtime.generation import CachedGenerator, _missing_runs
+from testtime.generation import CachedGenerator, missing_runs
 from testtime.policy.base import GenerationRequest, Policy, SamplingParams
 from testtime.store import Store, generation_key
 
@@ -69,7 +69,7 @@ def test_fake_script_answers_by_question_in_last_user_turn():
     assert {by_last_turn.answer_for(other, 0, i) for i in range(3)} == {"7"}
 
 
-# --- _missing_runs ------------------------------------------------------------------------------
+# --- missing_runs ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_fake_script_answers_by_question_in_last_user_turn():
     ],
 )
 def test_missing_runs_are_contiguous(indices, runs):
-    assert _missing_runs(indices) == runs
+    assert missing_runs(indices) == runs
     # the runs cover exactly the indices
     assert [i for first, count in runs for i in range(first, first + count)] == indices
 

@@ -12,7 +12,7 @@ from testtime.store import Store, generation_key
 from testtime.types import Completion
 
 
-def _missing_runs(indices: list[int]) -> list[tuple[int, int]]:
+def missing_runs(indices: list[int]) -> list[tuple[int, int]]:
     """Sorted indices -> contiguous (first, count) runs."""
     runs: list[tuple[int, int]] = []
     for i in indices:
@@ -47,7 +47,7 @@ class CachedGenerator:
         for ri, (req, ks) in enumerate(zip(requests, keys, strict=True)):
             missing = [req.first_index + j for j, k in enumerate(ks) if k not in found and k not in planned]
             planned.update(ks)
-            for first, count in _missing_runs(missing):
+            for first, count in missing_runs(missing):
                 todo.append(GenerationRequest(req.prompt, count, req.seed, req.params, first_index=first))
                 owner.append(ri)
 
