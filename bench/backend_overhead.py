@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from testtime import engine
 from testtime.datasets import load_dataset
-from testtime.replay import CachedGenerator
 from testtime.policy import load_policy
+from testtime.replay import CachedGenerator
 from testtime.search.base import SearchContext
 
 

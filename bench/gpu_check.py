@@ -1,7 +1,7 @@
 """GPU check: testtime's transformers policy vs raw ``generate``, and batched PRM scoring, on random weights.
 
 A prepared script of a few minutes for a machine with one GPU and no model hub. Everything is built
-from configs in code with ``testtime.reward.synthetic`` (local tokenizers, random safetensors written
+from configs in code with ``testtime.testing.synthetic`` (local tokenizers, random safetensors written
 tensor by tensor): a Qwen2-1.5B-shaped policy (a plain Qwen2 causal LM; Qwen2-1.5B and Qwen2.5-1.5B
 have the same tensor shapes) and a Qwen2.5-7B-shaped PRM in the Qwen2.5-Math-PRM layout (bf16, ~15 GB).
 Measured side by side in one run:
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also
 from prm_throughput import build_solutions, tagged  # noqa: E402
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # SHAPES names of testtime.reward.synthetic; "qwen2.5-1.5b" has Qwen2-1.5B's tensor shapes.
+    # SHAPES names of testtime.testing.synthetic; "qwen2.5-1.5b" has Qwen2-1.5B's tensor shapes.
     "full": dict(policy_shape="qwen2.5-1.5b", prm_shape="qwen2.5-7b", batch_sizes=(1, 16, 64), new_tokens=128,
                  problems=16, n=4, copy_mib=2048, repeats=2),
     "tiny": dict(policy_shape="tiny", prm_shape="tiny", batch_sizes=(1, 8), new_tokens=16,
@@ -127,7 +127,7 @@ def check_policy(args: argparse.Namespace, torch: Any, device: Any, clock: Clock
 
     from testtime.policy.base import GenerationRequest, SamplingParams
     from testtime.policy.hf import HFPolicy
-    from testtime.reward.synthetic import SHAPES, build_random_prm
+    from testtime.testing.synthetic import SHAPES, build_random_prm
 
     t0 = time.perf_counter()
     # "generic": a plain Qwen2ForCausalLM checkpoint with the Qwen2.5 tokenizer and chat template
@@ -184,7 +184,7 @@ def check_policy(args: argparse.Namespace, torch: Any, device: Any, clock: Clock
 
 def check_prm(args: argparse.Namespace, torch: Any, device: Any, clock: Clock, workdir: Path) -> dict[str, Any]:
     from testtime.reward.hf import load_hf_prm
-    from testtime.reward.synthetic import SHAPES, build_random_prm
+    from testtime.testing.synthetic import SHAPES, build_random_prm
 
     t0 = time.perf_counter()
     path = build_random_prm(workdir / "prm", "qwen-prm", **SHAPES[args.prm_shape], dtype=args.dtype,

@@ -123,7 +123,7 @@ def measure(name: str, scorer: BatchScorer, solutions: list[tuple[str, list[str]
 
 def hf_scorer(args: argparse.Namespace, workdir: Path) -> BatchScorer:
     from testtime.reward.hf import load_hf_prm
-    from testtime.reward.synthetic import SHAPES, build_random_prm
+    from testtime.testing.synthetic import SHAPES, build_random_prm
 
     t0 = time.perf_counter()
     path = build_random_prm(workdir / "prm", args.hf_family, **SHAPES[args.hf_shape], dtype=args.hf_dtype,
@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per mode for the judge")
     # An hf pass takes well under a second on CPU: more repeats, same cost order, less noise.
     ap.add_argument("--hf-repeats", type=int, default=6, help="timed passes per mode for hf")
-    ap.add_argument("--hf-shape", default="small", help="a testtime.reward.synthetic.SHAPES name")
+    ap.add_argument("--hf-shape", default="small", help="a testtime.testing.synthetic.SHAPES name")
     ap.add_argument("--hf-family", default="qwen-prm")
     ap.add_argument("--hf-device", default="cpu")
     ap.add_argument("--hf-dtype", default="float32")

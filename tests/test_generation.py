@@ -84,7 +84,7 @@ def test_fake_script_answers_by_question_in_last_user_turn():
         ([3, 4, 5, 10, 11], [(3, 3), (10, 2)]),
     ],
 )
-def testmissing_runs_are_contiguous(indices, runs):
+def test_missing_runs_are_contiguous(indices, runs):
     assert missing_runs(indices) == runs
     # the runs cover exactly the indices
     assert [i for first, count in runs for i in range(first, first + count)] == indices

@@ -22,8 +22,8 @@ from testtime.policy import Policy, load_policy  # noqa: E402
 from testtime.policy.base import GenerationRequest, SamplingParams  # noqa: E402
 from testtime.policy.hf import HFPolicy, MissingExtraError, sample_uniforms  # noqa: E402
 from testtime.replay import CachedGenerator  # noqa: E402
-from testtime.reward.synthetic import build_tokenizer  # noqa: E402
 from testtime.store import Store  # noqa: E402
+from testtime.testing.synthetic import build_tokenizer  # noqa: E402
 
 PROMPTS = [
     "What is 2 + 3? Let us think step by step.",

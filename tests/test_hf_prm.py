@@ -1,6 +1,6 @@
 """The transformers PRM backend on tiny random checkpoints, one per published PRM family.
 
-``testtime.reward.synthetic.build_random_prm`` writes each checkpoint the way its family ships (config
+``testtime.testing.synthetic.build_random_prm`` writes each checkpoint the way its family ships (config
 architectures, safetensors key names, sharded or not); ``load_hf_prm`` loads it. The reference models
 are the families' published classes loaded strictly from the same tensors, and rewards are compared
 with a per-solution reference that follows the authors' published inference code (unbatched, full
@@ -33,9 +33,10 @@ from transformers import (  # noqa: E402
 )
 
 from test_prm_formats import QUESTION, SOLUTIONS  # noqa: E402
+from testtime.backends.hf import MissingExtraError  # noqa: E402
 from testtime.reward.base import ScoreRequest  # noqa: E402
-from testtime.reward.hf import MissingExtraError, load_hf_prm  # noqa: E402
-from testtime.reward.synthetic import SHAPES, build_random_prm, build_tokenizer, save_safetensors  # noqa: E402
+from testtime.reward.hf import load_hf_prm  # noqa: E402
+from testtime.testing.synthetic import SHAPES, build_random_prm, build_tokenizer, save_safetensors  # noqa: E402
 
 HIDDEN = SHAPES["tiny"]["hidden_size"]
 CAUSAL = {

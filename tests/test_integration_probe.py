@@ -14,9 +14,9 @@ import pytest
 from testtime.probe.features import LlamaCppFeatures, feature_context
 from testtime.probe.head import ProbeArtifact
 from testtime.probe.labels import read_labels
+from testtime.probe.scorer import shipped_probe
 from testtime.reward import load_scorer
 from testtime.reward.base import ScoreRequest
-from testtime.reward.probe import shipped_probe
 
 pytestmark = pytest.mark.integration
 

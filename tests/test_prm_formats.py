@@ -1,6 +1,6 @@
 """PRM input formats against the authors' published procedures, on small tokenizers built locally.
 
-``testtime.reward.synthetic.build_tokenizer`` trains each family's tokenizer in-process with the
+``testtime.testing.synthetic.build_tokenizer`` trains each family's tokenizer in-process with the
 ``tokenizers`` library and gives it the family's real special tokens and chat template (Llama-3.1's and
 Qwen2.5's), so the exact token ids and read positions can be checked without downloading anything.
 """
@@ -20,7 +20,7 @@ from testtime.reward.formats import (  # noqa: E402
     detect_format,
     get_format,
 )
-from testtime.reward.synthetic import build_tokenizer  # noqa: E402
+from testtime.testing.synthetic import build_tokenizer  # noqa: E402
 
 QUESTION = "What is 2 + 3?"
 SOLUTIONS = [

@@ -23,10 +23,10 @@ from testtime.probe.labels import (
 )
 from testtime.probe.metrics import auroc, brier
 from testtime.probe.pipeline import exclude_seen, question_digest, step_arrays, step_auroc
+from testtime.probe.scorer import ProbeScorer, load_probe
 from testtime.probe.train import TrainConfig, TrainData, split_groups, train_head
 from testtime.replay import CachedGenerator
 from testtime.reward.base import ScoreRequest
-from testtime.reward.probe import ProbeScorer, load_probe
 from testtime.search.base import SearchContext
 from testtime.store import Store
 from testtime.types import Completion, Problem
@@ -316,7 +316,7 @@ def test_probe_scorer_applies_the_head_to_each_step():
 
 def test_load_probe_refuses_another_policy(tmp_path, monkeypatch):
     path = _artifact().save(tmp_path / "p.json")
-    monkeypatch.setattr("testtime.reward.probe.extractor_for", lambda *a, **k: FakeExtractor())
+    monkeypatch.setattr("testtime.probe.scorer.extractor_for", lambda *a, **k: FakeExtractor())
 
     class Other:
         model_id = "another-model"

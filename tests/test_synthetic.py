@@ -1,4 +1,4 @@
-"""Locally built PRM checkpoints (testtime.reward.synthetic): every family loads with its format detected,
+"""Locally built PRM checkpoints (testtime.testing.synthetic): every family loads with its format detected,
 vocabularies pad, shapes have the parameter counts their configs imply, and the weight writer produces
 files the safetensors library reads back exactly."""
 
@@ -18,7 +18,7 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from testtime.reward.hf import load_hf_prm  # noqa: E402
-from testtime.reward.synthetic import (  # noqa: E402
+from testtime.testing.synthetic import (  # noqa: E402
     FAMILIES,
     SHAPES,
     build_random_prm,
@@ -184,7 +184,7 @@ def test_module_imports_without_torch_or_transformers():
     code = (
         "import sys\n"
         "for m in ('torch', 'transformers', 'tokenizers', 'safetensors'): sys.modules[m] = None\n"
-        "from testtime.reward import synthetic\n"
+        "from testtime.testing import synthetic\n"
         "print(sorted(synthetic.SHAPES))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

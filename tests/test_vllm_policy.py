@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from testtime import engine
+from testtime.backends import vllm as bv
 from testtime.datasets import load_dataset
 from testtime.policy import load_policy
 from testtime.policy import vllm as pv
 from testtime.policy.base import GenerationRequest, SamplingParams
 from testtime.policy.prompts import plain_chat
-from testtime.reward import vllm as vb
 from testtime.search.base import SearchContext
 from testtime.store import Store
 
@@ -210,7 +210,7 @@ def install(monkeypatch):
         mod = make_fake_vllm(**kw)
         monkeypatch.setitem(sys.modules, "vllm", mod)
         monkeypatch.setitem(sys.modules, "vllm.distributed", mod.distributed)
-        monkeypatch.setattr(vb, "_gpu_available", lambda: True)
+        monkeypatch.setattr(bv, "gpu_available", lambda: True)
         monkeypatch.setattr(pv, "_cached_snapshot", lambda *a: None)
         monkeypatch.setattr(pv, "count_params", lambda path: 0)
         return mod
@@ -423,8 +423,8 @@ def test_missing_vllm_names_the_extra(monkeypatch):
 
 def test_no_gpu_is_a_clear_error_before_any_engine_starts(install, monkeypatch):
     mod = install()
-    monkeypatch.setattr(vb, "_gpu_available", lambda: False)
-    with pytest.raises(vb.VLLMUnsupported) as err:
+    monkeypatch.setattr(bv, "gpu_available", lambda: False)
+    with pytest.raises(bv.VLLMUnsupported) as err:
         pv.VLLMPolicy("org/fake-1b")
     msg = str(err.value)
     assert "GPU" in msg and "--backend llamacpp" in msg and "\n" not in msg
@@ -433,7 +433,7 @@ def test_no_gpu_is_a_clear_error_before_any_engine_starts(install, monkeypatch):
 
 def test_unsupported_vllm_release_is_refused(install):
     install(version="0.9.0")
-    with pytest.raises(vb.VLLMUnsupported, match=re.escape(vb.SUPPORTED_VLLM)):
+    with pytest.raises(bv.VLLMUnsupported, match=re.escape(bv.SUPPORTED_VLLM)):
         pv.VLLMPolicy("org/fake-1b")
 
 
@@ -461,7 +461,7 @@ def write_checkpoint(root, config: dict, shapes: dict[str, list[int]]) -> None:
 
 def test_model_id_fingerprints_a_local_checkpoint(install, monkeypatch, tmp_path):
     install()
-    monkeypatch.setattr(pv, "count_params", vb.count_params)  # the real safetensors count
+    monkeypatch.setattr(pv, "count_params", bv.count_params)  # the real safetensors count
     root = tmp_path / "ckpt"
     write_checkpoint(root, {"hidden_size": 8}, {"w": [3, 4], "b": [5]})
     a = pv.VLLMPolicy(str(root))

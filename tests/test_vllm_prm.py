@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from testtime.backends import vllm as bv
 from testtime.reward import vllm as vb
 from testtime.reward.base import RewardError, ScoreRequest
 from testtime.reward.neural import Encoded, Readout, rewards_from
@@ -181,7 +182,7 @@ def install(monkeypatch):
         monkeypatch.setitem(sys.modules, "vllm.config", mod.config)
         monkeypatch.setitem(sys.modules, "vllm.inputs", mod.inputs)
         monkeypatch.setitem(sys.modules, "vllm.tasks", mod.tasks)
-        monkeypatch.setattr(vb, "_gpu_available", lambda: True)
+        monkeypatch.setattr(bv, "gpu_available", lambda: True)
         return mod
 
     return go
@@ -281,7 +282,7 @@ def test_label_token_prm_uses_a_classifier_built_from_the_lm_head(install):
 
 def test_label_token_prm_on_old_vllm_is_refused_clearly(install):
     install(version="0.10.0", api="old")
-    with pytest.raises(vb.VLLMUnsupported, match="hf backend") as err:
+    with pytest.raises(bv.VLLMUnsupported, match="hf backend") as err:
         load(FakeFormat(kind="label_tokens"))
     assert "16545" in str(err.value) and "\n" not in str(err.value)
 
@@ -358,12 +359,12 @@ def test_torch_bfloat16_outputs_are_accepted():
 def test_version_range_check_message(install):
     for bad in ("0.9.2", "0.40.0", "1.2.0", "garbage"):
         install(version=bad)
-        with pytest.raises(vb.VLLMUnsupported) as err:
+        with pytest.raises(bv.VLLMUnsupported) as err:
             load(FakeFormat())
         msg = str(err.value)
-        assert bad in msg and vb.SUPPORTED_VLLM in msg and "\n" not in msg
+        assert bad in msg and bv.SUPPORTED_VLLM in msg and "\n" not in msg
     for good in ("0.10.0", "0.11.1rc2.dev5+g1a2b3c", "0.33.0", "0.39.9"):
-        assert vb.version_in_range(good), good
+        assert bv.version_in_range(good), good
 
 
 def test_missing_vllm_names_the_extra(monkeypatch):
@@ -376,15 +377,15 @@ def test_missing_vllm_names_the_extra(monkeypatch):
 
 def test_no_gpu_is_a_clear_error(install, monkeypatch):
     install()
-    monkeypatch.setattr(vb, "_gpu_available", lambda: False)
-    with pytest.raises(vb.VLLMUnsupported, match="CUDA GPU"):
+    monkeypatch.setattr(bv, "gpu_available", lambda: False)
+    with pytest.raises(bv.VLLMUnsupported, match="CUDA GPU"):
         load(FakeFormat())
 
 
 def test_module_imports_without_vllm_or_formats():
-    # vllm.py must not import vllm or reward.formats at import time.
-    assert "vllm" not in vb.__dict__
-    src = open(vb.__file__).read().split("def _resolve_format", 1)[0]
+    # vllm.py must not import vllm or reward.formats at import time (nor must backends/vllm.py import vllm).
+    assert "vllm" not in vb.__dict__ and "vllm" not in bv.__dict__
+    src = open(vb.__file__).read().split("def resolve_format", 1)[0]
     assert "from testtime.reward.formats" not in src
 
 
@@ -426,8 +427,8 @@ def test_count_params_reads_safetensors_headers(tmp_path):
               "b": {"dtype": "F16", "shape": [5], "data_offsets": [24, 34]}, "__metadata__": {"format": "pt"}}
     blob = json.dumps(header).encode()
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(34))
-    assert vb.count_params(str(tmp_path)) == 17
-    assert vb.count_params(str(tmp_path / "missing")) == 0
+    assert bv.count_params(str(tmp_path)) == 17
+    assert bv.count_params(str(tmp_path / "missing")) == 0
 
 
 def test_plan_is_a_plain_record(install):

@@ -200,7 +200,7 @@ def evaluate(
     excluded = 0
     kind, target, _ = parse_spec(prm)
     if exclude_from is None and kind == "probe":
-        from testtime.reward.probe import probe_path
+        from testtime.probe.scorer import probe_path
 
         exclude_from = probe_path(target)
     if exclude_from is not None:

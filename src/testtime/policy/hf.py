@@ -27,7 +27,7 @@ Decisions, and why:
   tokenizer would drop the first word's leading space). Rows that finish stop counting at once and leave the batch
   (the KV cache is compacted) once a quarter of it has finished.
 - ``model_id``: ``hf:`` + folder (or hub id) name + dtype + a short hash of the config and weight
-  files (``reward.hf``'s fingerprint), so the store never mixes two checkpoints that share a name.
+  files (``backends.hf.fingerprint``), so the store never mixes two checkpoints that share a name.
 - ``generate_fixed`` decodes exactly N tokens per sample (no EOS, no stop strings) through the same
   loop, for benchmarks that compare like with like (bench/gpu_check.py).
 
@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from testtime.backends.hf import MissingExtraError, fingerprint, from_pretrained, import_hf, quiet, torch_dtype
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
 from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
-from testtime.reward.hf import MissingExtraError, _backend, _fingerprint, _from_pretrained, _quiet, _torch_dtype
 from testtime.types import Completion
 
 __all__ = ["HFPolicy", "MissingExtraError", "sample_uniforms"]
@@ -148,28 +148,28 @@ class HFPolicy:
         tokenizer: Any = None,
         name: str | None = None,
     ):
-        torch, transformers = _backend("transformers policy backend")
+        torch, transformers = import_hf("transformers policy backend")
         self._torch = torch
         if max_batch_rows < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise ValueError("max_batch_rows and max_batch_tokens must be >= 1")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if isinstance(model, str | Path):
             path = str(model)
-            tdtype = _torch_dtype(torch, dtype, dev)
-            with _quiet(transformers):
+            tdtype = torch_dtype(torch, dtype, dev)
+            with quiet(transformers):
                 if tokenizer is None or isinstance(tokenizer, str | Path):
                     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer or path))
-            lm = _from_pretrained(transformers.AutoModelForCausalLM, path, transformers, tdtype).to(dev)
+            lm = from_pretrained(transformers.AutoModelForCausalLM, path, transformers, tdtype).to(dev)
             root = Path(path).expanduser()
             label = root.resolve().name if root.is_dir() else path
-            fp = _fingerprint(root) if root.is_dir() else _config_fingerprint(lm.config)
+            fp = fingerprint(root) if root.is_dir() else _config_fingerprint(lm.config)
         else:
-            lm = model.to(dev) if dtype is None else model.to(dev, _torch_dtype(torch, dtype, dev))
+            lm = model.to(dev) if dtype is None else model.to(dev, torch_dtype(torch, dtype, dev))
             lm.eval()
             if tokenizer is None:
                 raise ValueError("HFPolicy(model=<a loaded model>) needs tokenizer=")
             if isinstance(tokenizer, str | Path):
-                with _quiet(transformers):
+                with quiet(transformers):
                     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer))
             label = Path(getattr(lm.config, "name_or_path", "") or type(lm).__name__).name
             fp = _model_fingerprint(torch, lm)

@@ -18,36 +18,16 @@ Two things the server does not give directly, recovered here:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from testtime.backends.llamacpp import quiet_stderr, server_params
 from testtime.policy.base import ChunkCallback, GenerationRequest, NextTokenLogprobs
 from testtime.policy.gguf_meta import GGUFInfo, read_gguf_info
 from testtime.policy.prompts import plain_chat, render_jinja_chat
 from testtime.types import Completion
-
-
-@contextlib.contextmanager
-def _quiet_stderr(enabled: bool):
-    """llama.cpp prints its load log on fd 2 from C; silence it unless verbose."""
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def gguf_chat(info: GGUFInfo):
@@ -55,23 +35,6 @@ def gguf_chat(info: GGUFInfo):
     if info.chat_template:
         return render_jinja_chat(info.chat_template, info.bos_text, info.eos_text)
     return plain_chat
-
-
-def server_params(model_path: str | Path, slots: int, ctx_per_slot: int, threads: int | None, verbose: bool) -> Any:
-    """The llama.cpp server settings every in-process server here shares (threads = all cores by default)."""
-    import xllamacpp
-
-    p = xllamacpp.CommonParams()
-    p.model.path = str(model_path)
-    p.n_parallel = slots
-    p.n_ctx = slots * ctx_per_slot
-    n_threads = threads or max(1, os.cpu_count() or 1)
-    p.cpuparams.n_threads = n_threads
-    p.cpuparams_batch.n_threads = n_threads
-    p.warmup = False
-    p.verbosity = 1 if verbose else -1
-    p.log_json = False
-    return p
 
 
 class LlamaCppPolicy:
@@ -100,7 +63,7 @@ class LlamaCppPolicy:
         p.n_batch = 2048
         p.kv_unified = True  # n children of one prompt share its KV cells instead of copying per slot
         p.cache_prompt = True
-        with _quiet_stderr(not verbose):
+        with quiet_stderr(not verbose):
             self._server = xllamacpp.Server(p)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="testtime-llama")
         self._lock = threading.Lock()

@@ -34,9 +34,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from testtime.backends.vllm import VLLMUnsupported, count_params, import_vllm, require_gpu
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
 from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
-from testtime.reward.vllm import VLLMUnsupported, count_params, import_vllm, require_gpu
 from testtime.types import Completion
 
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth")

@@ -88,8 +88,9 @@ class LlamaCppFeatures:
         import httpx
         import xllamacpp
 
+        from testtime.backends.llamacpp import quiet_stderr, server_params
         from testtime.policy.gguf_meta import read_gguf_info
-        from testtime.policy.llamacpp import _quiet_stderr, gguf_chat, server_params
+        from testtime.policy.llamacpp import gguf_chat
 
         self.info = read_gguf_info(model_path)
         self.model_id = self.info.model_id
@@ -103,7 +104,7 @@ class LlamaCppFeatures:
         p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_NONE
         p.n_batch = p.n_ubatch = ctx_per_slot
         p.port = 0  # any free loopback port; the server is this process's own
-        with _quiet_stderr(not verbose):
+        with quiet_stderr(not verbose):
             self._server = xllamacpp.Server(p)
         self._http = httpx.Client(base_url=self._server.listening_address, timeout=600.0)
         self._token_cache: dict[tuple[str, bool], list[int]] = {}
@@ -154,8 +155,8 @@ class HFFeatures:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
             raise ImportError("probe features from a transformers model need: pip install 'testtime[hf]'") from None
+        from testtime.backends.hf import fingerprint
         from testtime.policy.prompts import tokenizer_chat
-        from testtime.reward.hf import _fingerprint
 
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,7 +165,7 @@ class HFFeatures:
         self.model = AutoModelForCausalLM.from_pretrained(str(model), torch_dtype=dtype).to(self.device).eval()
         self.layer = layer
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.name = f"hf-layer{layer}|{CONTEXT_RULE}|{Path(model).name}@{_fingerprint(Path(model))}"
+        self.name = f"hf-layer{layer}|{CONTEXT_RULE}|{Path(model).name}@{fingerprint(Path(model))}"
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows
         self._chat = tokenizer_chat(self.tokenizer)

@@ -68,7 +68,7 @@ def load_scorer(spec: str, policy: Any = None) -> RewardModel:
                 raise ValueError("judge needs a policy (the run's, or judge:MODEL)")
             return Judge(policy, **opts)
         if kind == "probe":
-            from testtime.reward.probe import load_probe
+            from testtime.probe.scorer import load_probe
 
             return load_probe(target, policy, **opts)
         if kind in ("hf", "vllm", "http") and not target:

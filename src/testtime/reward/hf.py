@@ -16,59 +16,16 @@ torch and transformers are imported only when a model is loaded (the ``hf`` extr
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from testtime.backends.hf import fingerprint, from_pretrained, import_hf, quiet, torch_dtype
 from testtime.reward.formats import detect_format, get_format
 from testtime.reward.neural import Encoded, PRMFormat, Readout, TokenPRM
-
-_DTYPES = {
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-}
-
-
-class MissingExtraError(ImportError):
-    """The optional dependencies of a backend are not installed."""
-
-
-def _backend(what: str = "transformers PRM backend") -> tuple[Any, Any]:
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        raise MissingExtraError(
-            f"the {what} needs torch and transformers ({e.name or e} is missing); "
-            "install the extra: pip install 'testtime[hf]'"
-        ) from None
-    return torch, transformers
-
-
-@contextlib.contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
-    """Silence transformers' load report and progress bars: the heads it calls unexpected are ours."""
-    log = transformers.utils.logging
-    level, bars = log.get_verbosity(), log.is_progress_bar_enabled()
-    log.set_verbosity_error()
-    log.disable_progress_bar()
-    try:
-        yield
-    finally:
-        log.set_verbosity(level)
-        if bars:
-            log.enable_progress_bar()
 
 
 def _weight_files(root: Path) -> dict[str, Path]:
@@ -97,24 +54,6 @@ def _read_tensors(root: Path, files: dict[str, Path], names: Sequence[str], what
         with safe_open(str(files[name]), framework="pt") as f:
             out[name] = f.get_tensor(name)
     return out
-
-
-def _torch_dtype(torch: Any, dtype: str | None, device: Any) -> Any:
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    key = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
-    if key is None:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of bfloat16, float16, float32")
-    return getattr(torch, key)
-
-
-def _from_pretrained(cls: Any, path: str, transformers: Any, dtype: Any) -> Any:
-    with _quiet(transformers):
-        model, info = cls.from_pretrained(path, dtype=dtype, trust_remote_code=False, output_loading_info=True)
-    if info.get("missing_keys"):
-        missing = sorted(info["missing_keys"])
-        raise ValueError(f"{path}: checkpoint lacks {len(missing)} weights of {type(model).__name__}: {missing[:5]}")
-    return model.eval()
 
 
 def _build_head(torch: Any, readout: Readout, root: Path, files: dict[str, Path], hidden: int) -> Any:
@@ -207,11 +146,11 @@ def load_hf_prm(
     The name defaults to the directory name plus a fingerprint of its config and weight files, so the
     store never mixes rewards of two checkpoints that share a directory name.
     """
-    torch, transformers = _backend()
+    torch, transformers = import_hf()
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{path}: not a local checkpoint directory")
-    with _quiet(transformers):
+    with quiet(transformers):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
     files = _weight_files(root)
@@ -225,13 +164,13 @@ def load_hf_prm(
     fmt = get_format(format, **dict(format_options or {})) if isinstance(format, str) else format
     readout = fmt.readout(tokenizer)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tdtype = _torch_dtype(torch, dtype, dev)
+    tdtype = torch_dtype(torch, dtype, dev)
 
     if readout.kind == "label_tokens":
-        model = _from_pretrained(transformers.AutoModelForCausalLM, path, transformers, tdtype).to(dev)
+        model = from_pretrained(transformers.AutoModelForCausalLM, path, transformers, tdtype).to(dev)
         base, head, modules = model.base_model, model.get_output_embeddings(), [model]
     else:
-        base = _from_pretrained(transformers.AutoModel, path, transformers, tdtype).to(dev)
+        base = from_pretrained(transformers.AutoModel, path, transformers, tdtype).to(dev)
         head = _build_head(torch, readout, root, files, base.config.hidden_size).to(dev).eval()
         modules = [base, head]
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
@@ -239,7 +178,7 @@ def load_hf_prm(
     n_params = sum(p.numel() for m in modules for p in m.parameters())
     on_gpu = dev.type != "cpu"
     return TokenPRM(
-        name or f"{root.name}[{fmt.name}]@{_fingerprint(root)}",
+        name or f"{root.name}[{fmt.name}]@{fingerprint(root)}",
         fmt,
         tokenizer,
         forward,
@@ -248,14 +187,3 @@ def load_hf_prm(
         max_batch_size=max_batch_size or (64 if on_gpu else 8),
         close=forward.close,
     )
-
-
-def _fingerprint(root: Path) -> str:
-    """Short hash of the config and the weight files' names and sizes (cheap: no weights are read)."""
-    h = hashlib.sha256()
-    config = root / "config.json"
-    if config.exists():
-        h.update(config.read_bytes())
-    for f in sorted(root.glob("*.safetensors")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:10]

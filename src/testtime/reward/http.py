@@ -33,10 +33,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from testtime.backends.vllm import import_transformers
 from testtime.netretry import RequestFailed, post_json
 from testtime.reward.base import BatchScorer, RewardError, RewardModel, Scored, ScoreRequest, check_scored
 from testtime.reward.neural import Encoded, PRMFormat, Readout, TokenPRM
-from testtime.reward.vllm import Outputs, _resolve_format, _transformers, read_rows, to_log_space, to_numpy
+from testtime.reward.vllm import Outputs, read_rows, resolve_format, to_log_space, to_numpy
 
 T = TypeVar("T")
 PROTOCOLS = ("testtime", "vllm-pooling")
@@ -361,12 +362,12 @@ def load_http_prm(
         raise ValueError("the vllm-pooling protocol needs tokenizer= (or model= naming a HF tokenizer)")
     if format is None and not isinstance(source, str):
         raise ValueError("cannot detect the PRM format from a tokenizer object; pass format=<name>")
-    tok = _transformers().AutoTokenizer.from_pretrained(source) if isinstance(source, str) else source
+    tok = import_transformers().AutoTokenizer.from_pretrained(source) if isinstance(source, str) else source
 
     def load_config() -> Any:
-        return _transformers().AutoConfig.from_pretrained(source)
+        return import_transformers().AutoConfig.from_pretrained(source)
 
-    fmt = _resolve_format(format, format_options, tok, load_config, str(source))
+    fmt = resolve_format(format, format_options, tok, load_config, str(source))
     forward = HTTPPoolingForward(urls, model=model, batch_size=batch_size, max_concurrency=max_concurrency,
                                  retry=retry, **pooling_options)
     return TokenPRM(name or model or f"vllm-pooling:{urls[0]}", fmt, tok, forward, n_params=n_params,

@@ -4,8 +4,8 @@ vLLM's pooling API has moved a lot between releases (``task="reward"`` became ``
 ``override_pooler_config`` became ``pooler_config``, the ``"encode"`` pooling task split into
 ``"token_embed"`` / ``"token_classify"``, ``softmax`` became ``use_activation``). All of that is
 contained in ``VLLMAdapter``: it detects which API the installed vLLM offers and builds the engine
-arguments, the pooling parameters and the ``encode`` call accordingly. Nothing else in testtime imports
-vLLM.
+arguments, the pooling parameters and the ``encode`` call accordingly. Apart from the version-checked
+import in ``testtime.backends.vllm``, nothing else in testtime touches vLLM.
 
 How each PRM readout is served (vLLM facts from its docs and sources, see ``docs/models/pooling_models``,
 ``vllm/config/pooler.py``, ``vllm/pooling_params.py`` and ``model_executor/layers/pooler``):
@@ -35,106 +35,29 @@ from __future__ import annotations
 import dataclasses
 import gc
 import inspect
-import json
-import math
-import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 
+from testtime.backends.vllm import (
+    VLLMUnsupported,
+    check_vllm_version,
+    count_params,
+    import_transformers,
+    import_vllm,
+    parse_version,
+    require_gpu,
+)
 from testtime.reward.base import RewardError
 from testtime.reward.neural import Encoded, PRMFormat, Readout, TokenPRM
-
-SUPPORTED_VLLM = ">=0.10,<0.40"
-INSTALL_HINT = "pip install 'testtime[vllm]'"
 
 Outputs = Literal["logits", "probs", "auto"]
 
 _TINY = np.finfo(np.float64).tiny
 _EPS = np.finfo(np.float64).eps
-
-
-class VLLMUnsupported(RuntimeError):
-    """The installed vLLM (or the machine) cannot run this PRM; the message says what to do instead."""
-
-
-# -- version gate --------------------------------------------------------------------------------------
-
-
-def parse_version(version: str) -> tuple[int, int, int] | None:
-    """The release triple of a version string ('0.11.1rc2.dev5+g1a2b' -> (0, 11, 1)); None if unparseable."""
-    m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", version)
-    if m is None:
-        return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def version_in_range(version: str, spec: str = SUPPORTED_VLLM) -> bool:
-    """Whether ``version`` satisfies a comma-separated spec of ``>=, >, <=, <, ==`` clauses."""
-    have = parse_version(version)
-    if have is None:
-        return False
-    ops = {
-        ">=": lambda a, b: a >= b,
-        ">": lambda a, b: a > b,
-        "<=": lambda a, b: a <= b,
-        "<": lambda a, b: a < b,
-        "==": lambda a, b: a == b,
-    }
-    for clause in spec.split(","):
-        m = re.fullmatch(r"\s*(>=|<=|==|>|<)\s*([0-9.]+)\s*", clause)
-        if m is None:
-            raise ValueError(f"bad version clause {clause!r} in {spec!r}")
-        want = parse_version(m.group(2))
-        assert want is not None
-        if not ops[m.group(1)](have, want):
-            return False
-    return True
-
-
-def check_vllm_version(version: str, spec: str = SUPPORTED_VLLM) -> None:
-    """Refuse a vLLM outside the range this adapter was written and checked against."""
-    if not version_in_range(version, spec):
-        raise VLLMUnsupported(
-            f"vLLM {version} is outside the range testtime's vLLM PRM backend supports ({spec}); "
-            f"install a supported release (pip install 'vllm{spec}') or use the hf backend"
-        )
-
-
-def import_vllm() -> ModuleType:
-    """Import vLLM (lazily: it is an optional, GPU-only extra) and check its version."""
-    try:
-        import vllm
-    except ImportError as exc:
-        if exc.name in (None, "vllm"):
-            raise ImportError(f"vLLM is not installed; install the extra: {INSTALL_HINT} (needs a CUDA GPU)") from None
-        raise ImportError(f"vLLM is installed but failed to import ({exc}); reinstall it: {INSTALL_HINT}") from None
-    check_vllm_version(str(getattr(vllm, "__version__", "unknown")))
-    return vllm
-
-
-def _gpu_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    try:
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken CUDA install reads as "no GPU"
-        return False
-
-
-def require_gpu() -> None:
-    if not _gpu_available():
-        raise VLLMUnsupported(
-            "the vLLM PRM backend needs a CUDA GPU, and none is visible (torch.cuda.is_available() is False); "
-            "use the hf backend on this machine"
-        )
 
 
 # -- pure helpers shared with the HTTP pooling backend -------------------------------------------------
@@ -435,12 +358,12 @@ def load_vllm_prm(
     adapter = VLLMAdapter(vllm)
     trust = bool(llm_kwargs.get("trust_remote_code", False))
     if tokenizer is None:
-        tokenizer = _transformers().AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        tokenizer = import_transformers().AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
 
     def load_config() -> Any:
-        return _transformers().AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        return import_transformers().AutoConfig.from_pretrained(path, trust_remote_code=trust)
 
-    fmt = _resolve_format(format, format_options, tokenizer, load_config, path)
+    fmt = resolve_format(format, format_options, tokenizer, load_config, path)
     readout = fmt.readout(tokenizer)
     plan = adapter.plan(readout, tokenizer)
     llm = adapter.make_llm(path, plan, gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs)
@@ -457,15 +380,7 @@ def load_vllm_prm(
     )
 
 
-def _transformers() -> ModuleType:
-    try:
-        import transformers
-    except ImportError:
-        raise ImportError(f"the vLLM PRM backend needs transformers: {INSTALL_HINT}") from None
-    return transformers
-
-
-def _resolve_format(
+def resolve_format(
     format: str | PRMFormat | None,
     options: Mapping[str, Any] | None,
     tokenizer: Any,
@@ -482,30 +397,3 @@ def _resolve_format(
         if format is None:
             raise ValueError(f"could not detect the PRM input format of {where}; pass format=<name>")
     return get_format(format, **dict(options or {}))
-
-
-def count_params(path: str) -> int:
-    """Parameter count from the checkpoint's safetensors headers (no tensors are read); 0 if unknown.
-
-    Used for FLOPs = 2 x params x tokens. Works for a local directory, or a hub id already in the cache.
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(path, local_files_only=True, allow_patterns=["*.safetensors"]))
-        except Exception:
-            return 0
-    total = 0
-    for file in sorted(folder.glob("*.safetensors")):
-        try:
-            with open(file, "rb") as fh:
-                (size,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(size))
-        except (OSError, ValueError, struct.error):
-            return 0
-        for key, meta in header.items():
-            if key != "__metadata__" and isinstance(meta, dict):
-                total += math.prod(int(d) for d in meta.get("shape", []))
-    return total

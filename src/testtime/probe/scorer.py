@@ -24,7 +24,7 @@ def shipped_probe(model: str = "smollm2-135m") -> Path:
     name = SHIPPED.get(model)
     if name is None:
         raise ValueError(f"no probe ships for {model!r} (shipped: {', '.join(SHIPPED)}); pass probe:PATH")
-    return Path(str(resources.files("testtime.reward").joinpath("probes", name)))
+    return Path(str(resources.files("testtime.probe").joinpath("artifacts", name)))
 
 
 def probe_path(target: str | None) -> Path:

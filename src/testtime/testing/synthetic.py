@@ -339,9 +339,9 @@ Spec = tuple[tuple[int, ...], str]  # (shape, dtype name)
 
 
 def _dtype_name(dtype: Any) -> str:
-    from testtime.reward.hf import _DTYPES
+    from testtime.backends.hf import DTYPES
 
-    name = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
     if name is None:
         raise ValueError(f"unsupported dtype {dtype!r}; use one of bfloat16, float16, float32")
     return name
@@ -478,9 +478,9 @@ def _specs(family: str, config: Any, dtype: str) -> dict[str, Spec]:
     import torch
     import transformers
 
-    from testtime.reward.hf import _quiet
+    from testtime.backends.hf import quiet
 
-    with _quiet(transformers), torch.device("meta"):
+    with quiet(transformers), torch.device("meta"):
         model = getattr(transformers, _MODELS[family][1])(config)
     prefix = "model." if family == "qwen-prm" else ""  # Qwen2ForProcessRewardModel holds a Qwen2Model
     specs: dict[str, Spec] = {}
