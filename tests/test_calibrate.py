@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fakes import ScriptedPolicy
+from testtime import engine
 from testtime.datasets import load_dataset
+from testtime.errors import ConfigError
 from testtime.optimal.calibrate import (
     ALL,
     Choice,
@@ -81,7 +83,7 @@ def test_calibrate_finds_the_known_best_cells(tmp_path):
         1: ("best_of_n/prm_min_max", 1),  # all 0 at N=1: ties go to the smaller budget, then the name
         2: ("majority", 2), 4: ("beam(m=2)/prm_last_max", 4)}
     assert table.choice("hard", 3).budget == 2 and table.choice("hard", 100).budget == 4
-    with pytest.raises(ValueError, match="--budget 0"):
+    with pytest.raises(ConfigError, match="budget 0: below the smallest"):
         table.choice("hard", 0)
     # the predictor learned pass@1 from agreement / probe score: it separates the two groups
     assert table.predictor.predict(1.0, 0.9) >= 0.5 > 0.1 > table.predictor.predict(0.25, 0.1)
@@ -146,7 +148,7 @@ def test_selector_runs_each_bins_choice_and_counts_the_probe(tmp_path):
     )
     from testtime.reward import ArithCheck
 
-    base = {"dataset": "arith", "out": str(tmp_path), "max_tokens": 64, "fewshot": 0}
+    base = engine.RunConfig(dataset="arith", out=str(tmp_path), max_tokens=64, fewshot=0)
     res = run_optimal(table, 4, policy, ArithCheck(), problems, base)
     assert res.bins == {problems[0].id: "easy", problems[1].id: "medium"}  # agreement 1.0 and 0.25
     assert res.choices[problems[0].id].config == "cot" and res.choices[problems[1].id].budget == 4

@@ -13,6 +13,7 @@ from testtime.policy.prompts import PromptConfig
 from testtime.replay import CachedGenerator
 from testtime.search.base import SearchContext, split_steps
 from testtime.store import Store
+from testtime.types import Scoring, Trace
 
 N_PARAMS = 1_000_003
 
@@ -269,7 +270,7 @@ def test_summary_always_reports_failures(tmp_path, problems):
 
 
 def test_failed_trace_is_wrong_and_graded_as_nothing(problems):
-    strategy, _per_call = engine.make_strategy_for(engine.RunConfig(strategy="majority", n=4))
+    strategy = engine.RunConfig(strategy="majority", n=4).make_strategy()
     trace = engine.failed_trace(problems[0], strategy, RuntimeError("boom\nsecond line"))
     r = engine.grade_trace(problems[0], trace)
     assert r.failed and r.error == "RuntimeError: boom second line" and r.sample_correct == [] and r.pass1 == 0.0
@@ -281,14 +282,37 @@ def test_stored_traces_come_back_as_objects(tmp_path, problems):
     with Store(tmp_path / "runs") as store:
         records = store.get_results(res.run_id)
     for r, rec in zip(res.results, records, strict=True):
-        back = engine.trace_from_record(rec)
+        back = Trace.from_record(rec)
         assert back.candidates == r.trace.candidates and back.answer == r.trace.answer
         assert back.correct == r.trace.correct and back.meta == r.trace.meta
+        assert back.answer_groups == r.trace.answer_groups and back.selections == r.trace.selections
         # as a rerun would see it: every generation replayed, the same tokens and FLOPs
         c, orig = back.compute, r.trace.compute
         assert c.new_generations == 0 and c.cached_generations == orig.new_generations + orig.cached_generations
         assert (c.generated_tokens, c.prompt_tokens, c.flops) == (orig.generated_tokens, orig.prompt_tokens,
                                                                   orig.flops)
+
+
+def test_records_written_before_the_fields_were_typed_still_load():
+    # a result stored when answer groups, rewards, selections and failures were keys of meta
+    old = {
+        "problem_id": "p", "strategy": "best_of_n", "budget": 2, "answer": "5", "correct": True,
+        "candidates": [{"steps": ["5"], "answer": "5", "finish_reason": "eos", "generated_tokens": 3,
+                        "correct": True}] * 2,
+        "compute": {"prompt_tokens": 10, "cached_prompt_tokens": 0, "generated_tokens": 6, "prm_tokens": 4,
+                    "policy_flops": 1.0, "prm_flops": 2.0, "new_generations": 2, "cached_generations": 0,
+                    "flops": 3.0},
+        "meta": {"scorer": "arith-check", "oracle": False, "rewards": [[0.5], [0.5]], "selection": "prm_last_max",
+                 "selections": {"majority": "5"}, "selections_correct": {"majority": True},
+                 "answer_groups": [0, 0], "rewards_from_store": 1, "votes": [2]},
+    }
+    t = Trace.from_record(old)
+    assert t.answer_groups == [0, 0] and t.selections == {"majority": "5"} and t.selections_correct == {"majority": True}
+    assert t.scoring == Scoring("arith-check", False, [[0.5], [0.5]], "prm_last_max", 1)
+    assert t.meta == {"votes": [2]} and not t.failed
+    assert t.compute.cached_generations == 2 and t.compute.new_generations == 0
+    failed = Trace.from_record({**old, "candidates": [], "meta": {"failed": True, "error": "X: down"}})
+    assert failed.failed and failed.error == "X: down" and failed.meta == {}
 
 
 def test_prompt_options_enter_identity_only_when_set():

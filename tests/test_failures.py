@@ -104,8 +104,8 @@ def test_failed_problem_is_recorded_and_the_run_continues(serve, tmp_path):
         stored = {t["problem_id"]: t for t in store.get_results(res.run_id)}
         run = store.get_run(res.run_id)
         assert store.count_generations() == 20
-    assert len(stored) == 6 and stored[DOWN.id]["meta"]["failed"] and stored[DOWN.id]["correct"] is False
-    assert "HTTP 503" in stored[DOWN.id]["meta"]["error"]
+    assert len(stored) == 6 and stored[DOWN.id]["error"] and stored[DOWN.id]["correct"] is False
+    assert "HTTP 503" in stored[DOWN.id]["error"]
     assert run["summary"]["failed"] == 1
 
     # the server recovers: the rerun fills the failed problem in and replays the rest from the store
@@ -120,7 +120,7 @@ def test_failed_problem_is_recorded_and_the_run_continues(serve, tmp_path):
         DOWN.question: 1}  # only the failed problem's samples were asked for
     with Store(tmp_path / "runs") as store:
         stored = {t["problem_id"]: t for t in store.get_results(res.run_id)}
-    assert len(stored) == 6 and stored[DOWN.id]["correct"] is True and "failed" not in stored[DOWN.id]["meta"]
+    assert len(stored) == 6 and stored[DOWN.id]["correct"] is True and stored[DOWN.id]["error"] is None
 
 
 def test_the_failed_batch_is_isolated_without_resending_the_others(serve, tmp_path):
@@ -238,7 +238,7 @@ def test_selector_counts_failed_problems_as_wrong(tmp_path):
         budgets=[4], table={label: {4: choice} for label in ("easy", "medium", "hard", ALL)}, fixed={},
         predictor=Predictor(4, [0.0, 1.0, 0.0], False), calibration_ids=[], holdout_ids=[],
     )
-    base = {"dataset": "arith", "out": str(tmp_path), "max_tokens": 64, "fewshot": 0}
+    base = engine.RunConfig(dataset="arith", out=str(tmp_path), max_tokens=64, fewshot=0)
     res = run_optimal(table, 4, policy, None, problems, base)
     assert res.correct == {problems[0].id: True, problems[1].id: False}
     assert list(res.bins) == [problems[0].id] and list(res.failed) == [problems[1].id]

@@ -50,7 +50,7 @@ def synthetic() -> dict[str, Any]:
             "majority": [{"budget": n, "accuracy": BASE[b] + 0.02 * n.bit_length(), "flops": _flops("m", n)}
                          for n in BUDGETS],
         }
-    first = [  # node_id, parent, depth, step, reward, kept, pruned, terminal, answer
+    first = [  # id, parent, depth, step, reward, kept, pruned, terminal, answer
         (0, None, 0, "Let x be the number of apples.", 0.91, True, None, False, None),
         (1, 0, 1, "Then 2x + 3 = 11, so x = 4.", 0.88, True, None, False, None),
         (2, 0, 1, HOSTILE, 0.12, False, "low reward", False, None),
@@ -66,7 +66,7 @@ def synthetic() -> dict[str, Any]:
         (3, None, 0, "Another root.", 0.5, True, None, False, None),
         (4, 3, 1, "It is 42.", 0.7, True, None, True, "42"),
     ]
-    keys = ["node_id", "parent", "depth", "step", "reward", "kept", "pruned", "terminal", "answer"]
+    keys = ["id", "parent", "depth", "step", "reward", "kept", "pruned", "terminal", "answer"]
     return {
         "title": "Synthetic scaling <report>",
         "policy": "tiny-policy", "prm": "tiny-prm", "dataset": "arith", "created": "2025-01-01T00:00:00Z",
