@@ -307,7 +307,8 @@ def test_records_written_before_the_fields_were_typed_still_load():
                  "answer_groups": [0, 0], "rewards_from_store": 1, "votes": [2]},
     }
     t = Trace.from_record(old)
-    assert t.answer_groups == [0, 0] and t.selections == {"majority": "5"} and t.selections_correct == {"majority": True}
+    assert t.answer_groups == [0, 0] and t.selections == {"majority": "5"}
+    assert t.selections_correct == {"majority": True}
     assert t.scoring == Scoring("arith-check", False, [[0.5], [0.5]], "prm_last_max", 1)
     assert t.meta == {"votes": [2]} and not t.failed
     assert t.compute.cached_generations == 2 and t.compute.new_generations == 0

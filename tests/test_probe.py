@@ -228,9 +228,9 @@ def test_train_head_on_noise_is_near_chance():
 
 
 def test_train_config_errors():
-    with pytest.raises(ValueError, match="--head"):
+    with pytest.raises(ValueError, match="head"):
         TrainConfig(head="forest").check()
-    with pytest.raises(ValueError, match="--val-fraction"):
+    with pytest.raises(ValueError, match="val_fraction"):
         TrainConfig(val_fraction=1.0).check()
     data = _synthetic(n_problems=1)
     with pytest.raises(ValueError, match="too few"):

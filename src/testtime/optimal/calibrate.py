@@ -100,7 +100,7 @@ class Table:
 
     @classmethod
     def load(cls, path: str | Path) -> Table:
-        d = read_artifact(path, f"--table {path}", TABLE_VERSION, "run `testtime calibrate` first", TABLE_KIND)
+        d = read_artifact(path, f"table {path}", TABLE_VERSION, "run `testtime calibrate` first", TABLE_KIND)
         d["table"] = {k: {int(b): Choice(**c) for b, c in v.items()} for k, v in d["table"].items()}
         d["fixed"] = {int(b): Choice(**c) for b, c in d["fixed"].items()}
         d["predictor"] = Predictor(**d["predictor"])

@@ -1,5 +1,6 @@
 """Policy models: the protocol, prompt building, and backends (llama.cpp is the CPU default)."""
 
+from testtime.errors import ConfigError
 from testtime.policy.base import STEP_STOP, GenerationRequest, Policy, SamplingParams
 from testtime.policy.models import DEFAULT_MODEL, list_models, resolve_model
 
@@ -35,18 +36,18 @@ def load_policy(model: str | None = None, backend: str = "llamacpp", **kwargs) -
         from testtime.policy.vllm import VLLMPolicy
 
         if not model:
-            raise ValueError("--backend vllm needs --model (an HF model id or a local checkpoint folder)")
+            raise ConfigError("model", message="backend vllm needs one (an HF model id or a local checkpoint folder)")
         return VLLMPolicy(model, **kwargs)
     if backend == "hf":
         from testtime.policy.hf import HFPolicy
 
         if not model:
-            raise ValueError("--backend hf needs --model (an HF model id or a local checkpoint folder)")
+            raise ConfigError("model", message="backend hf needs one (an HF model id or a local checkpoint folder)")
         return HFPolicy(model, **kwargs)
     if backend == "openai":
         from testtime.policy.openai_compat import OpenAICompatPolicy
 
         if not model or "base_urls" not in kwargs:
-            raise ValueError("--backend openai needs the served model name and base_urls")
+            raise ConfigError(("model", "base_urls"), message="backend openai needs the served model name and URLs")
         return OpenAICompatPolicy(kwargs.pop("base_urls"), model, **kwargs)
-    raise ValueError(f"--backend {backend}: unknown policy backend (available: {', '.join(BACKENDS)})")
+    raise ConfigError("backend", backend, f"unknown policy backend (available: {', '.join(BACKENDS)})")

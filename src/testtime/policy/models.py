@@ -55,7 +55,7 @@ def resolve_model(spec: str | None) -> Path:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"--model {spec}: no such file, and not an embedded model ({', '.join(names)})"
+            f"model {spec}: no such file, and not an embedded model ({', '.join(names)})"
         )
     return path
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from testtime.errors import ConfigError
 from testtime.probe.head import ProbeHead
 from testtime.probe.metrics import auroc, brier, grouped_auroc
 
@@ -41,15 +42,15 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.head not in ("logistic", "mlp"):
-            raise ValueError(f"--head {self.head}: expected logistic or mlp")
+            raise ConfigError("head", self.head, "expected logistic or mlp")
         if self.target not in ("soft", "hard"):
-            raise ValueError(f"--target {self.target}: expected soft or hard")
+            raise ConfigError("target", self.target, "expected soft or hard")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction {self.val_fraction}: must be in (0, 1)")
+            raise ConfigError("val_fraction", self.val_fraction, "must be in (0, 1)")
         if self.head == "mlp" and self.hidden < 1:
-            raise ValueError(f"--hidden {self.hidden}: must be >= 1")
+            raise ConfigError("hidden", self.hidden, "must be >= 1")
         if self.rank_weight < 0:
-            raise ValueError(f"--rank-weight {self.rank_weight}: must be >= 0")
+            raise ConfigError("rank_weight", self.rank_weight, "must be >= 0")
 
 
 def ranked_pairs(soft: np.ndarray, groups: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

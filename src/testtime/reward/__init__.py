@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+from testtime.errors import ConfigError
 from testtime.reward.arith_check import ArithCheck, check_step, evaluate, extract_statements
 from testtime.reward.base import BatchScorer, RewardError, RewardModel, Scored, ScoreRequest, check_scored
 from testtime.reward.judge import Judge
@@ -86,8 +87,8 @@ def load_scorer(spec: str, policy: Any = None) -> RewardModel:
 
             return load_http_prm(target, **opts)  # type: ignore[arg-type]
     except TypeError as e:  # an unknown ?option= for this kind
-        raise ValueError(f"--prm {spec}: {e}") from None
-    raise ValueError(f"--prm {spec}: unknown scorer kind {kind!r} (valid: {', '.join(KINDS)})")
+        raise ConfigError("prm", spec, str(e)) from None
+    raise ConfigError("prm", spec, f"unknown scorer kind {kind!r} (valid: {', '.join(KINDS)})")
 
 
 __all__ = [

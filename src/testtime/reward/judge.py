@@ -53,7 +53,7 @@ class Judge(BatchScorer):
     ) -> None:
         if not hasattr(policy, "next_token_logprobs"):
             raise ValueError(
-                f"--prm judge: the policy backend {type(policy).__name__} does not expose next-token log-probabilities"
+                f"judge: the policy backend {type(policy).__name__} does not expose next-token log-probabilities"
             )
         self.policy = policy
         self.template = template
