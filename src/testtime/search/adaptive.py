@@ -1,0 +1,68 @@
+"""Adaptive self-consistency: majority voting that stops drawing for a problem once its vote is settled.
+
+ESC (early-stopping self-consistency, arXiv 2401.10480): samples come in windows of ``window``; after a
+window, a problem whose window samples all state the same answer stops (a unanimous window is strong
+evidence the vote will not move); the others draw the next window, until N samples. The answer is the
+majority over every sample drawn, as in ``majority``.
+
+Sample i of a problem is majority voting's sample i (same prompt, seed, sampling params, store key), so
+run after a majority pool this costs nothing new, and ``samples_used`` is what it saves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from testtime.errors import ConfigError
+from testtime.grading import extract_answer
+from testtime.policy.base import GenerationRequest
+from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of
+from testtime.search.selection import MAJORITY, Pool, answer_key, group_answers, group_index, math_equivalent
+from testtime.types import Completion, Problem, Trace
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    window: int = 4  # samples drawn per round
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ConfigError("window", self.window, "must be >= 1")
+
+
+def settled(answers: list[str | None]) -> bool:
+    """ESC's stopping rule on one window: every sample states an answer, and the same one."""
+    return bool(answers) and None not in answers and len({answer_key(a) for a in answers}) == 1  # type: ignore[arg-type]
+
+
+@dataclass
+class AdaptiveMajority(Strategy):
+    budget: int = 16
+    name = "adaptive_majority"
+    Options = AdaptiveOptions
+
+    def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
+        params = ctx.sampling()
+        drawn: list[list[Completion]] = [[] for _ in problems]
+        live = list(range(len(problems)))
+        while live:  # one batched call per window, for every problem still voting
+            requests = [
+                GenerationRequest(ctx.prompt_for(problems[i]), min(self.options.window, self.budget - len(drawn[i])),
+                                  ctx.problem_seed(problems[i]), params, first_index=len(drawn[i]))
+                for i in live
+            ]
+            for i, comps in zip(live, ctx.generator.generate(requests), strict=True):
+                drawn[i].extend(comps)
+            live = [i for i, req in zip(live, requests, strict=True) if len(drawn[i]) < self.budget
+                    and not settled([extract_answer(c.text) for c in drawn[i][-req.n :]])]
+        traces = []
+        for problem, comps in zip(problems, drawn, strict=True):
+            answers = [extract_answer(c.text) for c in comps]
+            pool = Pool.of(group_index(group_answers(answers, math_equivalent(problem.kind)), len(answers)))
+            chosen = pool.choose(MAJORITY)
+            traces.append(Trace(
+                problem.id, self.name, self.budget, [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
+                None if chosen is None else answers[chosen], compute=compute_of(comps, ctx.n_params),
+                answer_groups=list(pool.group_of), meta={"samples_used": len(comps)},
+            ))
+        return traces
