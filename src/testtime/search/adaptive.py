@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from testtime.errors import ConfigError
 from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
-from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of
-from testtime.search.selection import MAJORITY, Pool, answer_key, group_answers, group_index, math_equivalent
+from testtime.search.base import SearchContext, Strategy
+from testtime.search.sampling import majority_trace
+from testtime.search.selection import answer_key
 from testtime.types import Completion, Problem, Trace
 
 
@@ -55,14 +56,5 @@ class AdaptiveMajority(Strategy):
                 drawn[i].extend(comps)
             live = [i for i, req in zip(live, requests, strict=True) if len(drawn[i]) < self.budget
                     and not settled([extract_answer(c.text) for c in drawn[i][-req.n :]])]
-        traces = []
-        for problem, comps in zip(problems, drawn, strict=True):
-            answers = [extract_answer(c.text) for c in comps]
-            pool = Pool.of(group_index(group_answers(answers, math_equivalent(problem.kind)), len(answers)))
-            chosen = pool.choose(MAJORITY)
-            traces.append(Trace(
-                problem.id, self.name, self.budget, [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
-                None if chosen is None else answers[chosen], compute=compute_of(comps, ctx.n_params),
-                answer_groups=list(pool.group_of), meta={"samples_used": len(comps)},
-            ))
-        return traces
+        return [majority_trace(self, p, comps, ctx, samples_used=len(comps))
+                for p, comps in zip(problems, drawn, strict=True)]

@@ -48,20 +48,19 @@ class Majority(Strategy):
     pooled = True
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
-        traces = []
-        for problem, comps in zip(problems, sample_solutions(problems, ctx, self.budget, ctx.temperature), strict=True):
-            answers = [extract_answer(c.text) for c in comps]
-            groups = group_answers(answers, math_equivalent(problem.kind))
-            pool = Pool.of(group_index(groups, len(answers)))
-            chosen = pool.choose(MAJORITY)
-            traces.append(
-                Trace(
-                    problem.id, self.name, self.budget,
-                    [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
-                    None if chosen is None else answers[chosen],
-                    compute=compute_of(comps, ctx.n_params),
-                    answer_groups=list(pool.group_of),
-                    meta={"votes": sorted((len(g) for g in groups), reverse=True)},
-                )
-            )
-        return traces
+        samples = sample_solutions(problems, ctx, self.budget, ctx.temperature)
+        return [majority_trace(self, p, comps, ctx) for p, comps in zip(problems, samples, strict=True)]
+
+
+def majority_trace(strategy: Strategy, problem: Problem, comps: list[Completion], ctx: SearchContext,
+                   **meta: object) -> Trace:
+    """A voting strategy's trace: answers grouped by math equivalence once, the largest group's answer."""
+    answers = [extract_answer(c.text) for c in comps]
+    groups = group_answers(answers, math_equivalent(problem.kind))
+    pool = Pool.of(group_index(groups, len(answers)))
+    chosen = pool.choose(MAJORITY)
+    return Trace(
+        problem.id, strategy.name, strategy.budget, [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
+        None if chosen is None else answers[chosen], compute=compute_of(comps, ctx.n_params),
+        answer_groups=list(pool.group_of), meta={"votes": sorted((len(g) for g in groups), reverse=True), **meta},
+    )
