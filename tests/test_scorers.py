@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from testtime.policy.base import NextTokenLogprobs
+from testtime.errors import ConfigError
 from testtime.replay import CachedScorer
 from testtime.reward import ArithCheck, Judge, Oracle, load_scorer, parse_spec
 from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest, check_scored
@@ -155,7 +156,7 @@ def test_parse_and_load_specs():
     assert load_scorer("arith-check").name == "arith-check"
     with pytest.raises(ValueError, match="unknown scorer kind 'nope'"):
         load_scorer("nope")
-    with pytest.raises(ValueError, match="--prm arith-check\\?bogus=1"):
+    with pytest.raises(ConfigError, match="^prm arith-check\\?bogus=1: "):
         load_scorer("arith-check?bogus=1")
     with pytest.raises(ValueError, match="needs a policy"):
         load_scorer("judge")
