@@ -178,9 +178,7 @@ def open_executor(kind: str, policy: PolicySpec, *, address: str | None = None, 
         if actors is not None:
             raise ConfigError("actors", actors, "only applies to executor ray")
         return LocalExecutor(policy)
-    if actors is not None and actors < 1:
-        raise ConfigError("actors", actors, "must be >= 1")
-    from testtime.execution.ray import RayExecutor  # raises ImportError(RAY_MISSING) without Ray
+    from testtime.execution.ray import RayExecutor  # raises ImportError(RAY_MISSING) without Ray; checks actors
 
     return RayExecutor(policy, address=address, actors=actors, **options)
 
