@@ -132,8 +132,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
             failed[r.problem.id] = f"probe: {r.error}"
             continue
         scoring = r.trace.scoring
-        agreement, score = probe_features(r.trace.answer_groups or [], scoring.rewards if scoring else None)
-        pass1[r.problem.id] = table.predictor.predict(agreement, score)
+        f = probe_features(r.trace.answer_groups or [], scoring.rewards if scoring else None)
+        pass1[r.problem.id] = table.predictor.predict(f.agreement, f.score)
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
     live = [p for p in problems if p.id not in failed]
     choices = {p.id: table.choice(bins[p.id], budget) for p in live}

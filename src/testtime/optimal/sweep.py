@@ -36,6 +36,7 @@ from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import selection_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
 from testtime.search import Majority, Pool, Strategy
+from testtime.search.selection import MAJORITY, SELECTIONS
 from testtime.types import Problem
 
 SWEEP_VERSION = 1
@@ -62,6 +63,9 @@ class ProblemInfo:
     # The selector's probe, recomputed exactly from the pool's first probe_n samples (same seeds):
     agreement: float  # largest answer group / probe_n
     probe_score: float | None  # mean over the probe's candidates of their min step reward (None: no PRM)
+    # whether the PRM's pick among the probe's candidates (prm_min_max) states the majority answer (None: no PRM)
+    prm_agrees: float | None = None
+    kind: str = ""  # the problem's answer kind (math, number, ...): part of what a table was calibrated on
 
 
 @dataclass
@@ -158,22 +162,36 @@ def _pool_cells(
                 cells.append(Cell(r.problem.id, config, cls.name, None, sel.name if sel.uses_scores else None, k, acc,
                                   per_sample_tokens * k, flops))
         probe = min(recipe.difficulty.probe_n, n)
-        group_of = list(pool.group_of)
-        agreement, probe_score = probe_features(group_of[:probe], rewards[:probe] if rewards is not None else None)
-        infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), agreement, probe_score))
+        f = probe_features(list(pool.group_of)[:probe], rewards[:probe] if rewards is not None else None)
+        infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), f.agreement, f.score,
+                                 f.prm_agrees, r.problem.kind))
     return cells, infos
 
 
-def probe_features(
-    group_of: Sequence[int | None], rewards: Sequence[Sequence[float]] | None
-) -> tuple[float, float | None]:
-    """The difficulty probe's features from its samples: answer agreement (largest answer group / samples)
-    and the mean over samples of their min step reward (None without a PRM). Sweeps and the selector
-    both use this, so the predictor sees the same features it was fitted on."""
+@dataclass(frozen=True)
+class ProbeFeatures:
+    """What the selector's cheap probe (its first probe_n samples, scored when there is a PRM) says of a problem."""
+
+    agreement: float  # largest answer group / samples
+    score: float | None  # mean over samples of their min step reward (None without a PRM)
+    prm_agrees: float | None  # 1.0 when the PRM's pick (prm_min_max) states the majority answer (None without a PRM)
+
+
+PROBE_SELECTION = SELECTIONS["prm_min_max"]
+
+
+def probe_features(group_of: Sequence[int | None], rewards: Sequence[Sequence[float]] | None) -> ProbeFeatures:
+    """The difficulty probe's features from its samples. Sweeps and the selector both use this, so the
+    predictor and the shift check see the same features they were fitted on."""
     counts = Counter(g for g in group_of if g is not None)
     agreement = max(counts.values(), default=0) / max(1, len(group_of))
-    score = sum(min(r) if r else 0.0 for r in rewards) / len(rewards) if rewards else None
-    return agreement, score
+    if not rewards:
+        return ProbeFeatures(agreement, None, None)
+    score = sum(min(r) if r else 0.0 for r in rewards) / len(rewards)
+    pool = Pool.of(group_of, rewards)
+    maj, prm = pool.choose(MAJORITY), pool.choose(PROBE_SELECTION)
+    agrees = float(maj is not None and prm is not None and pool.group_of[maj] == pool.group_of[prm])
+    return ProbeFeatures(agreement, score, agrees)
 
 
 def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
@@ -199,10 +217,14 @@ def _merge_infos(infos: list[ProblemInfo]) -> list[ProblemInfo]:
         by_id.setdefault(p.id, []).append(p)
     out = []
     for pid, ps in by_id.items():
-        scores = [p.probe_score for p in ps if p.probe_score is not None]
-        out.append(ProblemInfo(pid, ps[0].level, sum(p.pass1 for p in ps) / len(ps),
-                               sum(p.agreement for p in ps) / len(ps), sum(scores) / len(scores) if scores else None))
+        out.append(ProblemInfo(pid, ps[0].level, _mean([p.pass1 for p in ps]), _mean([p.agreement for p in ps]),
+                               _mean([p.probe_score for p in ps]), _mean([p.prm_agrees for p in ps]), ps[0].kind))
     return out
+
+
+def _mean(xs: Sequence[float | None]) -> Any:
+    known = [x for x in xs if x is not None]
+    return sum(known) / len(known) if known else None
 
 
 def run_sweep(
