@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fakes import ScriptedPolicy
@@ -10,12 +12,14 @@ from testtime.datasets import load_dataset
 from testtime.errors import ConfigError
 from testtime.optimal.calibrate import (
     ALL,
+    SHRINKAGE_GRID,
     Choice,
     Predictor,
     Table,
     best_within,
     calibrate,
     evaluate,
+    folds,
     mean_accuracy,
     split_problems,
 )
@@ -80,7 +84,7 @@ def test_calibrate_finds_the_known_best_cells(tmp_path):
     assert set(table.table) == {"easy", "hard", ALL}
     assert {b: c.config for b, c in table.table["easy"].items()} == {1: "cot", 2: "cot", 4: "cot"}
     assert {b: (c.config, c.budget) for b, c in table.table["hard"].items()} == {
-        1: ("best_of_n/prm_min_max", 1),  # all 0 at N=1: ties go to the smaller budget, then the name
+        1: ("cot", 1),  # every config scores 0 on hard at N=1: shrinkage breaks the tie by all problems
         2: ("majority", 2), 4: ("beam(m=2)/prm_last_max", 4)}
     assert table.choice("hard", 3).budget == 2 and table.choice("hard", 100).budget == 4
     with pytest.raises(ConfigError, match="budget 0: below the smallest"):
@@ -174,3 +178,63 @@ def test_sweep_over_seeds_averages_per_problem(tmp_path):
     assert [p.pass1 for p in sw.problems] == [1.0, 0.5]  # one info per problem, seeds averaged
     assert sum(1 for c in sw.cells if c.config == "majority" and c.budget == 4) == 4  # 2 problems x 2 seeds
     assert any("seed 1" in label for label in seen)
+
+
+# --- choices that generalise: shrinkage, minimum support, cross-validation, fallbacks -----------------
+
+
+def test_thin_bins_take_the_all_problems_choice():
+    sw = synthetic_sweep()
+    table = calibrate(sw, min_support=6)  # 5 calibration problems per bin: too few to choose on their own
+    for label in ("easy", "hard"):
+        assert {b: c.config for b, c in table.table[label].items()} == {b: c.config for b, c in table.fixed.items()}
+    assert table.min_support == 6
+
+
+def test_shrinkage_pulls_a_bin_toward_all_problems():
+    sw = synthetic_sweep()
+    alone, pulled = calibrate(sw, shrinkage=0.0), calibrate(sw, shrinkage=math.inf)
+    assert alone.table["easy"][4].config == "cot"  # the easy bin on its own: CoT solves it
+    assert pulled.table["easy"][4].config == pulled.fixed[4].config == "beam(m=2)/prm_last_max"
+    # lambda = 5 (= n_bin): half way between the bin's accuracy and the config's accuracy on all problems
+    half = calibrate(sw, shrinkage=5.0).table["hard"][2]
+    assert half.config == "majority" and half.accuracy == pytest.approx((0.4 + 0.65) / 2)  # hard 4/5 x 0.5
+    with pytest.raises(ConfigError) as e:
+        calibrate(sw, shrinkage=-1.0)
+    assert e.value.field == "shrinkage"
+
+
+def test_cross_validation_picks_lambda_and_prefers_the_conservative_on_ties():
+    sw = synthetic_sweep()
+    table = calibrate(sw)
+    cv = {float(k): v for k, v in table.cv.items()}
+    assert set(cv) == set(SHRINKAGE_GRID)
+    best = max(cv.values())
+    assert cv[table.shrinkage] == best and all(lam <= table.shrinkage for lam, a in cv.items() if a == best)
+    # per-bin choices beat one choice for all here (easy -> CoT, hard -> beam): a finite lambda wins
+    assert cv[0.0] > cv[math.inf] and not math.isinf(table.shrinkage)
+
+
+def test_folds_are_stratified_and_stable():
+    ids = [f"e{i}" for i in range(10)] + [f"h{i}" for i in range(10)]
+    strata = {i: i[0] for i in ids}
+    parts = folds(ids, 5, strata)
+    assert sorted(p for f in parts for p in f) == sorted(ids)
+    assert all(sum(p.startswith("e") for p in f) == 2 for f in parts)  # each bin spread evenly
+    assert folds(list(reversed(ids)), 5, strata) == parts
+
+
+def test_fallback_rows():
+    table = calibrate(synthetic_sweep())
+    # robust: the best mean over bins (each weighted equally), never a single bin's favourite
+    assert table.robust[1].config == "cot" and table.robust[4].config == "beam(m=2)/prm_last_max"
+    # prm_free: CoT or majority only, whatever the PRM-scored configs do
+    assert {c.strategy for c in table.prm_free.values()} <= {"cot", "majority"}
+    assert table.fallback("prm_free", 4).config == "majority" and table.fallback("robust", 0) is None
+
+
+def test_table_with_profile_round_trips(tmp_path):
+    table = calibrate(synthetic_sweep())
+    back = Table.load(table.save(tmp_path / "t.json"))
+    assert back == table
+    assert back.profile is not None and len(back.profile.agreement) == len(table.calibration_ids)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from testtime.policy.base import NextTokenLogprobs
 from testtime.errors import ConfigError
+from testtime.policy.base import NextTokenLogprobs
 from testtime.replay import CachedScorer
 from testtime.reward import ArithCheck, Judge, Oracle, load_scorer, parse_spec
 from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest, check_scored

@@ -2,9 +2,19 @@
 
 Problems are split (deterministically, by a hash of their id) into a calibration part and a held-out
 part. On the calibration part, for every bin and budget B the best config is the one with the highest
-mean accuracy among configs measured at a budget <= B (spending less is allowed; ties go to the
-smaller budget, then the config name). The best *fixed* config per budget (no bins) is chosen the same
-way, so the held-out comparison is fair: both were picked on the same problems.
+accuracy among configs measured at a budget <= B (spending less is allowed; ties go to the smaller
+budget, then the config name). The best *fixed* config per budget (no bins) is chosen the same way, so the
+held-out comparison is fair: both were picked on the same problems.
+
+Choices that generalise. With a few calibration problems per bin and dozens of configs, the per-bin best
+fits noise. So a bin's accuracy of a config is shrunk toward the config's accuracy on all calibration
+problems, ``(n_bin * acc_bin + lambda * acc_all) / (n_bin + lambda)``, with lambda chosen by K-fold
+cross-validation over the calibration problems (ties: the larger lambda, the more conservative table), and a
+bin with fewer than ``min_support`` calibration problems takes the all-problems choice. The table also keeps
+two fallbacks the selector uses when it should not trust a bin: ``robust`` (per budget, the config with the
+best mean accuracy over the bins, each bin weighted equally: never one tuned to a single bin) and
+``prm_free`` (the better of CoT and majority voting), and a ``Profile`` of what it was calibrated on (see
+``optimal.shift``).
 
 The selector cannot see oracle bins, so the artifact also carries a difficulty predictor: a least-squares
 line from the probe's features (answer agreement among probe_n samples, their mean min step reward) to
@@ -15,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +38,7 @@ import numpy as np
 from testtime.errors import ConfigError
 from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import absolute_bins, bin_order, confusion_matrix
+from testtime.optimal.shift import Profile, kinds_of
 from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
 from testtime.search import CoT, Majority, strategy_class
 
@@ -77,6 +89,12 @@ class Table:
     created: float = field(default_factory=time.time)
     kind: str = TABLE_KIND
     version: int = TABLE_VERSION
+    robust: dict[int, Choice] = field(default_factory=dict)  # budget -> best mean accuracy over bins
+    prm_free: dict[int, Choice] = field(default_factory=dict)  # budget -> better of CoT and majority
+    profile: Profile | None = None  # what it was calibrated on (optimal.shift)
+    shrinkage: float = 0.0  # lambda, chosen by cross-validation
+    min_support: int = 1
+    cv: dict[str, float] = field(default_factory=dict)  # lambda -> cross-validated accuracy
 
     def choice(self, bin_label: str, budget: int) -> Choice:
         """The best config for a bin within `budget` (the largest calibrated budget <= budget)."""
@@ -94,7 +112,8 @@ class Table:
         path.parent.mkdir(parents=True, exist_ok=True)
         d = asdict(self)
         d["table"] = {k: {str(b): c for b, c in v.items()} for k, v in d["table"].items()}
-        d["fixed"] = {str(b): c for b, c in d["fixed"].items()}
+        for key in ("fixed", "robust", "prm_free"):
+            d[key] = {str(b): c for b, c in d[key].items()}
         path.write_text(json.dumps(d, indent=1))
         return path
 
@@ -102,9 +121,18 @@ class Table:
     def load(cls, path: str | Path) -> Table:
         d = read_artifact(path, f"table {path}", TABLE_VERSION, "run `testtime calibrate` first", TABLE_KIND)
         d["table"] = {k: {int(b): Choice(**c) for b, c in v.items()} for k, v in d["table"].items()}
-        d["fixed"] = {int(b): Choice(**c) for b, c in d["fixed"].items()}
+        for key in ("fixed", "robust", "prm_free"):  # robust / prm_free: absent from tables made before them
+            d[key] = {int(b): Choice(**c) for b, c in d.get(key, {}).items()}
         d["predictor"] = Predictor(**d["predictor"])
+        if d.get("profile") is not None:
+            d["profile"] = Profile(**d["profile"])
         return cls(**d)
+
+    def fallback(self, rule: str, budget: int) -> Choice | None:
+        """The ``robust`` or ``prm_free`` choice within `budget` (None: this table has none)."""
+        row: dict[int, Choice] = getattr(self, rule)
+        usable = [b for b in row if b <= budget]
+        return row[max(usable)] if usable else None
 
 
 def split_problems(ids: Iterable[str], holdout: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -147,31 +175,148 @@ def fit_predictor(infos: Iterable[ProblemInfo], probe_n: int) -> Predictor:
     return Predictor(probe_n, [float(c) for c in coef], uses_score)
 
 
-def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None = None) -> Table:
+# lambda grid for cross-validation: 0 = each bin on its own, inf = every bin takes the all-problems choice
+SHRINKAGE_GRID: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)
+
+
+def shrink(acc_bin: Mapping[tuple[str, int], tuple[float, int, Cell]],
+           acc_all: Mapping[tuple[str, int], tuple[float, int, Cell]], lam: float
+           ) -> dict[tuple[str, int], tuple[float, int, Cell]]:
+    """A bin's accuracies shrunk toward the all-problems ones: (n * a_bin + lam * a_all) / (n + lam)."""
+    out = {}
+    for k, (a, n, cell) in acc_bin.items():
+        a_all = acc_all[k][0] if k in acc_all else a
+        out[k] = (a_all if math.isinf(lam) else (n * a + lam * a_all) / (n + lam), n, cell)
+    return out
+
+
+def choose_rows(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, str], budgets: Sequence[int],
+                lam: float, min_support: int) -> dict[str, dict[int, Choice]]:
+    """bin (and ALL) -> budget -> choice, from the calibration problems, shrunk by `lam`."""
+    calib = set(calib)
+    acc_all = mean_accuracy(cells, calib)
+    table: dict[str, dict[int, Choice]] = {}
+    all_row = {b: ch for b in budgets if (ch := best_within(acc_all, b)) is not None}
+    for label in bin_order({bins[p] for p in calib}):
+        members = {pid for pid in calib if bins[pid] == label}
+        if len(members) < min_support:
+            row = dict(all_row)  # too few problems to say anything about this bin on its own
+        else:
+            acc = shrink(mean_accuracy(cells, members), acc_all, lam)
+            row = {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
+        if row:
+            table[label] = row
+    if all_row:
+        table[ALL] = all_row
+    return table
+
+
+def folds(ids: Sequence[str], k: int, strata: Mapping[str, str] | None = None, seed: int = 0) -> list[list[str]]:
+    """K folds of the ids, stratified by `strata` (each bin spread evenly over the folds), in an order set by
+    a hash of (seed, id): stable whatever the order the ids come in."""
+    def h(pid: str) -> int:
+        return int.from_bytes(hashlib.sha256(f"fold:{seed}\x00{pid}".encode()).digest()[:8], "little")
+
+    out: list[list[str]] = [[] for _ in range(k)]
+    ordered = sorted(ids, key=lambda pid: ((strata or {}).get(pid, ""), h(pid)))
+    for i, pid in enumerate(ordered):
+        out[i % k].append(pid)
+    return out
+
+
+def cross_validate(cells: Sequence[Cell], calib: Sequence[str], bins: Mapping[str, str], budgets: Sequence[int],
+                   min_support: int, grid: Sequence[float] = SHRINKAGE_GRID, k: int = 5, seed: int = 0
+                   ) -> dict[float, float]:
+    """lambda -> the mean accuracy over held-out folds and budgets of tables chosen on the other folds."""
+    k = max(2, min(k, len(calib)))
+    by_cell = {(c.problem_id, c.config, c.budget): c.accuracy for c in cells}
+    parts = folds(calib, k, bins, seed)
+    # a training fold holds (k-1)/k of the problems: the support a bin needs scales with it
+    min_support = max(1, math.floor(min_support * (k - 1) / k))
+    out: dict[float, float] = {}
+    for lam in grid:
+        scores: list[float] = []
+        for i, test in enumerate(parts):
+            train = [p for j, part in enumerate(parts) if j != i for p in part]
+            if not test or not train:
+                continue
+            rows = choose_rows(cells, train, bins, budgets, lam, min_support)
+            for pid in test:
+                row = rows.get(bins[pid]) or rows.get(ALL, {})
+                for b in budgets:
+                    ch = row.get(b) or rows.get(ALL, {}).get(b)
+                    if ch is not None:
+                        scores.append(by_cell.get((pid, ch.config, ch.budget), 0.0))
+        out[lam] = sum(scores) / len(scores) if scores else 0.0
+    return out
+
+
+def robust_row(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, str],
+               budgets: Sequence[int]) -> dict[int, Choice]:
+    """Per budget, the config (measured in every bin) with the best mean of its per-bin accuracies."""
+    calib = set(calib)
+    labels = bin_order({bins[p] for p in calib})
+    per_bin = {lab: mean_accuracy(cells, {p for p in calib if bins[p] == lab}) for lab in labels}
+    common = set.intersection(*(set(acc) for acc in per_bin.values())) if per_bin else set()
+    acc = {k: (sum(per_bin[lab][k][0] for lab in labels) / len(labels),
+               sum(per_bin[lab][k][1] for lab in labels), per_bin[labels[0]][k][2]) for k in common}
+    return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
+
+
+def prm_free_row(cells: Sequence[Cell], calib: Iterable[str], budgets: Sequence[int]) -> dict[int, Choice]:
+    """Per budget, the best config of a strategy that needs no PRM (CoT, majority voting, ...)."""
+    free = [c for c in cells if not strategy_class(c.strategy).needs_scorer]
+    acc = mean_accuracy(free, set(calib))
+    return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
+
+
+def profile_of(sweep: SweepResult, calib: Sequence[str], bins: Mapping[str, str]) -> Profile:
+    info = {p.id: p for p in sweep.problems}
+    ps = [info[i] for i in calib]
+    scored = all(p.probe_score is not None for p in ps) and bool(ps)
+    agrees = [p.prm_agrees for p in ps if p.prm_agrees is not None]
+    recipe = sweep.recipe
+    return Profile(
+        agreement=[p.agreement for p in ps],
+        probe_score=[p.probe_score for p in ps] if scored else [],  # type: ignore[misc]
+        prm_agrees=agrees if len(agrees) == len(ps) else [],
+        bins=[bins[p.id] for p in ps],
+        kinds=kinds_of([p.kind for p in ps if p.kind]),
+        prompt={k: recipe.get(k) for k in ("fewshot", "system", "instruction") if k in recipe},
+    )
+
+
+def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None = None,
+              min_support: int = 5, shrinkage: float | None = None) -> Table:
+    """The table for a sweep: per-bin choices shrunk toward the all-problems choice (lambda by
+    cross-validation unless `shrinkage` is given), the fallbacks, the predictor and the profile."""
     recipe = sweep.recipe
     diff = recipe.get("difficulty", {})
     easy = diff.get("easy", 0.5) if easy is None else easy
     hard = diff.get("hard", 0.1) if hard is None else hard
+    if min_support < 1:
+        raise ConfigError("min_support", min_support, "must be >= 1")
+    if shrinkage is not None and not shrinkage >= 0:
+        raise ConfigError("shrinkage", shrinkage, "must be >= 0")
     ids = [p.id for p in sweep.problems]
     calib, held = split_problems(ids, recipe.get("holdout", 0.5), recipe.get("seed", 0))
     bins = absolute_bins({p.id: p.pass1 for p in sweep.problems}, easy=easy, hard=hard)
     budgets = sorted({c.budget for c in sweep.cells})
-    table: dict[str, dict[int, Choice]] = {}
-    for label in [*bin_order(set(bins.values())), ALL]:
-        members = {pid for pid in calib if label == ALL or bins[pid] == label}
-        if not members:
-            continue
-        acc = mean_accuracy(sweep.cells, members)
-        row = {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
-        if row:
-            table[label] = row
-    fixed = table.get(ALL, {})
+    cv: dict[float, float] = {}
+    if shrinkage is None:
+        cv = cross_validate(sweep.cells, calib, bins, budgets, min_support) if len(calib) >= 2 else {0.0: 0.0}
+        best = max(cv.values())
+        shrinkage = max(lam for lam, a in cv.items() if a >= best - 1e-12)  # ties: the more conservative
+    table = choose_rows(sweep.cells, calib, bins, budgets, shrinkage, min_support)
     info = {p.id: p for p in sweep.problems}
     return Table(
         policy=sweep.policy, prm=sweep.prm, oracle_prm=sweep.oracle_prm, dataset=recipe.get("dataset", "?"),
-        recipe=recipe.get("name", "?"), easy=easy, hard=hard, budgets=budgets, table=table, fixed=fixed,
-        predictor=fit_predictor([info[i] for i in calib], diff.get("probe_n", 4)),
+        recipe=recipe.get("name", "?"), easy=easy, hard=hard, budgets=budgets, table=table,
+        fixed=table.get(ALL, {}), predictor=fit_predictor([info[i] for i in calib], diff.get("probe_n", 4)),
         calibration_ids=calib, holdout_ids=held,
+        robust=robust_row(sweep.cells, calib, bins, budgets), prm_free=prm_free_row(sweep.cells, calib, budgets),
+        profile=profile_of(sweep, calib, bins) if calib else None, shrinkage=shrinkage, min_support=min_support,
+        cv={str(k): v for k, v in cv.items()},
     )
 
 
