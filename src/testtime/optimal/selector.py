@@ -7,9 +7,15 @@
 2. probes every problem with ``probe_n`` samples scored by the PRM, exactly as the sweep's difficulty
    features were computed (same seeds, so a probe after a sweep in the same store costs nothing new);
 3. predicts pass@1 with the table's predictor and bins it with the table's thresholds;
-4. runs each bin's best config within ``budget`` on that bin's problems (one engine run per distinct
-   config, all its problems batched together);
-5. reports accuracy per predicted bin, with the probe's compute added to every problem's total.
+4. checks, from the same probe, whether the problems look like the calibration problems
+   (``optimal.shift``) and decides each problem's config (``decide``): the predicted bin's calibrated
+   choice, unless a safe fallback applies -- the PRM-free choice (CoT / majority) when the PRM's agreement
+   with majority voting moved, the robust choice (best mean over bins) when the problems shifted or when a
+   problem's predicted pass@1 lies within ``margin`` of a bin threshold;
+5. runs each config within ``budget`` on its problems (one engine run per distinct config, all its
+   problems batched together);
+6. reports accuracy per predicted bin, the shift check and which rule decided how many problems, with the
+   probe's compute added to every problem's total.
 
 A problem whose remote calls failed (in the probe or in its config's run; see ``engine``) counts as
 wrong and is listed in ``failed``; a problem whose probe failed gets no bin and no config.
@@ -18,7 +24,7 @@ wrong and is listed in ``failed``; a problem whose probe failed gets no bin and 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +33,7 @@ from testtime.errors import ConfigError
 from testtime.execution import ScorerInfo, as_executor
 from testtime.optimal.calibrate import Choice, Table
 from testtime.optimal.metrics import absolute_bins, bin_order
+from testtime.optimal.shift import Shift, check_shift
 from testtime.optimal.sweep import probe_features
 from testtime.search import BestOfN, Majority
 from testtime.search.selection import SELECTIONS
@@ -48,6 +55,8 @@ class OptimalResult:
     wall_s: float
     per_problem_compute: dict[str, Compute] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # problem -> error (counted as wrong)
+    rules: dict[str, str] = field(default_factory=dict)  # problem -> the rule that chose its config
+    shift: Shift | None = None  # None: the table carries no calibration profile
 
     def summary(self) -> dict[str, Any]:
         n = len(self.problems)
@@ -68,7 +77,38 @@ class OptimalResult:
             "prompt_tokens_cached": c.cached_prompt_tokens, "flops": c.flops,
             "probe_generated_tokens": self.probe_compute.generated_tokens, "probe_flops": self.probe_compute.flops,
             "wall_s": self.wall_s, "run_ids": self.run_ids,
+            "decided_by": dict(Counter(self.rules.values())),
+            "shift": self.shift.to_dict() if self.shift is not None else None,
         }
+
+
+TABLE_RULE = "table"
+ROBUST_UNCERTAIN = "robust: uncertain bin"
+ROBUST_SHIFT = "robust: shift"
+PRM_FREE = "prm-free: PRM agreement moved"
+
+
+def decide(table: Table, budget: int, pass1: dict[str, float], shift: Shift | None,
+           margin: float = 0.05) -> dict[str, tuple[Choice, str]]:
+    """Each problem's config within `budget` and the rule that chose it (see the module docstring).
+
+    Fallbacks need the table's ``robust`` / ``prm_free`` rows (tables calibrated before them have none and
+    always use their bins); ``margin`` 0 turns the uncertain-bin rule off."""
+    if margin < 0:
+        raise ConfigError("margin", margin, "must be >= 0")
+    bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
+    robust, free = table.fallback("robust", budget), table.fallback("prm_free", budget)
+    out: dict[str, tuple[Choice, str]] = {}
+    for pid, p in pass1.items():
+        if shift is not None and shift.prm_moved and free is not None:
+            out[pid] = (free, PRM_FREE)
+        elif shift is not None and shift.shifted and robust is not None:
+            out[pid] = (robust, ROBUST_SHIFT)
+        elif robust is not None and min(abs(p - table.easy), abs(p - table.hard)) < margin:
+            out[pid] = (robust, ROBUST_UNCERTAIN)
+        else:
+            out[pid] = (table.choice(bins[pid], budget), TABLE_RULE)
+    return out
 
 
 def check_table(table: Table, policy_id: str, scorer_name: str | None, force: bool) -> None:
@@ -93,6 +133,7 @@ def run_optimal(
     *,
     force: bool = False,
     prm: str | None = None,
+    margin: float = 0.05,
 ) -> OptimalResult:
     """`base`: the settings shared by every run (dataset, seed, out, max_tokens, fewshot, ...); each run is
     ``base.with_strategy(...)``.
@@ -101,14 +142,14 @@ def run_optimal(
     no `scorer` object, `prm` is the scorer spec the executor builds (None: no PRM)."""
     executor = as_executor(policy, scorer)
     try:
-        return _run_optimal(table, budget, executor, scorer, problems, base, force, prm)
+        return _run_optimal(table, budget, executor, scorer, problems, base, force, prm, margin)
     finally:
         if executor is not policy:
             executor.close()
 
 
 def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
-                 base: RunConfig, force: bool, prm: str | None) -> OptimalResult:
+                 base: RunConfig, force: bool, prm: str | None, margin: float) -> OptimalResult:
     t0 = time.perf_counter()
     info: ScorerInfo | None = None
     if scorer is not None:
@@ -125,6 +166,7 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
     compute: dict[str, Compute] = {}
     failed: dict[str, str] = {}
     probe_total = Compute()
+    features = []
     for r in probe.results:
         compute[r.problem.id] = Compute().add(r.trace.compute)
         probe_total.add(r.trace.compute)
@@ -133,10 +175,19 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
             continue
         scoring = r.trace.scoring
         f = probe_features(r.trace.answer_groups or [], scoring.rewards if scoring else None)
+        features.append(f)
         pass1[r.problem.id] = table.predictor.predict(f.agreement, f.score)
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
     live = [p for p in problems if p.id not in failed]
-    choices = {p.id: table.choice(bins[p.id], budget) for p in live}
+    shift = None
+    if table.profile is not None and features:
+        shift = check_shift(
+            table.profile, [f.agreement for f in features], [f.score for f in features if f.score is not None],
+            [f.prm_agrees for f in features if f.prm_agrees is not None], [p.kind for p in live],
+            {"fewshot": base.fewshot, "system": base.system, "instruction": base.instruction})
+    decided = decide(table, budget, pass1, shift, margin)
+    choices = {pid: ch for pid, (ch, _rule) in decided.items()}
+    rules = {pid: rule for pid, (_ch, rule) in decided.items()}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
     groups_by_choice: dict[tuple, list[Problem]] = defaultdict(list)
     for p in live:
@@ -162,4 +213,4 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
     for c in compute.values():
         total.add(c)
     return OptimalResult(budget, table.prm, problems, pass1, bins, choices, correct, total, probe_total, run_ids,
-                         time.perf_counter() - t0, compute, failed)
+                         time.perf_counter() - t0, compute, failed, rules, shift)
