@@ -238,3 +238,23 @@ def test_table_with_profile_round_trips(tmp_path):
     back = Table.load(table.save(tmp_path / "t.json"))
     assert back == table
     assert back.profile is not None and len(back.profile.agreement) == len(table.calibration_ids)
+
+
+def test_evaluate_reports_hindsight_and_every_fixed_config():
+    from testtime.optimal.calibrate import FIXED, HINDSIGHT, OPT_PRED
+
+    sw = synthetic_sweep()
+    table = calibrate(sw)
+    ev = evaluate(sw, table)
+    allc = ev["curves"][ALL]
+    hind = {p["budget"]: p["accuracy"] for p in allc[HINDSIGHT]}
+    fixed = {p["budget"]: p["accuracy"] for p in allc[FIXED]}
+    assert all(hind[b] >= fixed[b] for b in fixed)  # hindsight is chosen on the held-out problems themselves
+    # every fixed config that fits the budget, with its held-out accuracy; hindsight is the best of them
+    for b, accs in ev["fixed_configs"].items():
+        assert all(int(k.rsplit("@", 1)[1]) <= b for k in accs)
+        assert max(accs.values()) == pytest.approx(hind[b])
+    assert "cot@1" in ev["fixed_configs"][1] and "beam(m=2)/prm_last_max@4" in ev["fixed_configs"][4]
+    # the predicted-bin curve is what the selector does, fallbacks included: every held-out problem has a rule
+    assert sum(ev["decided_by"][4].values()) == ev["n_holdout"] and OPT_PRED in allc
+    assert ev["shift"] is not None and "score" in ev["shift"]

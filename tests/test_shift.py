@@ -8,8 +8,7 @@ import pytest
 
 from test_calibrate import synthetic_sweep
 from testtime.errors import ConfigError
-from testtime.optimal.calibrate import calibrate
-from testtime.optimal.selector import PRM_FREE, ROBUST_SHIFT, ROBUST_UNCERTAIN, TABLE_RULE, decide
+from testtime.optimal.calibrate import PRM_FREE, ROBUST_SHIFT, ROBUST_UNCERTAIN, TABLE_RULE, calibrate, decide
 from testtime.optimal.shift import Profile, check_shift, ks_critical, ks_statistic
 
 

@@ -18,16 +18,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from testtime.optimal.calibrate import ALL, Table, evaluate, mean_accuracy
+from testtime.optimal.calibrate import ALL, FIXED, HINDSIGHT, OPT_ORACLE, OPT_PRED, Table, evaluate, mean_accuracy
 from testtime.optimal.metrics import bin_accuracy, efficiency_gain, performance_gain
 from testtime.optimal.sweep import SweepResult
 from testtime.search import CoT, Majority
 from testtime.store import Store
 
 BASELINES = (Majority.name, CoT.name)  # the paper's references, drawn apart from the searched strategies
-OPT_ORACLE = "compute-optimal (oracle bins)"
-OPT_PRED = "compute-optimal (predicted bins)"
-FIXED = "best fixed"
 
 
 def _family(config: str) -> str:
@@ -78,7 +75,7 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
     for label in [*labels, ALL]:
         ev_curves = ev["curves"].get(label, {})
         curves[label] = {k: v for k, v in fam.get(label, {}).items() if k not in BASELINES}
-        for name in (OPT_PRED, FIXED):
+        for name in (OPT_PRED, FIXED, HINDSIGHT):
             if ev_curves.get(name):
                 curves[label][name] = ev_curves[name]
         cot = ev_curves.get(CoT.name) or []
@@ -94,6 +91,9 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
                             for b in table.budgets]] for label, row in table.table.items()]},
         {"title": "Held-out accuracy per budget (all bins)", "columns": ["budget", *fig_rows["series"]],
          "rows": fig_rows["rows"]},
+        {"title": "Held-out accuracy of every fixed config (strategy, selection, budget) that fits the budget",
+         "columns": ["budget", "compute-optimal (predicted)", "fixed configs matched or beaten", "best fixed config"],
+         "rows": _fixed_rows(ev)},
         {"title": "Predicted (probe) vs oracle difficulty bins on held-out problems: rows = oracle",
          "columns": ["oracle \\ predicted", *labels],
          "rows": [[lab, *row] for lab, row in zip(labels, ev["confusion"], strict=True)]},
@@ -105,6 +105,18 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
         "bins": labels, "curves": curves, "reference": reference, "frontier": frontier,
         "tables": tables, "metrics": metrics, "trees": _trees(sweep, store_dir),
     }
+
+
+def _fixed_rows(ev: dict[str, Any]) -> list[list[Any]]:
+    pred = {p["budget"]: p["accuracy"] for p in ev["curves"].get(ALL, {}).get(OPT_PRED, [])}
+    rows = []
+    for b, accs in sorted(ev.get("fixed_configs", {}).items()):
+        if b not in pred or not accs:
+            continue
+        best = max(accs, key=lambda k: (accs[k], k))
+        beaten = sum(1 for a in accs.values() if pred[b] >= a - 1e-12)
+        rows.append([b, f"{pred[b]:.0%}", f"{beaten} of {len(accs)}", f"{best} ({accs[best]:.0%})"])
+    return rows
 
 
 def _frontier_label(table: Table, label: str, budget: int) -> str:
@@ -141,11 +153,26 @@ def _metrics(ev: dict[str, Any], table: Table) -> tuple[dict[str, str], dict[str
         wins = [(p["budget"], p["accuracy"], _at(fixed, p["budget"])) for p in pred]
         ok = sum(1 for _b, a, f in wins if f is not None and a >= f - 1e-12)
         out["compute-optimal (predicted) >= best fixed"] = f"at {ok} of {len(wins)} budgets"
+    hind = allc.get(HINDSIGHT, [])
+    if hind and pred:
+        wins = [(p["budget"], p["accuracy"], _at(hind, p["budget"])) for p in pred]
+        ok = sum(1 for _b, a, f in wins if f is not None and a >= f - 1e-12)
+        out["compute-optimal (predicted) >= best fixed in hindsight"] = f"at {ok} of {len(wins)} budgets"
+    if pred and ev.get("fixed_configs"):
+        b = pred[-1]["budget"]
+        accs = list(ev["fixed_configs"].get(b, {}).values())
+        if accs:
+            beaten = sum(1 for a in accs if pred[-1]["accuracy"] >= a - 1e-12)
+            out[f"fixed configs at N <= {b} that compute-optimal (predicted) matches or beats"] = (
+                f"{beaten} of {len(accs)}")
+    if ev.get("shift") is not None:
+        sh = ev["shift"]
+        out["held-out shift score (> 1: shifted)"] = f"{sh['score']:.2f}" + (" SHIFTED" if sh["shifted"] else "")
     try:
         out["probe bin accuracy"] = f"{bin_accuracy(ev['confusion']):.0%}"
     except ValueError:
         pass
-    series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, *BASELINES) if allc.get(s)]
+    series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, HINDSIGHT, *BASELINES) if allc.get(s)]
     rows = [[b, *[(_at(allc[s], b) if _at(allc[s], b) is not None else None) for s in series]]
             for b in table.budgets]
     return out, {"series": series, "rows": rows}

@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ import numpy as np
 from testtime.errors import ConfigError
 from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import absolute_bins, bin_order, confusion_matrix
-from testtime.optimal.shift import Profile, kinds_of
+from testtime.optimal.shift import Profile, Shift, check_shift, kinds_of
 from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
 from testtime.search import CoT, Majority, strategy_class
 
@@ -325,13 +325,64 @@ def predicted_bins(table: Table, infos: Iterable[ProblemInfo]) -> dict[str, str]
     return absolute_bins(pred, easy=table.easy, hard=table.hard)
 
 
-def evaluate(sweep: SweepResult, table: Table) -> dict[str, Any]:
-    """Held-out curves per budget: compute-optimal (oracle bins and predicted bins), the best fixed config,
-    majority, CoT; per bin; plus the confusion matrix of predicted vs oracle bins."""
+TABLE_RULE = "table"
+ROBUST_UNCERTAIN = "robust: uncertain bin"
+ROBUST_SHIFT = "robust: shift"
+PRM_FREE = "prm-free: PRM agreement moved"
+
+
+def decide(table: Table, budget: int, pass1: dict[str, float], shift: Shift | None,
+           margin: float = 0.05) -> dict[str, tuple[Choice, str]]:
+    """Each problem's config within `budget` and the rule that chose it (see the module docstring).
+
+    Fallbacks need the table's ``robust`` / ``prm_free`` rows (tables calibrated before them have none and
+    always use their bins); ``margin`` 0 turns the uncertain-bin rule off."""
+    if margin < 0:
+        raise ConfigError("margin", margin, "must be >= 0")
+    bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
+    robust, free = table.fallback("robust", budget), table.fallback("prm_free", budget)
+    out: dict[str, tuple[Choice, str]] = {}
+    for pid, p in pass1.items():
+        if shift is not None and shift.prm_moved and free is not None:
+            out[pid] = (free, PRM_FREE)
+        elif shift is not None and shift.shifted and robust is not None:
+            out[pid] = (robust, ROBUST_SHIFT)
+        elif robust is not None and min(abs(p - table.easy), abs(p - table.hard)) < margin:
+            out[pid] = (robust, ROBUST_UNCERTAIN)
+        else:
+            out[pid] = (table.choice(bins[pid], budget), TABLE_RULE)
+    return out
+
+
+OPT_ORACLE = "compute-optimal (oracle bins)"
+OPT_PRED = "compute-optimal (predicted bins)"
+FIXED = "best fixed"
+HINDSIGHT = "best fixed in hindsight"
+
+
+def heldout_shift(table: Table, infos: Iterable[ProblemInfo]) -> Shift | None:
+    """The shift check on held-out problems, as the selector would run it on them."""
+    ps = list(infos)
+    if table.profile is None or not ps:
+        return None
+    return check_shift(table.profile, [p.agreement for p in ps], [p.probe_score for p in ps if p.probe_score
+                                                                   is not None],
+                       [p.prm_agrees for p in ps if p.prm_agrees is not None], [p.kind for p in ps if p.kind])
+
+
+def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str, Any]:
+    """Held-out curves per budget: compute-optimal with oracle bins and as the selector runs it (predicted
+    bins, its fallbacks, probe cost included), the best fixed config chosen on calibration, the best fixed
+    config in hindsight (chosen on the held-out problems themselves: an upper bound for any fixed choice),
+    majority, CoT; per bin; every fixed config's held-out accuracy; the confusion matrix of predicted vs
+    oracle bins, and the held-out shift check."""
     held = set(table.holdout_ids)
     infos = {p.id: p for p in sweep.problems if p.id in held}
     oracle = absolute_bins({i: p.pass1 for i, p in infos.items()}, easy=table.easy, hard=table.hard)
     predicted = predicted_bins(table, infos.values())
+    pred_pass1 = {p.id: table.predictor.predict(p.agreement, p.probe_score) for p in infos.values()}
+    shift = heldout_shift(table, infos.values())
+    selected = {b: decide(table, b, pred_pass1, shift, margin) for b in table.budgets} if infos else {}
     cell = {(c.problem_id, c.config, c.budget): c for c in sweep.cells if c.problem_id in held}
     probe_cost = _probe_cost(sweep, table.predictor.probe_n, held)
     labels = bin_order(set(oracle.values()) | set(predicted.values()))
@@ -356,11 +407,13 @@ def evaluate(sweep: SweepResult, table: Table) -> dict[str, Any]:
         for label in [*labels, ALL]:
             ids = sorted(pid for pid in infos if label == ALL or oracle[pid] == label)
             series = {
-                "compute-optimal (oracle bins)": point(ids, lambda p, b=b: table.choice(oracle[p], b), False),
-                "compute-optimal (predicted bins)": point(ids, lambda p, b=b: table.choice(predicted[p], b), True),
-                "best fixed": point(ids, lambda p, b=b: table.fixed.get(max(x for x in table.budgets if x <= b)),
-                                    False),
+                OPT_ORACLE: point(ids, lambda p, b=b: table.choice(oracle[p], b), False),
+                OPT_PRED: point(ids, lambda p, b=b: selected[b][p][0], True),
+                FIXED: point(ids, lambda p, b=b: table.fixed.get(max(x for x in table.budgets if x <= b)), False),
             }
+            hindsight = _best_fixed(cell, ids, b)
+            if hindsight is not None:
+                series[HINDSIGHT] = point(ids, lambda p, h=hindsight: h, False)
             for cfg in (Majority.name, CoT.name):  # the baselines, at the budgets they can spend
                 if strategy_class(cfg).effective_n(b) == b:
                     series[cfg] = point(ids, lambda p, b=b, cfg=cfg: _choice_of(cfg, b), False)
@@ -368,8 +421,21 @@ def evaluate(sweep: SweepResult, table: Table) -> dict[str, Any]:
                 if pt is not None:
                     curves[label][name].append({"budget": b, **pt})
     confusion = confusion_matrix(oracle, predicted, labels)
+    ids = sorted(infos)
+    fixed_configs = {b: {f"{k[0]}@{k[1]}": v[0] for k, v in mean_accuracy(cell.values(), held).items()
+                         if k[1] <= b and v[1] == len(ids)} for b in table.budgets}
+    rules = {b: dict(Counter(rule for _c, rule in selected[b].values())) for b in selected}
     return {"curves": {k: dict(v) for k, v in curves.items()}, "labels": labels, "confusion": confusion,
-            "n_holdout": len(infos), "oracle_bins": oracle, "predicted_bins": predicted}
+            "n_holdout": len(infos), "oracle_bins": oracle, "predicted_bins": predicted,
+            "fixed_configs": fixed_configs, "shift": shift.to_dict() if shift else None, "decided_by": rules}
+
+
+def _best_fixed(cell: Mapping[tuple[str, str, int], Cell], ids: Sequence[str], budget: int) -> Choice | None:
+    """The config at a budget <= `budget` with the best accuracy on exactly these problems (hindsight)."""
+    wanted = set(ids)
+    acc = {k: v for k, v in mean_accuracy((c for c in cell.values() if c.problem_id in wanted), wanted).items()
+           if v[1] == len(wanted)}
+    return best_within(acc, budget)
 
 
 def _choice_of(strategy: str, budget: int) -> Choice:

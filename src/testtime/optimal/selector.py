@@ -31,7 +31,7 @@ from typing import Any
 from testtime.engine import RunConfig
 from testtime.errors import ConfigError
 from testtime.execution import ScorerInfo, as_executor
-from testtime.optimal.calibrate import Choice, Table
+from testtime.optimal.calibrate import Choice, Table, decide
 from testtime.optimal.metrics import absolute_bins, bin_order
 from testtime.optimal.shift import Shift, check_shift
 from testtime.optimal.sweep import probe_features
@@ -80,35 +80,6 @@ class OptimalResult:
             "decided_by": dict(Counter(self.rules.values())),
             "shift": self.shift.to_dict() if self.shift is not None else None,
         }
-
-
-TABLE_RULE = "table"
-ROBUST_UNCERTAIN = "robust: uncertain bin"
-ROBUST_SHIFT = "robust: shift"
-PRM_FREE = "prm-free: PRM agreement moved"
-
-
-def decide(table: Table, budget: int, pass1: dict[str, float], shift: Shift | None,
-           margin: float = 0.05) -> dict[str, tuple[Choice, str]]:
-    """Each problem's config within `budget` and the rule that chose it (see the module docstring).
-
-    Fallbacks need the table's ``robust`` / ``prm_free`` rows (tables calibrated before them have none and
-    always use their bins); ``margin`` 0 turns the uncertain-bin rule off."""
-    if margin < 0:
-        raise ConfigError("margin", margin, "must be >= 0")
-    bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
-    robust, free = table.fallback("robust", budget), table.fallback("prm_free", budget)
-    out: dict[str, tuple[Choice, str]] = {}
-    for pid, p in pass1.items():
-        if shift is not None and shift.prm_moved and free is not None:
-            out[pid] = (free, PRM_FREE)
-        elif shift is not None and shift.shifted and robust is not None:
-            out[pid] = (robust, ROBUST_SHIFT)
-        elif robust is not None and min(abs(p - table.easy), abs(p - table.hard)) < margin:
-            out[pid] = (robust, ROBUST_UNCERTAIN)
-        else:
-            out[pid] = (table.choice(bins[pid], budget), TABLE_RULE)
-    return out
 
 
 def check_table(table: Table, policy_id: str, scorer_name: str | None, force: bool) -> None:
