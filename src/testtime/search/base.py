@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from testtime.datasets import fewshot_for
 from testtime.errors import ConfigError
-from testtime.generation import CachedGenerator
+from testtime.replay import CachedGenerator
 from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.reward.base import RewardModel

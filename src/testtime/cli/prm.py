@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from testtime.cli_common import console, err_console, fail
+from testtime.cli.common import console, err_console, fail
 
 prm_app = typer.Typer(no_args_is_help=True, help="Process reward models: label steps, train a probe, evaluate.")
 

@@ -20,8 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from testtime.cli_common import console, err_console, fail
-from testtime.cli_prm import prm_app
+from testtime.cli.common import console, err_console, fail
+from testtime.cli.prm import prm_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compute-optimal test-time scaling.")
 data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets.")
