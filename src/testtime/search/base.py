@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 from testtime.datasets import fewshot_for
 from testtime.errors import ConfigError
-from testtime.replay import CachedGenerator
 from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
+from testtime.replay import CachedGenerator
 from testtime.reward.base import RewardModel
 from testtime.search.selection import Pool, Selection, math_equivalent, selection_of
 from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Trace
