@@ -15,8 +15,8 @@ import pytest
 
 from testtime import engine
 from testtime.datasets import load_dataset
-from testtime.generation import CachedGenerator
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
+from testtime.replay import CachedGenerator
 from testtime.search.base import SearchContext
 from testtime.store import Store
 

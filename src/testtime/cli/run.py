@@ -140,27 +140,30 @@ def run(
     from testtime.engine import RunConfig
     from testtime.execution import require_prm
 
-    where = dict(model=model, backend=backend, base_urls=base_url, executor=executor, address=address, actors=actors)
     mapping = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
         if dataset.endswith(".jsonl") else {}
+    common = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
+                  max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
+                  instruction=instruction, max_depth=max_depth, step_max_tokens=step_max_tokens)
     try:
-        where["options"] = policy_options(policy_option)
-        common = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
-                      max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
-                      instruction=instruction, max_depth=max_depth, step_max_tokens=step_max_tokens)
+        options = policy_options(policy_option)
         if strategy == "optimal":
-            from testtime.cli.optimal import run_optimal
-
-            # the template every run of the selector starts from (its strategy and N are the table's)
-            base = RunConfig(strategy="majority", n=1, **common)
-            run_optimal(table, budget, prm, force, base, mapping, where, as_json)
-            return
-        config = RunConfig(strategy=strategy, n=n, prm=prm, aggregation=aggregation, selection=selection, m=m,
-                           rank_by=rank_by, **common)
-        if config.strategy_class.needs_scorer:
-            require_prm(config.prm)
+            # the template every run of the selector starts from (its strategy and N come from the table)
+            config = RunConfig(strategy="majority", n=1, **common)
+        else:
+            config = RunConfig(strategy=strategy, n=n, prm=prm, aggregation=aggregation, selection=selection, m=m,
+                               rank_by=rank_by, **common)
+            if config.strategy_class.needs_scorer:
+                require_prm(config.prm)
     except ConfigError as e:
         fail_config(e)
+    where = dict(model=model, backend=backend, base_urls=base_url, executor=executor, address=address, actors=actors,
+                 options=options)
+    if strategy == "optimal":
+        from testtime.cli.optimal import run_optimal
+
+        run_optimal(table, budget, prm, force, config, mapping, where, as_json)
+        return
     problems = load_problems(dataset, limit, seed, level, **mapping)
     ex = open_policy(**where)
     try:
