@@ -135,6 +135,8 @@ def calibrate(
     try:
         sw = SweepResult.load(sweep_file)
         table = do_calibrate(sw, easy=easy, hard=hard)
+    except ConfigError as e:  # a value of ours the library refuses (--easy, --hard)
+        fail_config(e)
     except ValueError as e:
         fail(str(e))
     path = table.save(out or sweep_file.with_name(sweep_file.stem.replace("sweep-", "table-") + ".json"))
