@@ -224,3 +224,123 @@ def test_optimal_needs_table_and_budget(tmp_path):
     line = one_line_error(runner.invoke(app, ["run", "--strategy", "optimal", "--table", str(tmp_path / "t.json"),
                                               "--budget", "4", "--out", str(tmp_path)]))
     assert "--table" in line and "no such file" in line
+
+
+# --- the library's ConfigError, spelled as flags ------------------------------------------------------
+
+
+def test_config_error_spelling():
+    from testtime.cli.common import config_error
+    from testtime.errors import ConfigError
+
+    err = ConfigError(("n", "m"), (6, 4), "N must be a positive multiple of M")
+    assert config_error(err) == "--n 6 --m 4: N must be a positive multiple of M"
+    assert config_error(ConfigError("step_max_tokens", 0, "must be >= 1")) == "--step-max-tokens 0: must be >= 1"
+    assert config_error(ConfigError("prm", message="needs a scorer")) == "--prm: needs a scorer"
+    assert config_error(ConfigError("prm", message="needs a scorer"), "r.yaml") == "r.yaml: field prm: needs a scorer"
+    assert (config_error(ConfigError("base_url", message="only for openai"), "r.yaml")
+            == "r.yaml: field policy_options.base_urls: only for openai")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--strategy", "beam", "--prm", "arith-check", "--n", "6", "--m", "4"],
+         "--n 6 --m 4: N must be a positive multiple of M"),
+        (["--strategy", "best_of_n"], "--prm: "),
+        (["--strategy", "best_of_n", "--prm", "arith-check", "--aggregation", "max"], "--aggregation max: unknown"),
+        (["--strategy", "best_of_n", "--prm", "arith-check", "--selection", "best"], "--selection best: unknown"),
+        (["--strategy", "beam", "--prm", "arith-check", "--rank-by", "max"], "--rank-by max: unknown"),
+        (["--strategy", "dvts", "--prm", "arith-check", "--max-depth", "0"], "--max-depth 0: must be >= 1"),
+        (["--strategy", "rebase", "--prm", "arith-check", "--step-max-tokens", "0"],
+         "--step-max-tokens 0: must be >= 1"),
+        (["--temperature", "-1"], "--temperature -1.0: must be in [0, 100]"),
+        (["--max-tokens", "0"], "--max-tokens 0: must be >= 1"),
+        (["--fewshot", "-1"], "--fewshot -1: must be >= 0"),
+        (["--strategy", "optimal", "--table", "t.json", "--budget", "0"], "--budget 0: must be >= 1"),
+        (["--executor", "local", "--actors", "3"], "--actors 3: only applies to executor ray"),
+        (["--policy-option", "=1"], "--policy-option =1: expected KEY=VALUE"),
+    ],
+)
+def test_run_config_errors_are_the_library_s_spelled_as_flags(tmp_path, args, expected):
+    line = one_line_error(runner.invoke(app, ["run", "--limit", "1", "--out", str(tmp_path), *args]))
+    assert line.startswith(f"error: {expected}"), line
+
+
+def test_unscored_strategy_ignores_prm_options(tmp_path, monkeypatch):
+    """An unscored strategy's config drops --prm and does not read --aggregation: no error, no scorer."""
+    problems = load_dataset("arith", limit=1)
+    monkeypatch.setattr(testtime.policy, "load_policy", lambda model=None, **_k: ScriptedPolicy({}))
+    result = runner.invoke(app, ["run", "--limit", "1", "--n", "2", "--prm", "nosuch", "--out", str(tmp_path),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    s = last_json(result.stdout)
+    assert s["n_problems"] == len(problems) and "prm" not in s
+
+
+# --- demo over a scripted policy ----------------------------------------------------------------
+
+
+def test_demo_json_table_and_plot_with_a_scripted_policy(tmp_path, monkeypatch):
+    problems = load_dataset("arith", limit=4)
+    right = [p.answer for p in problems]
+    script = {problems[0].question: [right[0]] * 4,  # always right
+              problems[1].question: ["x1", right[1], "x2", right[1]],  # right by majority of the pool
+              problems[2].question: ["x"] * 4}  # never right
+    monkeypatch.setattr(testtime.policy, "load_policy", lambda model=None, **_k: ScriptedPolicy(script))
+    args = ["demo", "--limit", "4", "--n", "4", "--out", str(tmp_path), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    s = last_json(result.stdout)
+    assert set(s) == {"plot", "cot", "majority", "curves", "cot_by_level"}
+    assert s["cot"]["strategy"] == "cot" and s["majority"]["n"] == 4
+    assert (tmp_path / "accuracy_vs_n.png").is_file() and s["plot"] == str(tmp_path / "accuracy_vs_n.png")
+    levels = {f"level {p.level}" for p in problems}
+    assert set(s["curves"]) == levels == set(s["cot_by_level"])
+    assert all(set(c) == {"1", "2", "4"} for c in s["curves"].values())
+    lvl = f"level {problems[0].level}"
+    assert s["curves"][lvl]["1"] >= s["curves"][f"level {problems[2].level}"]["4"]
+    assert "maj@4" in result.stderr and "pass@4" in result.stderr and "plot: " in result.stderr
+
+
+def test_demo_curves_count_a_failed_problem_as_wrong():
+    from testtime.engine import ProblemResult, RunConfig, RunResult
+    from testtime.optimal.demo import majority_curves
+    from testtime.types import Trace
+
+    p_ok, p_bad = load_dataset("arith", limit=2, levels=[1])
+    ok = Trace(p_ok.id, "majority", 2, [], "3", correct=True, answer_groups=[0, 0])
+    bad = Trace(p_bad.id, "majority", 2, [], None, correct=False, error="GenerationFailed: down")
+    cot = [ProblemResult(p, Trace(p.id, "cot", 1, [], "3", correct=c), [c]) for p, c in ((p_ok, True), (p_bad, True))]
+    maj = [ProblemResult(p_ok, ok, [True, True]), ProblemResult(p_bad, bad, [])]
+    curves, cot_by_level, pass_n = majority_curves(
+        RunResult("c", RunConfig(strategy="cot", n=1), cot, 0.0), RunResult("m", RunConfig(n=2), maj, 0.0), 2)
+    assert curves == {"level 1": {1: 0.5, 2: 0.5}}
+    assert cot_by_level == {"level 1": 1.0} and pass_n == {"level 1": 0.5}
+
+
+# --- prm eval: the library checks its options before any model loads --------------------------------
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--selection", "majority"], "--selection majority: expected prm_max or prm_vote"),
+    (["--aggregation", "max"], "--aggregation max: unknown"),
+    (["--n", "0"], "--n 0: must be >= 1"),
+    (["--exclude-from", "nope.json"], "--exclude-from nope.json: "),
+    (["--backend", "openai"], "--backend openai: probes read the policy's weights"),
+])
+def test_prm_eval_option_errors(tmp_path, args, expected):
+    line = one_line_error(runner.invoke(app, ["prm", "eval", "--prm", "arith-check", "--limit", "2", "--out",
+                                              str(tmp_path), *args]))
+    assert line.startswith(f"error: {expected}"), line
+
+
+def test_python_dash_m_runs_the_same_app():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "testtime.cli", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for command in ("run", "demo", "sweep", "calibrate", "report", "grade", "models", "data", "prm"):
+        assert command in done.stdout

@@ -279,9 +279,9 @@ def test_cli_policy_options_reach_the_backend(serve, tmp_path):
     (["--policy-option", "novalue"], "--policy-option novalue: expected KEY=VALUE"),
     (["--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9", "--policy-option", "colour=red"],
      "--policy-option: OpenAICompatPolicy.__init__() got an unexpected keyword argument 'colour'"),
-    (["--base-url", "http://127.0.0.1:9"], "--base-url only applies to --backend openai"),
-    (["--backend", "openai", "--model", "m"], "--backend openai needs --base-url URL"),
-    (["--backend", "openai", "--base-url", "http://127.0.0.1:9"], "--backend openai needs --model"),
+    (["--base-url", "http://127.0.0.1:9"], "--base-url: only applies to backend openai"),
+    (["--backend", "openai", "--model", "m"], "--base-url: backend openai needs one or more OpenAI-compatible"),
+    (["--backend", "openai", "--base-url", "http://127.0.0.1:9"], "--model: backend openai needs the model name"),
 ])
 def test_cli_backend_option_errors_are_one_line(tmp_path, args, needle):
     result = runner.invoke(app, ["run", "--limit", "1", "--out", str(tmp_path), *args])

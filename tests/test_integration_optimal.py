@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
+from testtime.engine import RunConfig
 from testtime.optimal.calibrate import Table, calibrate
 from testtime.optimal.recipe import load_recipe
 from testtime.optimal.selector import run_optimal
@@ -38,8 +39,7 @@ def test_sweep_calibrate_optimal_report(smollm2, tmp_path):
     table = calibrate(sw)
     tpath = table.save(tmp_path / "table.json")
     assert Table.load(tpath).table.keys() == table.table.keys()
-    base = {"dataset": "arith", "limit": 6, "levels": [1, 2], "out": str(tmp_path), "max_tokens": 96,
-            "max_depth": 4}
+    base = RunConfig(dataset="arith", limit=6, levels=[1, 2], out=str(tmp_path), max_tokens=96, max_depth=4)
     from testtime.datasets import load_dataset
 
     problems = load_dataset("arith", limit=6, levels=[1, 2])
@@ -49,6 +49,13 @@ def test_sweep_calibrate_optimal_report(smollm2, tmp_path):
     assert sum(row["n_problems"] for row in s["by_bin"].values()) == 6
 
     runner = CliRunner()
+    # the same selector from the command line replays every run from the store
+    out = runner.invoke(app, ["run", "--strategy", "optimal", "--table", str(tpath), "--budget", "2", "--prm",
+                              "arith-check", "--limit", "6", "--level", "1", "--level", "2", "--max-tokens", "96",
+                              "--max-depth", "4", "--out", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    cli = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cli["accuracy"] == s["accuracy"] and cli["run_ids"] == s["run_ids"] and cli["by_bin"] == s["by_bin"]
     out = runner.invoke(app, ["report", str(sweep_path(recipe)), "--table", str(tpath), "--out",
                               str(tmp_path / "report"), "--json"])
     assert out.exit_code == 0, out.output

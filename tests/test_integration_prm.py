@@ -68,7 +68,7 @@ def test_cli_best_of_n_json(tmp_path):
     assert summary["strategy"] == "best_of_n" and summary["prm"] == "arith-check"
     assert "prm_min_vote" in summary["selections"] and "majority" in summary["selections"]
     bad = subprocess.run(cmd[:6] + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "needs --prm" in bad.stderr
+    assert bad.returncode == 2 and "--prm: a PRM-guided strategy needs a step scorer" in bad.stderr
 
 
 @pytest.mark.parametrize("strategy", ["beam", "dvts"])

@@ -115,8 +115,8 @@ def test_missing_ray_is_a_one_line_error(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--executor", "nope"], "--executor nope: unknown (available: local, ray)"),
-    (["--address", "127.0.0.1:6379"], "--address only applies to --executor ray"),
-    (["--actors", "2"], "--actors only applies to --executor ray"),
+    (["--address", "127.0.0.1:6379"], "--address 127.0.0.1:6379: only applies to executor ray"),
+    (["--actors", "2"], "--actors 2: only applies to executor ray"),
     (["--executor", "ray", "--actors", "0"], "--actors 0: must be >= 1"),
 ])
 def test_executor_option_errors_are_one_line(tmp_path, args, needle):

@@ -41,7 +41,7 @@ class StrategySpec(BaseModel):
         try:
             strategy_class(v)
         except ConfigError as e:
-            raise ValueError(e.message) from None
+            raise ValueError(f"{v}: {e.message}") from None
         return v
 
     @model_validator(mode="after")

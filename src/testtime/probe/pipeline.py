@@ -2,7 +2,8 @@
 
 label: Monte-Carlo step labels for a dataset slice -> labels JSONL + summary.
 train: features for every labelled step (cached in the store) -> a trained head -> a probe artifact.
-eval:  any PRM against held-out Monte-Carlo labels (step AUROC) and as a Best-of-N verifier vs majority.
+eval:  any PRM against held-out Monte-Carlo labels (step AUROC) and as a Best-of-N verifier vs majority
+       (``eval_configs`` -> ``held_out`` -> ``evaluate_prm``, which returns a ``PrmEvaluation``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from testtime import engine
+from testtime.engine import RunConfig, RunResult
+from testtime.errors import ConfigError
 from testtime.policy.prompts import PromptConfig
 from testtime.probe.features import CachedFeatures, FeatureExtractor, extractor_for
 from testtime.probe.head import ProbeArtifact
@@ -28,6 +32,7 @@ from testtime.probe.train import TrainConfig, TrainData, train_head
 from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel, ScoreRequest
 from testtime.search.base import SearchContext
+from testtime.search.selection import selection_of
 from testtime.store import Store
 from testtime.types import Problem
 
@@ -202,3 +207,118 @@ def exclude_seen(problems: list[Problem], digests: Sequence[str]) -> tuple[list[
     seen = set(digests)
     kept = [p for p in problems if question_digest(p.question) not in seen]
     return kept, len(problems) - len(kept)
+
+
+# Best-of-N against majority: the rules that read the PRM (majority would ignore it)
+EVAL_SELECTIONS = ("prm_max", "prm_vote")
+
+
+def eval_configs(
+    prm: str, dataset: str, *, n: int = 8, aggregation: str = "min", selection: str = "prm_max",
+    limit: int | None = None, levels: list[int] | None = None, seed: int = 1, model: str | None = None,
+    out: str | Path = "runs/probe", setup: SamplingSetup | None = None,
+) -> tuple[RunConfig, RunConfig]:
+    """The Best-of-N run the PRM chooses answers in and the majority run it is compared with, validated
+    (``ConfigError`` names the field)."""
+    if selection not in EVAL_SELECTIONS:
+        raise ConfigError("selection", selection, f"expected {' or '.join(EVAL_SELECTIONS)}")
+    setup = setup or SamplingSetup(seed=seed)
+    common: dict[str, Any] = dict(dataset=dataset, n=n, limit=limit, levels=levels or None, seed=seed, model=model,
+                                  out=str(out), max_tokens=setup.max_tokens, temperature=setup.temperature,
+                                  fewshot=setup.fewshot)
+    bon = RunConfig(strategy="best_of_n", prm=prm, aggregation=aggregation, selection=selection, **common)
+    return bon, RunConfig(strategy="majority", **common)
+
+
+def held_out(problems: list[Problem], prm: str, exclude_from: Path | None = None
+             ) -> tuple[list[Problem], int, Path | None]:
+    """(the problems the probe was not trained on, how many were dropped, the artifact that said so).
+
+    The artifact is `exclude_from`, else the ``--prm`` probe's own (none for other scorers); errors are
+    ``ConfigError`` naming ``exclude_from`` (or ``prm``)."""
+    from testtime.probe.scorer import probe_path
+    from testtime.reward import parse_spec
+
+    kind, target, _ = parse_spec(prm)
+    if exclude_from is None and kind == "probe":
+        try:
+            exclude_from = probe_path(target)
+        except ValueError as e:
+            raise ConfigError("prm", prm, str(e)) from None
+    if exclude_from is None:
+        return problems, 0, None
+    try:
+        digests = ProbeArtifact.load(exclude_from).training.get("train_question_digests", [])
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError("exclude_from", exclude_from, str(e)) from None
+    kept, excluded = exclude_seen(problems, digests)
+    if not kept:
+        raise ConfigError("exclude_from", exclude_from, "every selected problem was in the probe's training set")
+    return kept, excluded, exclude_from
+
+
+@dataclass
+class PrmEvaluation:
+    """A PRM against held-out Monte-Carlo labels (step AUROC) and as a Best-of-N verifier vs majority."""
+
+    prm: str
+    dataset: str
+    n: int
+    pair: str  # the selection (aggregation x rule) that gives the Best-of-N answer, e.g. "prm_min_max"
+    problems: int
+    excluded: int  # problems left out because the probe was trained on them
+    labels: Path
+    label_stats: dict[str, Any]
+    aurocs: dict[str, Any]  # step_auroc's: auroc, auroc_intermediate, auroc_within_problem, steps, ...
+    bon: RunResult
+    majority: RunResult
+    oracle_upper_bound: bool  # the scorer reads the reference answer: its numbers are upper bounds
+    wall_s: float
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON `testtime prm eval --json` prints (keys as they always were)."""
+        n = self.n
+        bon_s, maj_s = self.bon.summary(), self.majority.summary()
+        return {
+            "prm": self.prm, "scorer": bon_s.get("prm"), "dataset": self.dataset, "problems": self.problems,
+            "excluded_seen_in_training": self.excluded, "labels": str(self.labels), **self.aurocs,
+            "label_stats": {k: self.label_stats[k] for k in ("solutions", "steps", "positive_hard", "mean_soft")},
+            "n": n, "pair": self.pair, f"bon@{n}": bon_s["accuracy"], f"majority@{n}": maj_s["accuracy"],
+            f"pass@{n}": bon_s["pass@n"],
+            "bon_by_level": {str(k): v["accuracy"] for k, v in self.bon.by_level().items()},
+            "majority_by_level": {str(k): v["accuracy"] for k, v in self.majority.by_level().items()},
+            "bon_selections": bon_s.get("selections") or {},
+            "oracle_upper_bound": self.oracle_upper_bound,
+            "wall_s": self.wall_s,
+        }
+
+
+def evaluate_prm(
+    problems: list[Problem], policy: Any, ref: PolicyRef, scorer: RewardModel, configs: tuple[RunConfig, RunConfig],
+    label_cfg: LabelConfig, setup: SamplingSetup, *, excluded: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PrmEvaluation:
+    """Label the problems with Monte-Carlo rollouts (stored, resumable), score every labelled step with
+    `scorer` (the spec ``configs[0].prm`` names, built by the caller over `policy`), and run Best-of-N and
+    majority (``eval_configs``) on the same problems. `policy` and `scorer` are left open;
+    ``on_progress(done, total)`` while labelling."""
+    t0 = time.perf_counter()
+    bon_cfg, maj_cfg = configs
+    out = Path(bon_cfg.out)
+    labels_file, labeled, meta = run_label(problems, policy, ref, out, bon_cfg.dataset, label_cfg, setup,
+                                           on_progress)
+    labeled = [s for s in labeled if s.steps]
+    store = Store(out)
+    try:
+        rewards = score_labeled(scorer, labeled, store)
+    finally:
+        store.close()
+    aurocs = step_auroc(labeled, rewards)
+    bon = engine.run(bon_cfg, policy, problems, scorer=scorer)
+    maj = engine.run(maj_cfg, policy, problems)
+    pair = selection_of(bon_cfg.aggregation, bon_cfg.selection).name  # the BoN run reports this pair's answer
+    return PrmEvaluation(
+        prm=bon_cfg.prm or "", dataset=bon_cfg.dataset, n=bon_cfg.n, pair=pair, problems=len(problems),
+        excluded=excluded, labels=labels_file, label_stats=meta["stats"], aurocs=aurocs, bon=bon, majority=maj,
+        oracle_upper_bound=bool(scorer.outcome_only), wall_s=time.perf_counter() - t0,
+    )

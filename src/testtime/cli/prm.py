@@ -9,31 +9,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from testtime.cli_common import console, err_console, fail
+from testtime.cli.common import AsJsonOpt, fail, fail_config, load_problems, out_console, progress_bar
+from testtime.errors import ConfigError
 
 prm_app = typer.Typer(no_args_is_help=True, help="Process reward models: label steps, train a probe, evaluate.")
-
-
-_fail = fail
-
-
-def _progress(out: Console, label: str):
-    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out)
-
-
-def _problems(dataset: str, limit: int | None, seed: int, level: list[int] | None) -> list[Any]:
-    from testtime.datasets import DatasetError, load_dataset
-
-    try:
-        problems = load_dataset(dataset, limit=limit, seed=seed, levels=level or None)
-    except (DatasetError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    if not problems:
-        _fail(f"--dataset {dataset}: no problems selected")
-    return problems
 
 
 def _policy(model: str | None, backend: str, threads: int | None) -> tuple[Any, Any]:
@@ -42,12 +23,13 @@ def _policy(model: str | None, backend: str, threads: int | None) -> tuple[Any, 
     from testtime.probe.pipeline import PolicyRef
 
     if backend not in ("llamacpp", "hf", "vllm"):
-        _fail(f"--backend {backend}: probes read the policy's weights (llamacpp, hf or vllm), not a remote server")
+        fail_config(ConfigError("backend", backend,
+                                "probes read the policy's weights (llamacpp, hf or vllm), not a remote server"))
     kwargs = {"threads": threads} if threads and backend == "llamacpp" else {}
     try:
         policy = load_policy(model, backend=backend, **kwargs)
     except (FileNotFoundError, ValueError, ImportError) as e:
-        _fail(str(e))
+        fail(str(e))
     return policy, PolicyRef(backend, model or "smollm2-135m", policy.model_id)
 
 
@@ -75,7 +57,7 @@ Threads = Annotated[int | None, typer.Option(help="llama.cpp threads (default: a
 Backend = Annotated[str, typer.Option(help="policy backend: llamacpp | hf | vllm")]
 Solutions = Annotated[int, typer.Option(help="sampled solutions per problem")]
 Rollouts = Annotated[int, typer.Option(help="Monte-Carlo completions per step prefix")]
-AsJson = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")]
+AsJson = AsJsonOpt
 
 
 @prm_app.command()
@@ -92,12 +74,12 @@ def label(
     from testtime.probe.pipeline import SamplingSetup, run_label
 
     if solutions < 1 or rollouts < 1:
-        _fail(f"--solutions {solutions} --rollouts {rollouts}: both must be >= 1")
-    problems = _problems(dataset, limit, seed, level)
+        fail(f"--solutions {solutions} --rollouts {rollouts}: both must be >= 1")
+    problems = load_problems(dataset, limit, seed, level)
     policy, ref = _policy(model, backend, threads)
-    out_console = err_console if as_json else console
+    printer = out_console(as_json)
     try:
-        with _progress(out_console, "labelling") as progress:
+        with progress_bar(printer, "labelling") as progress:
             task = progress.add_task("label", total=len(problems))
             path, _labeled, meta = run_label(
                 problems, policy, ref, out, dataset, LabelConfig(solutions, rollouts),
@@ -105,8 +87,8 @@ def label(
                 on_progress=lambda done, total: progress.update(task, completed=done))
     finally:
         policy.close()
-    out_console.print(_stats_table(meta["stats"], f"Monte-Carlo step labels: {dataset}, seed {seed}"))
-    out_console.print(f"labels: {path} ({meta['wall_s']:.0f} s)")
+    printer.print(_stats_table(meta["stats"], f"Monte-Carlo step labels: {dataset}, seed {seed}"))
+    printer.print(f"labels: {path} ({meta['wall_s']:.0f} s)")
     if as_json:
         print(json.dumps({"labels": str(path), "wall_s": meta["wall_s"], **meta["stats"]}))
 
@@ -134,23 +116,23 @@ def train(
     from testtime.probe.train import TrainConfig
 
     if out.suffix != ".json":
-        _fail(f"--out {out}: a probe artifact is a .json file")
+        fail(f"--out {out}: a probe artifact is a .json file")
     cfg = TrainConfig(head, hidden, target, val_fraction, lr, weight_decay, epochs, patience, seed, rank_weight)
     try:
         cfg.check()
         t0 = time.perf_counter()
         _artifact, metrics = run_train(labels, out, cfg, store)
     except (ValueError, FileNotFoundError, ImportError) as e:
-        _fail(str(e))
-    out_console = err_console if as_json else console
+        fail(str(e))
+    printer = out_console(as_json)
     t = Table(title=f"probe head ({head}) trained on {metrics['train_rows']} steps")
     for col in ("split", "steps", "problems", "AUROC (hard labels)"):
         t.add_column(col, justify="right")
     t.add_row("train", str(metrics["train_rows"]), str(metrics["train_problems"]), _fmt(metrics["train_auroc_hard"]))
     t.add_row("held out", str(metrics["val_rows"]), str(metrics["val_problems"]), _fmt(metrics["val_auroc_hard"]))
     t.caption = f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}; {time.perf_counter() - t0:.0f} s"
-    out_console.print(t)
-    out_console.print(f"probe: {out}  (use it with --prm probe:{out})")
+    printer.print(t)
+    printer.print(f"probe: {out}  (use it with --prm probe:{out})")
     if as_json:
         print(json.dumps({"probe": str(out), **{k: v for k, v in metrics.items() if k != "config"}}))
 
@@ -177,88 +159,38 @@ def evaluate(
 
     Compare PRMs on the same problems: pass the probe's artifact as --exclude-from for every PRM.
     """
-    from testtime import engine
-    from testtime.probe.head import ProbeArtifact
     from testtime.probe.labels import LabelConfig
-    from testtime.probe.pipeline import (
-        SamplingSetup,
-        exclude_seen,
-        run_label,
-        score_labeled,
-        step_auroc,
-    )
-    from testtime.reward import load_scorer, parse_spec
-    from testtime.search.aggregation import AGGREGATIONS, selection_name
-    from testtime.store import Store
+    from testtime.probe.pipeline import SamplingSetup, eval_configs, evaluate_prm, held_out
+    from testtime.reward import load_scorer
 
-    if aggregation not in AGGREGATIONS:
-        _fail(f"--aggregation {aggregation}: unknown (valid: {', '.join(AGGREGATIONS)})")
-    if selection not in ("prm_max", "prm_vote"):
-        _fail(f"--selection {selection}: expected prm_max or prm_vote")
-    t0 = time.perf_counter()
-    problems = _problems(dataset, limit, seed, level)
-    excluded = 0
-    kind, target, _ = parse_spec(prm)
-    if exclude_from is None and kind == "probe":
-        from testtime.probe.scorer import probe_path
-
-        exclude_from = probe_path(target)
-    if exclude_from is not None:
-        try:
-            digests = ProbeArtifact.load(exclude_from).training.get("train_question_digests", [])
-        except (ValueError, FileNotFoundError) as e:
-            _fail(f"--exclude-from {exclude_from}: {e}")
-        problems, excluded = exclude_seen(problems, digests)
-        if not problems:
-            _fail(f"--exclude-from {exclude_from}: every selected problem was in the probe's training set")
-    out_console = err_console if as_json else console
+    setup = SamplingSetup(seed=seed)
+    try:
+        configs = eval_configs(prm, dataset, n=n, aggregation=aggregation, selection=selection, limit=limit,
+                               levels=level, seed=seed, model=model, out=out, setup=setup)
+        problems, excluded, _ = held_out(load_problems(dataset, limit, seed, level), prm, exclude_from)
+    except ConfigError as e:
+        fail_config(e)
+    printer = out_console(as_json)
     policy, ref = _policy(model, backend, threads)
     scorer = None
     try:
-        setup = SamplingSetup(seed=seed)
-        with _progress(out_console, "labelling held-out problems") as progress:
-            task = progress.add_task("label", total=len(problems))
-            labels_file, labeled, meta = run_label(
-                problems, policy, ref, out, dataset, LabelConfig(solutions, rollouts), setup,
-                on_progress=lambda done, total: progress.update(task, completed=done))
         try:
             scorer = load_scorer(prm, policy)
         except (ValueError, ImportError, FileNotFoundError) as e:
-            _fail(str(e) if str(e).startswith("--prm") else f"--prm {prm}: {e}")
-        if scorer.outcome_only:
-            out_console.print(f"[yellow]{prm} reads the reference answer: its numbers are upper bounds[/yellow]")
-        labeled = [s for s in labeled if s.steps]
-        store = Store(out)
-        try:
-            rewards = score_labeled(scorer, labeled, store)
-        finally:
-            store.close()
-        aucs = step_auroc(labeled, rewards)
-        common = dict(dataset=dataset, n=n, limit=limit, levels=level or None, seed=seed, model=model,
-                      out=str(out), max_tokens=setup.max_tokens, temperature=setup.temperature,
-                      fewshot=setup.fewshot)
-        bon = engine.run(engine.RunConfig(strategy="best_of_n", prm=prm, aggregation=aggregation,
-                                          selection=selection, **common), policy, problems, scorer=scorer)
-        maj = engine.run(engine.RunConfig(strategy="majority", **common), policy, problems)
+            fail(str(e) if str(e).startswith("--prm") else f"--prm {prm}: {e}")
+        with progress_bar(printer, "labelling held-out problems") as progress:
+            task = progress.add_task("label", total=len(problems))
+            result = evaluate_prm(
+                problems, policy, ref, scorer, configs, LabelConfig(solutions, rollouts), setup, excluded=excluded,
+                on_progress=lambda done, total: progress.update(task, completed=done))
     finally:
         if scorer is not None:
             scorer.close()
         policy.close()
-    pair = selection_name((aggregation, selection))  # the BoN run reports this pair's answer
-    bon_s, maj_s = bon.summary(), maj.summary()
-    summary = {
-        "prm": prm, "scorer": bon_s.get("prm"), "dataset": dataset, "problems": len(problems),
-        "excluded_seen_in_training": excluded, "labels": str(labels_file), **aucs,
-        "label_stats": {k: meta["stats"][k] for k in ("solutions", "steps", "positive_hard", "mean_soft")},
-        "n": n, "pair": pair, f"bon@{n}": bon_s["accuracy"], f"majority@{n}": maj_s["accuracy"],
-        f"pass@{n}": bon_s["pass@n"],
-        "bon_by_level": {str(k): v["accuracy"] for k, v in bon.by_level().items()},
-        "majority_by_level": {str(k): v["accuracy"] for k, v in maj.by_level().items()},
-        "bon_selections": bon_s.get("selections") or {},
-        "oracle_upper_bound": bool(scorer is not None and scorer.outcome_only),
-        "wall_s": time.perf_counter() - t0,
-    }
-    _print_eval(out_console, summary)
+    summary = result.summary()
+    if result.oracle_upper_bound:
+        printer.print(f"[yellow]{prm} reads the reference answer: its numbers are upper bounds[/yellow]")
+    _print_eval(printer, summary)
     if as_json:
         print(json.dumps(summary))
 

@@ -1,0 +1,5 @@
+"""`python -m testtime.cli ...`: the same app as the `testtime` script."""
+
+from testtime.cli import app
+
+app()

@@ -1,0 +1,196 @@
+"""`testtime sweep | calibrate | report`, and `run --strategy optimal`: the compute-optimal workflow's commands.
+
+They parse options, call ``testtime.optimal`` and print what it returns; recipe errors name the recipe
+file and its fields (``r.yaml: field prm: ...``), the library's ``ConfigError`` spelled by
+``common.config_error``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from testtime.cli.common import (
+    check_prm,
+    fail,
+    fail_config,
+    fmt_flops,
+    load_problems,
+    open_policy,
+    out_console,
+    print_failures,
+    progress_bar,
+)
+from testtime.errors import ConfigError
+
+
+def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: Any,
+                mapping: dict[str, Any], where: dict[str, Any], as_json: bool) -> None:
+    """`run --strategy optimal`: the selector over `base` (a validated RunConfig template: dataset, seed,
+    out, sampling and tree settings) with the calibrated table, at the budget."""
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.selector import run_optimal as select_and_run
+
+    if table_path is None or budget is None:
+        fail("--strategy optimal needs --table T and --budget B")
+    if budget < 1:
+        fail_config(ConfigError("budget", budget, "must be >= 1"))
+    try:
+        cal = CalTable.load(table_path)
+    except ValueError as e:
+        fail(str(e))
+    problems = load_problems(base.dataset, base.limit, base.seed, base.levels, **mapping)
+    spec = prm or cal.prm
+    printer = out_console(as_json)
+    ex = open_policy(**where)
+    try:
+        if spec:
+            check_prm(ex, spec)
+        try:
+            with printer.status(f"compute-optimal selector, budget {budget}"):
+                result = select_and_run(cal, budget, ex, None, problems, base, force=force, prm=spec)
+        except ConfigError as e:
+            fail_config(e)
+    finally:
+        ex.close()
+    s = result.summary()
+    t = Table(title=f"compute-optimal at budget {budget} on {base.dataset}: {s['n_problems']} problems"
+              + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
+    for col in ("predicted bin", "problems", "accuracy", "configs run"):
+        t.add_column(col, justify="right")
+    for label, row in s["by_bin"].items():
+        t.add_row(label, str(row["n_problems"]), f"{row['accuracy']:.1%}",
+                  ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
+    t.add_section()
+    t.add_row("all", str(s["n_problems"]), f"{s['accuracy']:.1%}", "", style="bold")
+    t.caption = (f"FLOPs {fmt_flops(s['flops'])} (probe {fmt_flops(s['probe_flops'])}) | generated tokens "
+                 f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
+    printer.print(t)
+    print_failures(s.get("failures"), printer)
+    if as_json:
+        print(json.dumps(s, default=str))
+
+
+def sweep(
+    config: Annotated[Path | None, typer.Option("--config", help="recipe YAML (see recipes/)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: key=value")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every strategy x budget of a recipe over its problems (resumable), saved as a sweep file.
+
+    The recipe's backend, policy_options, executor, address and actors say where the policy runs."""
+    from testtime.datasets import DatasetError, load_dataset
+    from testtime.optimal.recipe import load_recipe
+    from testtime.optimal.sweep import n_runs, plan, run_sweep, sweep_path
+
+    try:
+        recipe = load_recipe(config, set_ or [])
+        problems = load_dataset(recipe.dataset, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
+    except (ValueError, DatasetError) as e:
+        fail(str(e))
+    printer = out_console(as_json)
+    where = str(config or "recipe")
+    ex = open_policy(recipe.model, recipe.backend, None, recipe.executor, recipe.address, recipe.actors,
+                     options=recipe.policy_options, recipe=where)
+    try:
+        if recipe.prm and any(spec.cls.needs_scorer for spec, _n in plan(recipe)):
+            check_prm(ex, recipe.prm, where)
+        total = n_runs(recipe)
+        with progress_bar(printer, eta=True) as progress:
+            task = progress.add_task("sweep", total=total)
+
+            def on_progress(done: int, total: int, label: str) -> None:
+                progress.update(task, completed=done, description=f"sweep: {label}")
+
+            try:
+                result = run_sweep(recipe, ex, None, problems, on_progress)
+            except ConfigError as e:
+                fail_config(e, where)
+    finally:
+        ex.close()
+    path = sweep_path(recipe)
+    printer.print(f"sweep: {len(result.cells)} cells over {len(result.problems)} problems, "
+                  f"{len(result.configs())} configs, {total} runs in {result.wall_s:.1f} s -> {path}")
+    print_failures(result.failed, printer, "left out of the sweep")
+    if as_json:
+        print(json.dumps({"sweep": str(path), "cells": len(result.cells), "problems": len(result.problems),
+                          "configs": result.configs(), "wall_s": result.wall_s, "failed": result.failed}))
+
+
+def calibrate(
+    sweep_file: Annotated[Path, typer.Argument(help="a sweep file (testtime sweep)")],
+    out: Annotated[Path | None, typer.Option(help="where to write the table (default: beside the sweep)")] = None,
+    easy: Annotated[float | None, typer.Option(help="easy bin: pass@1 >= this (default: the recipe's)")] = None,
+    hard: Annotated[float | None, typer.Option(help="hard bin: pass@1 < this (default: the recipe's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The best config per (difficulty bin, budget) on the calibration split, saved as a versioned table."""
+    from testtime.optimal.calibrate import calibrate as do_calibrate
+    from testtime.optimal.sweep import SweepResult
+
+    try:
+        sw = SweepResult.load(sweep_file)
+        table = do_calibrate(sw, easy=easy, hard=hard)
+    except ConfigError as e:  # a value of ours the library refuses (--easy, --hard)
+        fail_config(e)
+    except ValueError as e:
+        fail(str(e))
+    path = table.save(out or sweep_file.with_name(sweep_file.stem.replace("sweep-", "table-") + ".json"))
+    printer = out_console(as_json)
+    t = Table(title=f"calibrated best config per bin and budget ({table.policy[:16]}, PRM {table.prm}, "
+                    f"{len(table.calibration_ids)} calibration problems)")
+    t.add_column("bin")
+    for b in table.budgets:
+        t.add_column(f"N<={b}")
+    for label, row in table.table.items():
+        t.add_row(label, *[f"{row[b].config}@{row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
+                           for b in table.budgets])
+    printer.print(t)
+    printer.print(f"table: {path}")
+    if as_json:
+        print(json.dumps({"table": str(path), "budgets": table.budgets,
+                          "best": {k: {str(b): f"{c.config}@{c.budget}" for b, c in v.items()}
+                                   for k, v in table.table.items()}}))
+
+
+def report(
+    sweep_file: Annotated[Path, typer.Argument(help="a sweep file, or the folder holding one (testtime sweep)")],
+    table: Annotated[Path | None, typer.Option(help="calibration table (default: calibrate the sweep now)")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder (default: SWEEP_DIR/report)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """PNG plots and a self-contained HTML report (tables, held-out curves, search-tree viewer)."""
+    from testtime.optimal.analysis import build_report
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.calibrate import calibrate as do_calibrate
+    from testtime.optimal.report import write_report
+    from testtime.optimal.sweep import SweepResult
+
+    if sweep_file.is_dir():
+        found = sorted(sweep_file.glob("sweep-*.json"))
+        if not found:
+            fail(f"{sweep_file}: no sweep-*.json in this folder (run `testtime sweep` first)")
+        sweep_file = found[0]
+    try:
+        sw = SweepResult.load(sweep_file)
+        cal = CalTable.load(table) if table else do_calibrate(sw)
+        data = build_report(sw, cal, sweep_file.parent)
+        files = write_report(data, out or sweep_file.parent / "report")
+    except ValueError as e:
+        fail(str(e))
+    printer = out_console(as_json)
+    m = Table(title="headline figures (held-out problems)")
+    m.add_column("metric")
+    m.add_column("value", justify="right")
+    for k, v in data["metrics"].items():
+        m.add_row(k, v)
+    printer.print(m)
+    printer.print(f"report: {files.html}")
+    for png in files.pngs:
+        printer.print(f"plot: {png}")
+    if as_json:
+        print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"]}))

@@ -1,0 +1,325 @@
+"""`testtime run | demo | grade | data list | models`: parse the options, call the library, print its results.
+
+Every value the library validates (strategy, N, M, aggregation, selection, tree options, sampling settings)
+is checked by building the ``RunConfig`` and spelled back as a flag by ``common.config_error``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from testtime.cli.common import (
+    ActorsOpt,
+    AddressOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ExecutorOpt,
+    PolicyOpt,
+    check_prm,
+    console,
+    fail,
+    fail_config,
+    fmt_flops,
+    load_problems,
+    open_policy,
+    out_console,
+    policy_options,
+    print_failures,
+    progress_bar,
+)
+from testtime.errors import ConfigError
+
+
+def result_table(result: Any) -> Table:
+    s = result.summary()
+    title = f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems"
+    if s.get("prm"):
+        title += f", scored by {s['prm']}"
+    if s.get("oracle_upper_bound"):
+        title += " [ORACLE scorer: an upper bound, not a result]"
+    t = Table(title=title)
+    for col in ("level", "problems", "accuracy", "pass@1", "gen tokens / problem", "FLOPs"):
+        t.add_column(col, justify="right")
+    levels = result.by_level()
+    if len(levels) > 1 or None not in levels:
+        for level, row in levels.items():
+            t.add_row(
+                str(level), str(row["n_problems"]), f"{row['accuracy']:.1%}", f"{row['pass@1']:.1%}",
+                f"{row['mean_generated_tokens']:.0f}", fmt_flops(row["flops"]),
+            )
+        t.add_section()
+    t.add_row(
+        "all", str(s["n_problems"]), f"{s['accuracy']:.1%}", f"{s['pass@1']:.1%}",
+        f"{s['mean_generated_tokens']:.0f}", fmt_flops(s["flops"]), style="bold",
+    )
+    t.caption = (
+        f"wall {s['wall_s']:.1f} s | generations: {s['new_generations']} new, {s['cached_generations']} "
+        f"from store | prompt tokens {s['prompt_tokens']} ({s['cached_prompt_tokens']} from KV cache)"
+    )
+    return t
+
+
+def selections_table(s: dict[str, Any]) -> Table | None:
+    """Accuracy of every aggregation x selection pair, from one scoring pass."""
+    sel = s.get("selections")
+    if not sel:
+        return None
+    title = f"{s['strategy']}@{s['n']} with {s['prm']}: accuracy per aggregation x selection"
+    if s.get("oracle_upper_bound"):
+        title += " [ORACLE: upper bound, looks at the reference answer]"
+    t = Table(title=title)
+    t.add_column("aggregation")
+    for col in ("prm_max", "prm_vote"):
+        t.add_column(col, justify="right")
+    for agg in ("last", "min", "mean", "prod"):
+        t.add_row(agg, f"{sel[f'prm_{agg}_max']:.1%}", f"{sel[f'prm_{agg}_vote']:.1%}")
+    t.caption = (f"majority (no scores): {sel['majority']:.1%} | reported answer: {s['selection']} | "
+                 f"PRM tokens {s['prm_tokens']}, PRM FLOPs {fmt_flops(s['prm_flops'])}")
+    return t
+
+
+def print_run(result: Any, out: Console) -> None:
+    """A run's result table, its selections table (if scored) and any failed problems."""
+    out.print(result_table(result))
+    summary = result.summary()
+    selections = selections_table(summary)
+    if selections is not None:
+        out.print(selections)
+    print_failures(summary.get("failures"), out)
+
+
+def run(
+    dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
+    strategy: Annotated[str, typer.Option(help="cot | majority | best_of_n | beam | dvts | rebase")] = "majority",
+    n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
+    prm: Annotated[str | None, typer.Option(
+        help="step scorer for best_of_n: arith-check, judge[:MODEL], oracle, hf:PATH, vllm:PATH, http:URL")] = None,
+    aggregation: Annotated[str, typer.Option(help="step rewards -> score: last | min | mean | prod")] = "last",
+    selection: Annotated[str, typer.Option(help="answer choice: prm_max | prm_vote | majority")] = "prm_max",
+    m: Annotated[int, typer.Option("--m", help="beam / dvts / rebase: beam width M (N must be a multiple)")] = 4,
+    max_depth: Annotated[int, typer.Option(help="tree searches: steps per path at most")] = 40,
+    step_max_tokens: Annotated[int, typer.Option(help="tree searches: max tokens per step")] = 256,
+    rank_by: Annotated[str, typer.Option(help="tree searches: rank nodes by last | min | mean | prod")] = "last",
+    limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
+    level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="output folder (holds the SQLite store)")] = Path("runs"),
+    model: Annotated[str | None, typer.Option(
+        help="GGUF path or embedded model name (llamacpp), HF id or path (vllm, hf), served name (openai)")] = None,
+    backend: BackendOpt = "llamacpp",
+    base_url: BaseUrlOpt = None,
+    policy_option: PolicyOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
+    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (cot is greedy)")] = 0.7,
+    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    system: Annotated[str | None, typer.Option(help="the policy's system turn (default: its template's)")] = None,
+    instruction: Annotated[str | None, typer.Option(
+        help="text before the question in the user turn (default: testtime's step-by-step instruction)")] = None,
+    question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
+    answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
+    kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
+    table: Annotated[Path | None, typer.Option(help="optimal: the calibration table (testtime calibrate)")] = None,
+    budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
+    force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Run a strategy over a dataset with the policy and print the result table.
+
+    --strategy optimal --table T --budget B: the compute-optimal selector (probe, predicted bin, that
+    bin's best calibrated config within B).
+    """
+    from testtime.engine import RunConfig
+    from testtime.execution import require_prm
+
+    mapping = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
+        if dataset.endswith(".jsonl") else {}
+    common = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
+                  max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
+                  instruction=instruction, max_depth=max_depth, step_max_tokens=step_max_tokens)
+    try:
+        options = policy_options(policy_option)
+        if strategy == "optimal":
+            # the template every run of the selector starts from (its strategy and N come from the table)
+            config = RunConfig(strategy="majority", n=1, **common)
+        else:
+            config = RunConfig(strategy=strategy, n=n, prm=prm, aggregation=aggregation, selection=selection, m=m,
+                               rank_by=rank_by, **common)
+            if config.strategy_class.needs_scorer:
+                require_prm(config.prm)
+    except ConfigError as e:
+        fail_config(e)
+    where = dict(model=model, backend=backend, base_urls=base_url, executor=executor, address=address, actors=actors,
+                 options=options)
+    if strategy == "optimal":
+        from testtime.cli.optimal import run_optimal
+
+        run_optimal(table, budget, prm, force, config, mapping, where, as_json)
+        return
+    problems = load_problems(dataset, limit, seed, level, **mapping)
+    ex = open_policy(**where)
+    try:
+        if config.prm:
+            check_prm(ex, config.prm)
+        result = run_with_progress(config, ex, problems, out_console(as_json))
+    finally:
+        ex.close()
+    if as_json:
+        summary = result.summary()
+        summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
+        print(json.dumps(summary))
+
+
+def run_with_progress(config: Any, executor: Any, problems: list, out: Console) -> Any:
+    """The run on the executor under a progress bar, then its tables and any failed problems."""
+    with progress_bar(out) as progress:
+        task = progress.add_task(f"{config.strategy}@{config.n}", total=len(problems))
+        result = executor.run(config, problems, on_progress=lambda done, total: progress.update(task, completed=done))
+    print_run(result, out)
+    return result
+
+
+def demo(
+    dataset: Annotated[str, typer.Option(help="dataset spec (see run)")] = "arith",
+    limit: Annotated[int, typer.Option(help="problems")] = 30,
+    n: Annotated[int, typer.Option(help="majority budget N_max")] = 8,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
+    backend: BackendOpt = "llamacpp",
+    base_url: BaseUrlOpt = None,
+    policy_option: PolicyOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """CoT vs majority voting at every N <= N_max, per difficulty level, with a plot."""
+    from testtime.optimal.demo import demo_configs, run_demo
+
+    try:
+        options = policy_options(policy_option)
+        demo_configs(dataset, n, limit, seed, model, out)  # the library checks N and the rest here
+    except ConfigError as e:
+        fail_config(e)
+    problems = load_problems(dataset, limit, seed, None)
+    ex = open_policy(model, backend, base_url, executor, address, actors, options)
+    printer = out_console(as_json)
+    try:
+        with progress_bar(printer) as progress:
+            tasks: dict[str, Any] = {}
+
+            def on_progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = progress.add_task(label, total=total)
+                progress.update(tasks[label], completed=done)
+
+            result = run_demo(ex, dataset, n=n, limit=limit, seed=seed, model=model, out=out, problems=problems,
+                              on_progress=on_progress)
+    finally:
+        ex.close()
+    print_run(result.cot, printer)
+    print_run(result.majority, printer)
+    printer.print(demo_table(result))
+    printer.print(f"plot: {result.plot}")
+    if as_json:
+        print(json.dumps(result.summary()))
+
+
+def demo_table(result: Any) -> Table:
+    ks = result.budgets
+    table = Table(title=f"accuracy vs samples per problem ({result.dataset}, {result.n_problems} problems)")
+    table.add_column("level")
+    table.add_column("CoT", justify="right")
+    for k in ks:
+        table.add_column(f"maj@{k}", justify="right")
+    table.add_column(f"pass@{result.n}", justify="right")
+    for label, curve in result.curves.items():
+        table.add_row(label, f"{result.cot_by_level[label]:.0%}", *[f"{curve[k]:.0%}" for k in ks],
+                      f"{result.pass_at_n[label]:.0%}")
+    return table
+
+
+def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The bundled datasets and the synthetic arith task."""
+    from testtime.datasets import list_datasets
+
+    infos = list_datasets()
+    if as_json:
+        print(json.dumps([i.__dict__ for i in infos]))
+        return
+    t = Table(title="datasets")
+    for col in ("name", "problems", "kind", "description", "license"):
+        t.add_column(col)
+    for i in infos:
+        t.add_row(i.name, "generated" if i.n_problems is None else str(i.n_problems), i.kind, i.description, i.license)
+    console.print(t)
+
+
+def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Embedded models (GGUF files shipped in wheels) and whether they are installed."""
+    from testtime.policy import list_models
+
+    rows = list_models()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    t = Table(title="embedded models (any GGUF path also works with --model)")
+    for col in ("name", "description", "installed", "package", "path"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["description"], r["installed"], r["package"], r["path"])
+    console.print(t)
+
+
+def grade(
+    pairs: Annotated[Path, typer.Option(help='JSONL, each line {"pred": ..., "ref": ..., "kind": optional}')],
+    kind: Annotated[str, typer.Option(help="default answer kind")] = "math",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show how answers are judged: each (pred, ref) pair's verdict."""
+    from testtime.grading import KINDS, extract_answer, is_equivalent
+
+    if not pairs.is_file():
+        fail(f"--pairs {pairs}: no such file")
+    rows: list[tuple[int, str, str, str]] = []
+    with pairs.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                fail(f"{pairs}:{lineno}: invalid JSON ({e.msg} at column {e.colno})")
+            if not isinstance(obj, dict):
+                fail(f"{pairs}:{lineno}: expected a JSON object")
+            for key in ("pred", "ref"):
+                if key not in obj:
+                    fail(f"{pairs}:{lineno}: field '{key}': missing")
+                if not isinstance(obj[key], (str, int, float)) or isinstance(obj[key], bool):
+                    fail(f"{pairs}:{lineno}: field '{key}': expected a string or number")
+            k = obj.get("kind", kind)
+            if k not in KINDS:
+                fail(f"{pairs}:{lineno}: field 'kind': unknown {k!r} (expected one of {sorted(KINDS)})")
+            rows.append((lineno, str(obj["pred"]), str(obj["ref"]), k))
+    verdicts = []
+    for lineno, pred, ref, k in rows:
+        # a pred holding a whole solution is reduced to its final answer first
+        extracted = extract_answer(pred) or pred
+        ok = is_equivalent(extracted, ref, k)
+        verdicts.append({"line": lineno, "pred": extracted, "ref": ref, "kind": k, "equivalent": ok})
+        out_console(as_json).print(
+            f"{lineno}: {'[green]equivalent[/green]' if ok else '[red]different[/red]'}  "
+            f"pred={extracted!r} ref={ref!r} kind={k}", highlight=False,
+        )
+    if as_json:
+        print(json.dumps({"n": len(verdicts), "equivalent": sum(v["equivalent"] for v in verdicts),
+                          "verdicts": verdicts}))
