@@ -41,8 +41,8 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
         fail_config(ConfigError("budget", budget, "must be >= 1"))
     try:
         cal = CalTable.load(table_path)
-    except ValueError as e:
-        fail(str(e))
+    except ConfigError as e:
+        fail_config(e)
     problems = load_problems(base.dataset, base.limit, base.seed, base.levels, **mapping)
     spec = prm or cal.prm
     printer = out_console(as_json)
@@ -180,6 +180,8 @@ def report(
         cal = CalTable.load(table) if table else do_calibrate(sw)
         data = build_report(sw, cal, sweep_file.parent)
         files = write_report(data, out or sweep_file.parent / "report")
+    except ConfigError as e:
+        fail_config(e)
     except ValueError as e:
         fail(str(e))
     printer = out_console(as_json)

@@ -119,7 +119,10 @@ class Table:
 
     @classmethod
     def load(cls, path: str | Path) -> Table:
-        d = read_artifact(path, f"table {path}", TABLE_VERSION, "run `testtime calibrate` first", TABLE_KIND)
+        try:
+            d = read_artifact(path, str(path), TABLE_VERSION, "run `testtime calibrate` first", TABLE_KIND)
+        except ValueError as e:  # the file is named by the field that names it (--table, table:)
+            raise ConfigError("table", path, str(e).removeprefix(str(path)).lstrip(": ")) from None
         d["table"] = {k: {int(b): Choice(**c) for b, c in v.items()} for k, v in d["table"].items()}
         for key in ("fixed", "robust", "prm_free"):  # robust / prm_free: absent from tables made before them
             d[key] = {int(b): Choice(**c) for b, c in d.get(key, {}).items()}
