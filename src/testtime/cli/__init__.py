@@ -3,7 +3,7 @@
 The commands only parse options, call a library workflow and print the dataclass it returns (tables, or
 one JSON line with --json); values are validated by the library, whose ``ConfigError`` the CLI spells as
 flags (``common.config_error``). ``run.py``: run, demo, grade, data list, models; ``optimal.py``: sweep,
-calibrate, report (and ``run --strategy optimal``); ``prm.py``: the ``prm`` group.
+calibrate, report, recalibrate (and ``run --strategy optimal``); ``prm.py``: the ``prm`` group.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ app.command()(run.demo)
 app.command()(optimal.sweep)
 app.command()(optimal.calibrate)
 app.command()(optimal.report)
+app.command()(optimal.recalibrate)
 data_app.command("list")(run.data_list)
 app.command()(run.models)
 app.command()(run.grade)

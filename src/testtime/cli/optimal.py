@@ -196,3 +196,66 @@ def report(
         printer.print(f"plot: {png}")
     if as_json:
         print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"]}))
+
+
+def recalibrate(
+    dataset: Annotated[str, typer.Option(help="your problems with answers: a .jsonl (or any dataset spec)")],
+    prm: Annotated[str | None, typer.Option(help="step scorer of the Best-of-N pool (none: majority only)")] = None,
+    n_max: Annotated[int, typer.Option(help="samples per problem in the pool (curves for every N <= this)")] = 8,
+    holdout: Annotated[float, typer.Option(help="share of problems held out to evaluate the table")] = 0.3,
+    limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
+    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
+    question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
+    answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
+    kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
+    out: Annotated[Path, typer.Option(help="output folder (store, sweep file, table)")] = Path("runs/recalibrate"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Calibrate a table on your own problems: one pool (CoT + Best-of-N / majority), calibration, held-out figures."""
+    from pydantic import ValidationError
+
+    from testtime.optimal.recalibrate import recalibrate as do_recalibrate
+    from testtime.optimal.recalibrate import recalibration_recipe
+
+    try:
+        recipe = recalibration_recipe(dataset, prm=prm, n_max=n_max, holdout=holdout, out=str(out), limit=limit,
+                                      seed=seed, model=model, fewshot=fewshot, max_tokens=max_tokens)
+    except ValidationError as e:  # the recipe's fields are this command's options
+        err = e.errors()[0]
+        where = f"--{str(err['loc'][0]).replace('_', '-')}" if err["loc"] else "recalibrate"
+        fail(f"{where}: {err['msg']}")
+    mapping = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
+        if dataset.endswith(".jsonl") else {}
+    problems = load_problems(dataset, limit, seed, None, **mapping)
+    printer = out_console(as_json)
+    ex = open_policy(model, "llamacpp", None, "local", None, None)
+    try:
+        if prm:
+            check_prm(ex, prm)
+        with progress_bar(printer, eta=True) as progress:
+            task = progress.add_task("recalibrate", total=3)
+            try:
+                res = do_recalibrate(recipe, ex, problems, lambda d, t, label: progress.update(
+                    task, completed=d, total=t, description=f"recalibrate: {label}"))
+            except ConfigError as e:
+                fail_config(e)
+    finally:
+        ex.close()
+    rows = res.heldout_rows()
+    names = [k for k in rows[0] if k != "budget"] if rows else []
+    t = Table(title=f"held-out accuracy on {len(res.table.holdout_ids)} of your {len(res.sweep.problems)} problems "
+                    f"(table chosen on the other {len(res.table.calibration_ids)})")
+    t.add_column("N", justify="right")
+    for name in names:
+        t.add_column(name, justify="right")
+    for row in rows:
+        t.add_row(str(row["budget"]), *["-" if row[n] is None else f"{row[n]:.0%}" for n in names])
+    printer.print(t)
+    printer.print(f"table: {res.table_path}  (use it: testtime run --strategy optimal --table {res.table_path} "
+                  f"--budget {max(res.table.budgets)} ...)")
+    if as_json:
+        print(json.dumps({"table": str(res.table_path), "sweep": str(res.sweep_path), "heldout": rows,
+                          "shrinkage": res.table.shrinkage, "n_problems": len(res.sweep.problems)}))

@@ -93,12 +93,12 @@ class Recipe(BaseModel):
     address: str | None = None  # ray: cluster address (None starts a local Ray)
     actors: int | None = None  # ray: number of actors (default: one per GPU, else 2)
     prm: str | None = "arith-check"
-    n_max: int = 16
+    n_max: int = Field(16, ge=1)
     budgets: list[int] | None = None  # default: 1, 2, 4, ... n_max
     strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="cot"),
                                                                     StrategySpec(name="best_of_n")])
     difficulty: Difficulty = Field(default_factory=Difficulty)
-    holdout: float = 0.5  # fraction of problems held out from calibration
+    holdout: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of problems held out from calibration
     subsamples: int = 32  # random subsets per N for pooled curves (exact enumeration when small)
     max_tokens: int = 384
     temperature: float = 0.7
@@ -132,14 +132,10 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        if self.n_max < 1:
-            raise ValueError("n_max must be >= 1")
         if self.budgets is None:
             self.budgets = [2**i for i in range(self.n_max.bit_length()) if 2**i <= self.n_max]
         if any(b < 1 or b > self.n_max for b in self.budgets):
             raise ValueError(f"budgets must lie in [1, n_max={self.n_max}]")
-        if not 0.0 < self.holdout < 1.0:
-            raise ValueError("holdout must be in (0, 1)")
         self.seeds = self.seeds or [self.seed]
         self.datasets = self.datasets or [self.dataset]
         scored = [s.name for s in self.strategies if s.cls.needs_scorer]
