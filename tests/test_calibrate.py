@@ -258,3 +258,17 @@ def test_evaluate_reports_hindsight_and_every_fixed_config():
     # the predicted-bin curve is what the selector does, fallbacks included: every held-out problem has a rule
     assert sum(ev["decided_by"][4].values()) == ev["n_holdout"] and OPT_PRED in allc
     assert ev["shift"] is not None and "score" in ev["shift"]
+
+
+def test_the_shipped_table_loads_and_names_the_default_policy_and_prm():
+    from testtime.optimal.tables import shipped_table
+
+    table = Table.load(shipped_table(None, None))
+    assert table.prm is not None and table.prm.startswith("arith-check")
+    assert table.profile is not None and table.robust and table.prm_free
+    # enough calibration problems in every bin to choose on their own (the issue asks for at least 10)
+    counts = {b: table.profile.bins.count(b) for b in set(table.profile.bins)}
+    assert min(counts.values()) >= 10, counts
+    with pytest.raises(ConfigError) as e:
+        shipped_table("gemma3-270m", "arith-check")
+    assert e.value.field == "table"

@@ -220,7 +220,11 @@ def test_sweep_and_calibrate_errors_are_one_line(tmp_path):
 
 def test_optimal_needs_table_and_budget(tmp_path):
     line = one_line_error(runner.invoke(app, ["run", "--strategy", "optimal", "--out", str(tmp_path)]))
-    assert "--table T and --budget B" in line
+    assert "needs --budget B" in line
+    # no --table: the shipped one, which exists only for the embedded default with arith-check
+    line = one_line_error(runner.invoke(app, ["run", "--strategy", "optimal", "--budget", "4", "--prm", "judge",
+                                              "--out", str(tmp_path)]))
+    assert line.startswith("error: --table: none ships for model smollm2-135m with PRM judge")
     line = one_line_error(runner.invoke(app, ["run", "--strategy", "optimal", "--table", str(tmp_path / "t.json"),
                                               "--budget", "4", "--out", str(tmp_path)]))
     assert "--table" in line and "no such file" in line

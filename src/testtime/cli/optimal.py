@@ -35,12 +35,14 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     from testtime.optimal.calibrate import Table as CalTable
     from testtime.optimal.selector import run_optimal as select_and_run
 
-    if table_path is None or budget is None:
-        fail("--strategy optimal needs --table T and --budget B")
+    from testtime.optimal.tables import shipped_table
+
+    if budget is None:
+        fail("--strategy optimal needs --budget B (and --table T, unless the shipped table fits)")
     if budget < 1:
         fail_config(ConfigError("budget", budget, "must be >= 1"))
     try:
-        cal = CalTable.load(table_path)
+        cal = CalTable.load(table_path if table_path is not None else shipped_table(base.model, prm))
     except ConfigError as e:
         fail_config(e)
     problems = load_problems(base.dataset, base.limit, base.seed, base.levels, **mapping)
@@ -70,6 +72,15 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     t.caption = (f"FLOPs {fmt_flops(s['flops'])} (probe {fmt_flops(s['probe_flops'])}) | generated tokens "
                  f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
     printer.print(t)
+    shift = s.get("shift")
+    if shift is not None and shift["shifted"]:
+        what = ", ".join(f"{k} {v:.1f}x" for k, v in shift["components"].items() if v > 1.0)
+        printer.print(f"[yellow]warning:[/yellow] these problems do not look like the table's calibration problems "
+                      f"(shift score {shift['score']:.2f}{': ' + what if what else ''}"
+                      f"{'; ' + '; '.join(shift['notes']) if shift['notes'] else ''}); the selector fell back to "
+                      "safer choices. Recalibrate on your problems: testtime recalibrate --dataset YOURS.jsonl",
+                      highlight=False)
+    printer.print("decided by: " + ", ".join(f"{rule} x{n}" for rule, n in s["decided_by"].items()), highlight=False)
     print_failures(s.get("failures"), printer)
     if as_json:
         print(json.dumps(s, default=str))
