@@ -141,8 +141,11 @@ def _choice(config, strategy, budget, selection=None):
 def test_selector_runs_each_bins_choice_and_counts_the_probe(tmp_path):
     problems = load_dataset("arith", limit=2)
     policy = ScriptedPolicy({problems[0].question: ["9"], problems[1].question: ["1", "2", "3", "4", "5"]})
-    table = Table(
-        policy=policy.model_id, prm="arith-check", oracle_prm=False, dataset="arith", recipe="t", easy=0.5, hard=0.1,
+    from testtime.reward import ArithCheck
+
+    table = Table(  # calibrated with the scorer's name (it carries the rules version)
+        policy=policy.model_id, prm=ArithCheck().name, oracle_prm=False, dataset="arith", recipe="t", easy=0.5,
+        hard=0.1,
         budgets=[1, 4],
         table={"easy": {1: _choice("cot", "cot", 1), 4: _choice("cot", "cot", 1)},
                "medium": {1: _choice("majority", "majority", 1), 4: _choice("majority", "majority", 4)},
@@ -150,8 +153,6 @@ def test_selector_runs_each_bins_choice_and_counts_the_probe(tmp_path):
                ALL: {1: _choice("cot", "cot", 1), 4: _choice("majority", "majority", 4)}},
         fixed={}, predictor=Predictor(4, [0.0, 1.0, 0.0], True), calibration_ids=[], holdout_ids=[],
     )
-    from testtime.reward import ArithCheck
-
     base = engine.RunConfig(dataset="arith", out=str(tmp_path), max_tokens=64, fewshot=0)
     res = run_optimal(table, 4, policy, ArithCheck(), problems, base)
     assert res.bins == {problems[0].id: "easy", problems[1].id: "medium"}  # agreement 1.0 and 0.25

@@ -36,7 +36,7 @@ def test_best_of_n_with_arith_check(smollm2, tmp_path):
         answers = {c.answer for c in r.trace.candidates}
         assert all(v in answers for v in sel.values())
     s = res.summary()
-    assert s["prm"] == "arith-check" and not s["oracle_upper_bound"]
+    assert s["prm"] == checker.name == "arith-check@v2" and not s["oracle_upper_bound"]
     assert 0.0 <= min(s["selections"].values()) <= max(s["selections"].values()) <= s["pass@n"]
     with Store(tmp_path) as store:
         assert store.count_rewards() == sum(len({tuple(c.steps) for c in r.trace.candidates}) for r in res.results)
@@ -65,7 +65,7 @@ def test_cli_best_of_n_json(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["strategy"] == "best_of_n" and summary["prm"] == "arith-check"
+    assert summary["strategy"] == "best_of_n" and summary["prm"] == "arith-check@v2"
     assert "prm_min_vote" in summary["selections"] and "majority" in summary["selections"]
     bad = subprocess.run(cmd[:6] + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--prm: a PRM-guided strategy needs a step scorer" in bad.stderr

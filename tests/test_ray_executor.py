@@ -129,7 +129,7 @@ def test_executor_option_errors_are_one_line(tmp_path, args, needle):
 def test_local_executor_opens_and_closes_its_policy(tmp_path):
     ex = LocalExecutor(PolicySpec(factory=scripted))
     res = ex.run(config(tmp_path, strategy="best_of_n", prm="arith-check"), PROBLEMS)
-    assert ex.scorer_info("arith-check").name == "arith-check" and res.summary()["prm"] == "arith-check"
+    assert ex.scorer_info("arith-check").name == "arith-check@v2" and res.summary()["prm"] == "arith-check@v2"
     ex.close()
     assert ex.policy.closed
 

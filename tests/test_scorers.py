@@ -152,8 +152,9 @@ def test_parse_and_load_specs():
     assert spec == ("hf", "/m/prm", {"format": "qwen-prm", "device": "cpu"})
     assert parse_spec("arith-check") == ("arith-check", None, {})
     a = load_scorer("arith-check?neutral=0.25&exact=true")
-    assert isinstance(a, ArithCheck) and a.neutral == 0.25 and a.exact and a.name != "arith-check"
-    assert load_scorer("arith-check").name == "arith-check"
+    assert isinstance(a, ArithCheck) and a.neutral == 0.25 and a.exact and a.name != "arith-check@v2"
+    assert a.name.startswith("arith-check@v2(")
+    assert load_scorer("arith-check").name == "arith-check@v2"
     with pytest.raises(ValueError, match="unknown scorer kind 'nope'"):
         load_scorer("nope")
     with pytest.raises(ConfigError, match="^prm arith-check\\?bogus=1: "):
