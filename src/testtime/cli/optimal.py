@@ -34,7 +34,6 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     out, sampling and tree settings) with the calibrated table, at the budget."""
     from testtime.optimal.calibrate import Table as CalTable
     from testtime.optimal.selector import run_optimal as select_and_run
-
     from testtime.optimal.tables import shipped_table
 
     if budget is None:

@@ -50,7 +50,8 @@ def recalibration_recipe(dataset: str, *, prm: str | None, n_max: int = 8, holdo
     pool = BestOfN.name if prm else Majority.name
     return Recipe.model_validate({
         "name": name or f"recalibrate-{Path(dataset).stem}", "dataset": dataset, "prm": prm, "n_max": n_max,
-        "budgets": powers_of_two(n_max) if n_max >= 1 else None, "strategies": [CoT.name, pool], "holdout": holdout, "out": out,
+        "budgets": powers_of_two(n_max) if n_max >= 1 else None, "strategies": [CoT.name, pool],
+        "holdout": holdout, "out": out,
         **fields,
     })
 

@@ -105,22 +105,24 @@ def run_optimal(
     force: bool = False,
     prm: str | None = None,
     margin: float = 0.05,
+    fallbacks: bool = True,
 ) -> OptimalResult:
     """`base`: the settings shared by every run (dataset, seed, out, max_tokens, fewshot, ...); each run is
     ``base.with_strategy(...)``.
 
     `policy` is a policy (run here, scoring with `scorer`) or an executor (``testtime.execution``); with
-    no `scorer` object, `prm` is the scorer spec the executor builds (None: no PRM)."""
+    no `scorer` object, `prm` is the scorer spec the executor builds (None: no PRM). ``margin``: how close
+    to a bin threshold a predicted pass@1 is uncertain; ``fallbacks`` False: the predicted bins alone."""
     executor = as_executor(policy, scorer)
     try:
-        return _run_optimal(table, budget, executor, scorer, problems, base, force, prm, margin)
+        return _run_optimal(table, budget, executor, scorer, problems, base, force, prm, margin, fallbacks)
     finally:
         if executor is not policy:
             executor.close()
 
 
 def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
-                 base: RunConfig, force: bool, prm: str | None, margin: float) -> OptimalResult:
+                 base: RunConfig, force: bool, prm: str | None, margin: float, fallbacks: bool) -> OptimalResult:
     t0 = time.perf_counter()
     info: ScorerInfo | None = None
     if scorer is not None:
@@ -156,7 +158,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
             table.profile, [f.agreement for f in features], [f.score for f in features if f.score is not None],
             [f.prm_agrees for f in features if f.prm_agrees is not None], [p.kind for p in live],
             {"fewshot": base.fewshot, "system": base.system, "instruction": base.instruction})
-    decided = decide(table, budget, pass1, shift, margin)
+    # without fallbacks (to measure what they buy): the bins alone, the shift still reported
+    decided = decide(table, budget, pass1, shift, margin) if fallbacks else decide(table, budget, pass1, None, 0.0)
     choices = {pid: ch for pid, (ch, _rule) in decided.items()}
     rules = {pid: rule for pid, (_ch, rule) in decided.items()}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
