@@ -348,3 +348,78 @@ def test_python_dash_m_runs_the_same_app():
     assert done.returncode == 0, done.stderr
     for command in ("run", "demo", "sweep", "calibrate", "report", "grade", "models", "data", "prm"):
         assert command in done.stdout
+
+
+# --- --fewshot-file and --level-field -------------------------------------------------------------------
+
+SHOT = {"question": "Shot: what is 40 + 2?", "solution": "Step 1: 40 + 2 = 42.\n\nThe answer is 42."}
+
+
+def scripted_loader(monkeypatch, script=None) -> list[ScriptedPolicy]:
+    policies: list[ScriptedPolicy] = []
+
+    def fake_load(model=None, **_k):
+        policies.append(ScriptedPolicy(script))
+        return policies[-1]
+
+    monkeypatch.setattr(testtime.policy, "load_policy", fake_load)
+    return policies
+
+
+def test_run_with_a_fewshot_file(tmp_path, monkeypatch):
+    policies = scripted_loader(monkeypatch)
+    shots = write_jsonl(tmp_path / "shots.jsonl", [SHOT, {**SHOT, "question": "Shot: what is 1 + 1?"}])
+    args = ["run", "--dataset", "arith", "--limit", "2", "--n", "2", "--out", str(tmp_path), "--json",
+            "--fewshot-file", shots, "--fewshot", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    prompts = [c.prompt for call in policies[0].calls for c in call]
+    assert prompts and all("Shot: what is 40 + 2?" in p and "1 + 1" not in p for p in prompts)
+    without = runner.invoke(app, args[:-4] + ["--fewshot", "1"])
+    assert last_json(without.stdout)["run_id"] != last_json(result.stdout)["run_id"]
+    assert not any("Shot:" in c.prompt for call in policies[1].calls for c in call)
+
+
+@pytest.mark.parametrize(
+    ("lines", "tail"),
+    [
+        (None, "shots.jsonl: no such file"),
+        ([], "shots.jsonl: no few-shot examples (the file is empty)"),
+        ([SHOT, "{not json"], "shots.jsonl:2: invalid JSON (Expecting property name enclosed in double quotes at "
+                              "column 2)"),
+        ([SHOT, {"question": "q"}], "shots.jsonl:2: field 'solution': missing"),
+        ([{"question": 7, "solution": "The answer is 7."}], "shots.jsonl:1: field 'question': expected a string, "
+                                                             "got number"),
+    ],
+)
+def test_run_fewshot_file_errors_are_one_line(tmp_path, lines, tail):
+    path = tmp_path / "shots.jsonl"
+    if lines is not None:
+        write_jsonl(path, lines)
+    line = one_line_error(runner.invoke(app, ["run", "--limit", "1", "--out", str(tmp_path),
+                                              "--fewshot-file", str(path)]))
+    assert line == f"error: --fewshot-file: {tmp_path}/{tail}"
+
+
+def test_demo_fewshot_file_error_is_one_line(tmp_path):
+    path = write_jsonl(tmp_path / "shots.jsonl", [{"question": "q"}])
+    line = one_line_error(runner.invoke(app, ["demo", "--out", str(tmp_path), "--fewshot-file", path]))
+    assert line == f"error: --fewshot-file: {path}:1: field 'solution': missing"
+
+
+def test_run_level_field_dotted_path_in_by_level(tmp_path, monkeypatch):
+    rows = [{"question": f"Q{i}: what is {i} + {i}?", "answer": 2 * i, "info": {"grade": i % 2 + 1}}
+            for i in range(4)]
+    data = write_jsonl(tmp_path / "mine.jsonl", rows)
+    scripted_loader(monkeypatch, {r["question"]: [str(r["answer"])] for r in rows})
+    base = ["run", "--dataset", data, "--strategy", "cot", "--out", str(tmp_path), "--json"]
+    result = runner.invoke(app, [*base, "--level-field", "info.grade"])
+    assert result.exit_code == 0, result.output
+    s = last_json(result.stdout)
+    assert {k: v["n_problems"] for k, v in s["by_level"].items()} == {"1": 2, "2": 2}
+    picked = runner.invoke(app, [*base, "--level-field", "info.grade", "--level", "2"])
+    assert last_json(picked.stdout)["n_problems"] == 2
+    line = one_line_error(runner.invoke(app, [*base, "--level-field", "info.nope"]))
+    assert line == f"error: {data}:1: field 'info.nope': missing"
+    line = one_line_error(runner.invoke(app, ["run", "--level-field", "x", "--out", str(tmp_path)]))
+    assert "--level-field applies only to a .jsonl --dataset" in line

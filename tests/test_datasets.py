@@ -14,12 +14,16 @@ import pytest
 from testtime.datasets import (
     DatasetError,
     DatasetInfo,
+    FewshotSet,
     clean_number,
+    fewshot_for,
     list_datasets,
     load_bundled,
     load_dataset,
+    load_fewshot_file,
     load_jsonl,
 )
+from testtime.types import Problem
 
 DATA = files("testtime") / "data"
 
@@ -274,3 +278,117 @@ def test_load_jsonl_limit_stops_before_bad_rows(tmp_path):
     assert load_jsonl(path, limit=0) == []
     with pytest.raises(DatasetError, match=r":2: invalid JSON"):
         load_jsonl(path)
+
+
+# --- levels of a custom JSONL -------------------------------------------------------------------
+
+
+def test_jsonl_keeps_a_level_field_ints_as_ints(tmp_path):
+    rows = [{"question": "q0", "answer": 1, "level": 2}, {"question": "q1", "answer": 2, "level": "hard"},
+            {"question": "q2", "answer": 3, "level": 3.0}, {"question": "q3", "answer": 4}]
+    path = write(tmp_path, [json.dumps(r) for r in rows])
+    problems = load_jsonl(path)
+    assert [p.level for p in problems] == [2, "hard", 3, None]
+    assert isinstance(problems[2].level, int)
+    assert [p.question for p in load_dataset(str(path), levels=[2, 3])] == ["q0", "q2"]
+    assert [p.question for p in load_dataset(str(path), levels=["hard"])] == ["q1"]
+
+
+def test_jsonl_level_field_dotted_path(tmp_path):
+    rows = [{"question": f"q{i}", "answer": i, "meta": {"difficulty": i % 3 + 1}, "level": "ignored"}
+            for i in range(6)]
+    path = write(tmp_path, [json.dumps(r) for r in rows])
+    problems = load_dataset(str(path), level_field="meta.difficulty")
+    assert [p.level for p in problems] == [1, 2, 3, 1, 2, 3]
+    assert [p.question for p in load_dataset(str(path), level_field="meta.difficulty", levels=[2])] == ["q1", "q4"]
+
+
+@pytest.mark.parametrize(
+    ("row", "kwargs", "message"),
+    [
+        ({"question": "q", "answer": 1}, {"level_field": "meta.lvl"}, "data.jsonl:1: field 'meta.lvl': missing"),
+        ({"question": "q", "answer": 1, "level": [1]}, {},
+         "data.jsonl:1: field 'level': expected an integer or string, got array"),
+        ({"question": "q", "answer": 1, "d": True}, {"level_field": "d"},
+         "data.jsonl:1: field 'd': expected an integer or string, got boolean"),
+        ({"question": "q", "answer": 1, "level": 1.5}, {},
+         "data.jsonl:1: field 'level': expected an integer or string, got number"),
+    ],
+)
+def test_jsonl_level_errors(tmp_path, monkeypatch, row, kwargs, message):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, [json.dumps(row)])
+    with pytest.raises(DatasetError) as e:
+        load_jsonl("data.jsonl", **kwargs)
+    assert str(e.value) == message
+
+
+# --- a user's few-shot file -----------------------------------------------------------------------
+
+FEWSHOT_ROWS = [
+    {"question": "Mine A: what is 2 + 2?", "solution": "Step 1: 2 + 2 = 4.\n\nThe answer is 4."},
+    {"question": "Mine B: what is 3 * 3?", "solution": "Step 1: 3 * 3 = 9.\n\nThe answer is 9.", "level": 2},
+    {"question": "Mine C: what is 8 - 5?", "solution": "Step 1: 8 - 5 = 3.\n\nThe answer is 3.", "level": 2},
+    {"question": "Mine D: what is 6 / 2?", "solution": "Step 1: 6 / 2 = 3.\n\nThe answer is 3.", "level": "x"},
+]
+
+
+def test_fewshot_file_examples_k_and_levels(tmp_path):
+    path = write(tmp_path, [json.dumps(r) for r in FEWSHOT_ROWS], name="shots.jsonl")
+    shots = load_fewshot_file(path)
+    assert isinstance(shots, FewshotSet) and [e.level for e in shots.examples] == [None, 2, 2, "x"]
+    plain = Problem("p", "What is 1 + 1?", "2")
+    assert [q for q, _ in fewshot_for(plain, 2, shots)] == ["Mine A: what is 2 + 2?", "Mine B: what is 3 * 3?"]
+    assert fewshot_for(plain, 0, shots) == []
+    assert len(fewshot_for(plain, 10, shots)) == 4
+    # the problem's level first (file order), then the others; never the problem itself
+    level2 = Problem("p", "What is 1 + 1?", "2", meta={"level": 2})
+    assert [q[:6] for q, _ in fewshot_for(level2, 3, shots)] == ["Mine B", "Mine C", "Mine A"]
+    levelx = Problem("p", "Mine A: what is 2 + 2?", "4", meta={"level": "x"})
+    assert [q[:6] for q, _ in fewshot_for(levelx, 2, shots)] == ["Mine D", "Mine B"]
+    assert fewshot_for(plain, 1, shots)[0][1] == "Step 1: 2 + 2 = 4.\n\nThe answer is 4."
+
+
+def test_fewshot_file_digest_is_the_content(tmp_path):
+    path = write(tmp_path, [json.dumps(r) for r in FEWSHOT_ROWS], name="shots.jsonl")
+    first = load_fewshot_file(path).digest
+    other = write(tmp_path, ["", json.dumps(FEWSHOT_ROWS[0]) + "  "] + [json.dumps(r) for r in FEWSHOT_ROWS[1:]],
+                  name="moved.jsonl")
+    assert load_fewshot_file(other).digest == first  # same examples elsewhere, blank lines aside
+    write(tmp_path, [json.dumps(r) for r in FEWSHOT_ROWS[:3]], name="shots.jsonl")
+    assert load_fewshot_file(path).digest != first
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([], "shots.jsonl: no few-shot examples (the file is empty)"),
+        (["", "  "], "shots.jsonl: no few-shot examples (the file is empty)"),
+        ([json.dumps(FEWSHOT_ROWS[0]), '{"question": "q" "solution": "s"}'],
+         "shots.jsonl:2: invalid JSON (Expecting ',' delimiter at column 18)"),
+        (['{"solution": "The answer is 1."}'], "shots.jsonl:1: field 'question': missing"),
+        (['{"question": "q"}'], "shots.jsonl:1: field 'solution': missing"),
+        (['{"question": 3, "solution": "The answer is 1."}'],
+         "shots.jsonl:1: field 'question': expected a string, got number"),
+        (['{"question": "q", "solution": ["The answer is 1."]}'],
+         "shots.jsonl:1: field 'solution': expected a string, got array"),
+        (['{"question": "q", "solution": ""}'], "shots.jsonl:1: field 'solution': empty string"),
+        (['{"question": "q", "solution": "Step 1: I add."}'],
+         'shots.jsonl:1: field \'solution\': no final answer (end it with "The answer is N.")'),
+        (['{"question": "q", "solution": "The answer is 1.", "level": {"a": 1}}'],
+         "shots.jsonl:1: field 'level': expected an integer or string, got object"),
+        (['"just a string"'], "shots.jsonl:1: expected a JSON object, got string"),
+    ],
+)
+def test_fewshot_file_errors(tmp_path, monkeypatch, lines, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shots.jsonl").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    with pytest.raises(DatasetError) as e:
+        load_fewshot_file("shots.jsonl")
+    assert str(e.value) == message and "\n" not in str(e.value)
+
+
+def test_fewshot_file_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match=r"^nope\.jsonl: no such file$"):
+        load_fewshot_file("nope.jsonl")

@@ -333,3 +333,96 @@ def test_empty_instruction_gives_the_question_alone():
 
     msgs = build_messages(Problem("p", "What is 1+1?", "2"), [], PromptConfig(fewshot=0, system="S", instruction=""))
     assert msgs == [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 1+1?"}]
+
+
+# --- a user's few-shot file -----------------------------------------------------------------------
+
+SHOTS = [
+    {"question": "Shot one: add 40 and 2.", "solution": "Step 1: 40 + 2 = 42.\n\nThe answer is 42.", "level": 2},
+    {"question": "Shot two: add 30 and 3.", "solution": "Step 1: 30 + 3 = 33.\n\nThe answer is 33."},
+    {"question": "Shot three: add 20 and 4.", "solution": "Step 1: 20 + 4 = 24.\n\nThe answer is 24."},
+]
+
+
+def write_shots(path, rows=SHOTS) -> str:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("strategy", ["majority", "cot"])
+def test_fewshot_file_examples_are_in_every_prompt(tmp_path, problems, strategy):
+    from testtime.datasets import fewshot_for
+
+    shots = write_shots(tmp_path / "shots.jsonl")
+    policy = scripted(problems)
+    res = engine.run(config(tmp_path, strategy=strategy, fewshot=2, fewshot_file=shots), policy)
+    assert len(res.results) == len(problems)
+    prompts = {c.prompt for call in policy.calls for c in call}
+    assert len(prompts) == len(problems)
+    builtin = {q for p in problems for q, _ in fewshot_for(p, 3)}
+    for prompt in prompts:
+        assert prompt.count("<|user|>") == 3  # k=2 examples, then the question
+        assert "40 + 2 = 42.\n\nThe answer is 42." in prompt
+        assert not any(q in prompt for q in builtin)
+    # level 2 problems get the level-2 example first; the others the file's first two
+    by_level = {p.level: p for p in problems}
+    ctx = SearchContext(CachedGenerator(policy, None), prompt=config(tmp_path, fewshot=2, fewshot_file=shots)
+                        .prompt_config())
+    assert "Shot three" not in ctx.prompt_for(by_level[2]) and "Shot three" not in ctx.prompt_for(by_level[1])
+    one = SearchContext(CachedGenerator(policy, None), prompt=config(tmp_path, fewshot=1, fewshot_file=shots)
+                        .prompt_config())
+    assert "Shot one" in one.prompt_for(by_level[2]) and "Shot two" not in one.prompt_for(by_level[2])
+
+
+def test_fewshot_file_identity_is_its_content(tmp_path):
+    shots = tmp_path / "shots.jsonl"
+    base = engine.RunConfig(dataset="arith", strategy="majority", n=4)
+    assert "fewshot_file" not in base.identity("m") and "fewshot_examples" not in base.identity("m")
+    assert base.identity("m") == engine.RunConfig(dataset="arith", strategy="majority", n=4,
+                                                  fewshot_file=None).identity("m")
+    write_shots(shots)
+    with_file = engine.RunConfig(dataset="arith", strategy="majority", n=4, fewshot_file=str(shots))
+    rid = engine.run_id_for(with_file.identity("m"))
+    assert rid != engine.run_id_for(base.identity("m"))
+    assert str(shots) not in json_dump(with_file.identity("m"))  # the content decides, not the path
+    moved = tmp_path / "elsewhere.jsonl"
+    write_shots(moved)
+    assert engine.run_id_for(dataclasses.replace(with_file, fewshot_file=str(moved)).identity("m")) == rid
+    write_shots(shots, [SHOTS[1], SHOTS[0], SHOTS[2]])  # same path, other content
+    assert engine.run_id_for(dataclasses.replace(with_file).identity("m")) != rid
+    # zero-shot never reads the examples: the file does not change what runs
+    zero = dataclasses.replace(with_file, fewshot=0)
+    assert zero.identity("m") == dataclasses.replace(base, fewshot=0).identity("m")
+
+
+def json_dump(d) -> str:
+    import json
+
+    return json.dumps(d, sort_keys=True)
+
+
+def test_fewshot_file_errors_name_the_field(tmp_path):
+    from testtime.errors import ConfigError
+
+    bad = tmp_path / "shots.jsonl"
+    bad.write_text('{"question": "q", "solution": "The answer is 1."}\n{"question": "r"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        engine.RunConfig(fewshot_file=str(bad))
+    assert e.value.field == "fewshot_file"
+    assert str(e.value) == f"fewshot_file: {bad}:2: field 'solution': missing"
+
+
+def test_by_level_of_a_jsonl_with_levels(tmp_path):
+    import json
+
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": f"Mine {i}: what is {i} + {i}?", "answer": 2 * i, "level": [1, 2, "hard"][i % 3]}
+            for i in range(6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    policy = ScriptedPolicy({r["question"]: [str(r["answer"])] for r in rows})
+    res = engine.run(engine.RunConfig(dataset=str(path), strategy="cot", n=1, out=str(tmp_path / "runs")), policy)
+    table = res.by_level()
+    assert list(table) == [1, 2, "hard"]
+    assert all(row["n_problems"] == 2 and row["accuracy"] == 1.0 for row in table.values())

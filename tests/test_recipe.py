@@ -73,3 +73,16 @@ def test_seeds_and_datasets_axes():
     assert n_runs(r) == 2 * 3 * 2  # (pool, cot) x seeds x datasets
     d = load_recipe(None, ["seed=5"])
     assert d.seeds == [5] and d.datasets == ["arith"]
+
+
+def test_fewshot_file_reaches_the_run_config(tmp_path):
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"question": "q", "solution": "Step 1: 1 = 1.\\n\\nThe answer is 1."}\n', encoding="utf-8")
+    recipe = load_recipe(None, [f"fewshot_file={shots}"])
+    spec = recipe.strategies[0]
+    config = recipe.run_config("arith", 0, spec, 1)
+    assert config.fewshot_file == str(shots) and config.prompt_config().examples.examples[0].question == "q"
+    assert "fewshot_file" not in load_recipe(None).run_config("arith", 0, spec, 1).identity("m")
+    shots.write_text('{"question": "q"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^recipe: field fewshot_file: .*{shots}:1: field 'solution': missing$"):
+        load_recipe(None, [f"fewshot_file={shots}"])

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testtime.datasets import load_dataset
+from testtime.datasets import DatasetError, FewshotSet, load_dataset, load_fewshot_file
 from testtime.errors import ConfigError, ProblemFailure, one_line
 from testtime.grading import grade_many
 from testtime.policy.base import Policy
@@ -60,6 +60,7 @@ class RunConfig:
     fewshot: int = 3
     system: str | None = None  # the policy's system turn (None: the chat template's own default)
     instruction: str | None = None  # the user turn's text before the question (None: testtime's default)
+    fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
     batch_sequences: int = 64  # sequences per backend call (problems x samples)
     prm: str | None = None  # scorer spec for PRM-guided strategies (reward.load_scorer)
     aggregation: str = "last"  # how step rewards become a candidate score (the reported answer's)
@@ -83,6 +84,12 @@ class RunConfig:
             raise ConfigError("fewshot", self.fewshot, "must be >= 0")
         if self.batch_sequences < 1:
             raise ConfigError("batch_sequences", self.batch_sequences, "must be >= 1")
+        self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
+        if self.fewshot_file is not None:
+            try:
+                self._fewshot_set = load_fewshot_file(self.fewshot_file)
+            except DatasetError as e:  # already names the file, the line and the field
+                raise ConfigError("fewshot_file", message=str(e)) from None
         self.make_strategy()  # the strategy's options validate themselves, and N against them
         if not cls.needs_scorer:
             self.prm = None  # a scorer spec means nothing to an unscored strategy
@@ -108,6 +115,11 @@ class RunConfig:
         for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
             if d[k] is None:
                 d.pop(k)
+        # the few-shot file by its examples' content, not its path (an edit is a new run, a move is not);
+        # unset, or unused with fewshot=0, it keeps the run ids from before the option existed
+        d.pop("fewshot_file")
+        if self._fewshot_set is not None and self.fewshot > 0:
+            d["fewshot_examples"] = self._fewshot_set.digest
         d["model_id"] = model_id
         d["n"] = cls.effective_n(self.n)
         own = {f.name for f in dataclasses.fields(cls.Options)}
@@ -120,7 +132,7 @@ class RunConfig:
         return d
 
     def prompt_config(self) -> PromptConfig:
-        prompt = PromptConfig(fewshot=self.fewshot, system=self.system)
+        prompt = PromptConfig(fewshot=self.fewshot, system=self.system, examples=self._fewshot_set)
         return replace(prompt, instruction=self.instruction) if self.instruction is not None else prompt
 
 

@@ -124,9 +124,14 @@ def run(
     system: Annotated[str | None, typer.Option(help="the policy's system turn (default: its template's)")] = None,
     instruction: Annotated[str | None, typer.Option(
         help="text before the question in the user turn (default: testtime's step-by-step instruction)")] = None,
+    fewshot_file: Annotated[Path | None, typer.Option(
+        help='JSONL of worked examples {"question", "solution", "level" (optional)} used instead of the '
+             "built-in ones; --fewshot says how many")] = None,
     question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
     answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
     kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
+    level_field: Annotated[str | None, typer.Option(
+        help='JSONL: difficulty level field (dotted path; default: a "level" field where a row has one)')] = None,
     table: Annotated[Path | None, typer.Option(help="optimal: the calibration table (testtime calibrate)")] = None,
     budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
@@ -140,11 +145,16 @@ def run(
     from testtime.engine import RunConfig
     from testtime.execution import require_prm
 
-    mapping = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
+    mapping: dict[str, Any] = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
         if dataset.endswith(".jsonl") else {}
+    if level_field is not None:
+        if not mapping:
+            fail(f"--level-field applies only to a .jsonl --dataset, not '{dataset}'")
+        mapping["level_field"] = level_field
     common = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
                   max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
-                  instruction=instruction, max_depth=max_depth, step_max_tokens=step_max_tokens)
+                  instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
+                  max_depth=max_depth, step_max_tokens=step_max_tokens)
     try:
         options = policy_options(policy_option)
         if strategy == "optimal":
@@ -194,6 +204,7 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
+    fewshot_file: Annotated[Path | None, typer.Option(help="JSONL of worked examples (see run)")] = None,
     backend: BackendOpt = "llamacpp",
     base_url: BaseUrlOpt = None,
     policy_option: PolicyOpt = None,
@@ -207,7 +218,8 @@ def demo(
 
     try:
         options = policy_options(policy_option)
-        demo_configs(dataset, n, limit, seed, model, out)  # the library checks N and the rest here
+        few = str(fewshot_file) if fewshot_file else None
+        demo_configs(dataset, n, limit, seed, model, out, few)  # the library checks N and the rest here
     except ConfigError as e:
         fail_config(e)
     problems = load_problems(dataset, limit, seed, None)
@@ -223,7 +235,7 @@ def demo(
                 progress.update(tasks[label], completed=done)
 
             result = run_demo(ex, dataset, n=n, limit=limit, seed=seed, model=model, out=out, problems=problems,
-                              on_progress=on_progress)
+                              on_progress=on_progress, fewshot_file=few)
     finally:
         ex.close()
     print_run(result.cot, printer)

@@ -10,7 +10,14 @@ from typing import Any
 from testtime.datasets._common import DatasetError, DatasetInfo, clean_number
 from testtime.datasets.arith import LEVELS, fewshot_examples, generate_arith, load_arith
 from testtime.datasets.bundled import BUNDLED, bundled_infos, load_bundled
-from testtime.datasets.fewshot import GSM8K_FEWSHOT, MATH_FEWSHOT, fewshot_for
+from testtime.datasets.fewshot import (
+    GSM8K_FEWSHOT,
+    MATH_FEWSHOT,
+    FewshotExample,
+    FewshotSet,
+    fewshot_for,
+    load_fewshot_file,
+)
 from testtime.datasets.jsonl import load_jsonl
 from testtime.types import Problem
 
@@ -18,6 +25,8 @@ __all__ = [
     "ARITH_DEFAULT_N",
     "DatasetError",
     "DatasetInfo",
+    "FewshotExample",
+    "FewshotSet",
     "GSM8K_FEWSHOT",
     "LEVELS",
     "MATH_FEWSHOT",
@@ -30,6 +39,7 @@ __all__ = [
     "load_arith",
     "load_bundled",
     "load_dataset",
+    "load_fewshot_file",
     "load_jsonl",
 ]
 

@@ -17,7 +17,7 @@ _MISSING = object()
 _JSON_TYPE = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     return "null" if value is None else _JSON_TYPE.get(type(value), type(value).__name__)
 
 
@@ -31,7 +31,7 @@ def iter_jsonl(text: str, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as e:
             raise DatasetError(f"{label}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
-            raise DatasetError(f"{label}:{lineno}: expected a JSON object, got {_json_type(row)}")
+            raise DatasetError(f"{label}:{lineno}: expected a JSON object, got {json_type(row)}")
         yield lineno, row
 
 
@@ -83,7 +83,19 @@ def as_text(value: Any, name: str, where: str, *, numbers: bool) -> str:
         except ValueError as e:
             raise DatasetError(f"{where}: field '{name}': {e}") from None
     wanted = "a string or number" if numbers else "a string"
-    raise DatasetError(f"{where}: field '{name}': expected {wanted}, got {_json_type(value)}")
+    raise DatasetError(f"{where}: field '{name}': expected {wanted}, got {json_type(value)}")
+
+
+def level_value(value: Any, name: str, where: str) -> int | str | None:
+    """A difficulty level: an integer (2.0 counts as 2, so ``levels=[2]`` selects it), a string, or null."""
+    if value is None or isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    got = "empty string" if isinstance(value, str) else json_type(value)
+    raise DatasetError(f"{where}: field '{name}': expected an integer or string, got {got}")
 
 
 def load_jsonl(
@@ -94,11 +106,14 @@ def load_jsonl(
     kind: str = "math",
     meta_fields: Sequence[str] | Mapping[str, str] | None = None,
     limit: int | None = None,
+    level_field: str | None = None,
 ) -> list[Problem]:
     """Read `path` (one JSON object per line) into Problems. The file is only read.
 
     Fields are dotted paths into each object. `meta_fields` is a list of paths (kept under the
     path as key) or a {meta key: path} mapping. Without `id_field`, ids are "<stem>-<row>".
+    The difficulty level (``Problem.level``) is `level_field` (required in every row when named), else a
+    "level" field where a row has one; an integer stays an integer, a string a string.
     Any malformed row raises DatasetError("<path>:<line>: ...").
     """
     p = Path(path)
@@ -130,13 +145,18 @@ def load_jsonl(
             raw = _field(row, id_field, where)
             if isinstance(raw, bool) or not isinstance(raw, str | int):
                 raise DatasetError(f"{where}: field '{id_field}': expected a string or integer, "
-                                   f"got {_json_type(raw)}")
+                                   f"got {json_type(raw)}")
             pid = str(raw)
         if pid in first_line:
             raise DatasetError(f"{where}: field '{id_field}': duplicate id '{pid}' "
                                f"(first on line {first_line[pid]})")
         first_line[pid] = lineno
         meta: dict[str, Any] = {"source": p.stem}
+        level = get_path(row, level_field or "level")
+        if level is _MISSING and level_field is not None:
+            raise DatasetError(f"{where}: field '{level_field}': missing")
+        if level is not _MISSING:
+            meta["level"] = level_value(level, level_field or "level", where)
         for key, field_path in meta_map.items():
             meta[key] = _field(row, field_path, where)
         problems.append(Problem(id=pid, question=question, answer=answer, kind=kind, meta=meta))

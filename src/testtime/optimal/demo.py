@@ -52,9 +52,11 @@ class DemoResult:
 
 
 def demo_configs(dataset: str = "arith", n: int = 8, limit: int | None = 30, seed: int = 0,
-                 model: str | None = None, out: str | Path = "runs/demo") -> tuple[RunConfig, RunConfig]:
+                 model: str | None = None, out: str | Path = "runs/demo",
+                 fewshot_file: str | None = None) -> tuple[RunConfig, RunConfig]:
     """The two runs (CoT at N=1, majority at N=n), validated (``ConfigError`` names the field)."""
-    cot = RunConfig(dataset=dataset, strategy="cot", n=1, limit=limit, seed=seed, model=model, out=str(out))
+    cot = RunConfig(dataset=dataset, strategy="cot", n=1, limit=limit, seed=seed, model=model, out=str(out),
+                    fewshot_file=fewshot_file)
     return cot, cot.with_strategy("majority", n)
 
 
@@ -104,13 +106,14 @@ def run_demo(
     problems: list[Problem] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
     plot: bool = True,
+    fewshot_file: str | None = None,
 ) -> DemoResult:
     """CoT and majority@n on `executor` (``testtime.execution``; left open), the curves, and the plot
     (``OUT/accuracy_vs_n.png``). ``on_progress(run label, done, total)`` after each recorded batch."""
     from testtime.optimal.report import plot_budget_curves
 
     runs: list[RunResult] = []
-    for config in demo_configs(dataset, n, limit, seed, model, out):
+    for config in demo_configs(dataset, n, limit, seed, model, out, fewshot_file):
         label = f"{config.strategy}@{config.n}"
         report = (lambda done, total, label=label: on_progress(label, done, total)) if on_progress else None
         runs.append(executor.run(config, problems, on_progress=report))

@@ -105,6 +105,7 @@ class Recipe(BaseModel):
     fewshot: int = 3
     system: str | None = None  # the policy's system turn (None: the chat template's default)
     instruction: str | None = None  # text before the question in the user turn (None: testtime's; "" = none)
+    fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
     max_depth: int = 40
     step_max_tokens: int = 256  # tree searches: a longer step is truncated and dropped
     out: str = "runs/sweep"
@@ -113,6 +114,15 @@ class Recipe(BaseModel):
     @classmethod
     def _names(cls, v: Any) -> Any:
         return [{"name": s} if isinstance(s, str) else s for s in (v or [])]
+
+    @field_validator("fewshot_file")
+    @classmethod
+    def _fewshot_file(cls, v: str | None) -> str | None:
+        from testtime.datasets import load_fewshot_file
+
+        if v is not None:
+            load_fewshot_file(v)  # a DatasetError (a ValueError) names the file, the line and the field
+        return v
 
     @field_validator("backend")
     @classmethod
@@ -148,7 +158,8 @@ class Recipe(BaseModel):
         return RunConfig(
             dataset=dataset, strategy=spec.name, n=n, limit=self.limit, levels=self.levels, seed=seed,
             model=self.model, out=self.out, max_tokens=self.max_tokens, temperature=self.temperature,
-            fewshot=self.fewshot, system=self.system, instruction=self.instruction, prm=self.prm, m=spec.m,
+            fewshot=self.fewshot, system=self.system, instruction=self.instruction, fewshot_file=self.fewshot_file,
+            prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
             batch_sequences=max(64, 4 * n),
         )

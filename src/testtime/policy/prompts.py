@@ -27,6 +27,8 @@ class PromptConfig:
     fewshot: int = 3  # worked examples shown before the question (0 = zero-shot)
     instruction: str = INSTRUCTION
     system: str | None = None  # None keeps the template's own default system turn
+    # a user's few-shot file (datasets.FewshotSet) used instead of the built-in examples; None: built-in
+    examples: Any = None
 
 
 def render_jinja_chat(template: str, bos: str, eos: str) -> Callable[[list[dict[str, str]]], str]:

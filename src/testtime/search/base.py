@@ -36,7 +36,8 @@ class SearchContext:
         return self.scorer
 
     def prompt_for(self, problem: Problem) -> str:
-        examples = fewshot_for(problem, k=self.prompt.fewshot) if self.prompt.fewshot else []
+        k = self.prompt.fewshot
+        examples = fewshot_for(problem, k=k, examples=self.prompt.examples) if k else []
         messages = build_messages(problem, examples, self.prompt)
         return self.generator.policy.render_chat(messages)
 
