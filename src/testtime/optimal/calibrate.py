@@ -178,6 +178,8 @@ def fit_predictor(infos: Iterable[ProblemInfo], probe_n: int) -> Predictor:
     return Predictor(probe_n, [float(c) for c in coef], uses_score)
 
 
+# the prompt settings a table records and the selector compares (a different prompt is a different task)
+PROMPT_KEYS = ("fewshot", "fewshot_file", "system", "instruction")
 # lambda grid for cross-validation: 0 = each bin on its own, inf = every bin takes the all-problems choice
 SHRINKAGE_GRID: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)
 
@@ -285,7 +287,7 @@ def profile_of(sweep: SweepResult, calib: Sequence[str], bins: Mapping[str, str]
         prm_agrees=agrees if len(agrees) == len(ps) else [],
         bins=[bins[p.id] for p in ps],
         kinds=kinds_of([p.kind for p in ps if p.kind]),
-        prompt={k: recipe.get(k) for k in ("fewshot", "system", "instruction") if k in recipe},
+        prompt={k: recipe.get(k) for k in PROMPT_KEYS if k in recipe},
     )
 
 

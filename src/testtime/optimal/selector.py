@@ -31,7 +31,7 @@ from typing import Any
 from testtime.engine import RunConfig
 from testtime.errors import ConfigError
 from testtime.execution import ScorerInfo, as_executor
-from testtime.optimal.calibrate import Choice, Table, decide
+from testtime.optimal.calibrate import PROMPT_KEYS, Choice, Table, decide
 from testtime.optimal.metrics import absolute_bins, bin_order
 from testtime.optimal.shift import Shift, check_shift
 from testtime.optimal.sweep import probe_features
@@ -157,7 +157,7 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
         shift = check_shift(
             table.profile, [f.agreement for f in features], [f.score for f in features if f.score is not None],
             [f.prm_agrees for f in features if f.prm_agrees is not None], [p.kind for p in live],
-            {"fewshot": base.fewshot, "system": base.system, "instruction": base.instruction})
+            {k: getattr(base, k) for k in PROMPT_KEYS})
     # without fallbacks (to measure what they buy): the bins alone, the shift still reported
     decided = decide(table, budget, pass1, shift, margin) if fallbacks else decide(table, budget, pass1, None, 0.0)
     choices = {pid: ch for pid, (ch, _rule) in decided.items()}
