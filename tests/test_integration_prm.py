@@ -24,12 +24,12 @@ def test_best_of_n_with_arith_check(smollm2, tmp_path):
     res = engine.run(cfg, smollm2, problems)
     checker = ArithCheck()
     for r in res.results:
-        rewards = r.trace.meta["rewards"]
+        rewards = r.trace.scoring.rewards
         assert len(rewards) == 4
         for cand, rw in zip(r.trace.candidates, rewards, strict=True):
             # the stored rewards are exactly arith-check's verdicts on the stripped steps
             assert rw == [checker.step_reward(s.strip()) for s in cand.steps]
-        sel = r.trace.meta["selections"]
+        sel = r.trace.selections
         pairs = {f"prm_{a}_{s}" for a in ("last", "min", "mean", "prod") for s in ("max", "vote")}
         assert set(sel) == {"majority"} | pairs
         # every selection picks one of the candidates' answers
@@ -84,20 +84,20 @@ def test_tree_search_with_arith_check(smollm2, tmp_path, strategy):
     with Store(tmp_path) as store:
         for r in res.results:
             tree = store.get_tree(res.run_id, r.problem.id)
-            assert tree[0]["depth"] == 0 and len(tree) > 4
-            assert max(n["depth"] for n in tree) <= 8
+            assert tree[0].depth == 0 and len(tree) > 4
+            assert max(n.depth for n in tree) <= 8
             assert len(r.trace.candidates) >= 1
-            first_level = [n for n in tree if n["depth"] == 1]
+            first_level = [n for n in tree if n.depth == 1]
             assert len(first_level) == 4  # N first steps
             # beam keeps N/M = 2 unfinished nodes per depth; DVTS one per subtree (N/M = 2 subtrees)
-            assert sum(n["kept"] and not n["terminal"] for n in first_level) <= 2
+            assert sum(n.kept and not n.terminal for n in first_level) <= 2
             # a candidate's steps are a root-to-leaf path of the recorded tree
-            steps = {n["node_id"]: n for n in tree}
+            steps = {n.id: n for n in tree}
             leaf_paths = set()
             for n in tree:
                 path, cur = [], n
-                while cur["parent"] is not None:
-                    path.append(cur["step"])
-                    cur = steps[cur["parent"]]
+                while cur.parent is not None:
+                    path.append(cur.step)
+                    cur = steps[cur.parent]
                 leaf_paths.add(tuple(reversed(path)))
             assert all(tuple(c.steps) in leaf_paths for c in r.trace.candidates)
