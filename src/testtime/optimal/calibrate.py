@@ -159,11 +159,13 @@ def mean_accuracy(cells: Iterable[Cell], ids: set[str]) -> dict[tuple[str, int],
 
 
 def best_within(acc: Mapping[tuple[str, int], tuple[float, int, Cell]], budget: int) -> Choice | None:
-    """The best config measured at a budget <= `budget` (ties: smaller budget, then config name)."""
+    """The best config measured at a budget <= `budget` (ties: smaller budget, PRM-free, config name)."""
     options = [(k, v) for k, v in acc.items() if k[1] <= budget]
     if not options:
         return None
-    (config, b), (a, n, cell) = min(options, key=lambda kv: (-kv[1][0], kv[0][1], kv[0][0]))
+    # ties: the smaller budget, then a config that needs no PRM (as good, and cheaper to run), then the name
+    (config, b), (a, n, cell) = min(options, key=lambda kv: (-kv[1][0], kv[0][1],
+                                                             strategy_class(kv[1][2].strategy).needs_scorer, kv[0][0]))
     return Choice(config, cell.strategy, b, cell.m, cell.selection, a, n)
 
 
