@@ -273,3 +273,22 @@ def test_the_shipped_table_loads_and_names_the_default_policy_and_prm():
     with pytest.raises(ConfigError) as e:
         shipped_table("gemma3-270m", "arith-check")
     assert e.value.field == "table"
+
+
+def test_sweeps_of_one_policy_and_prm_merge_into_one_table():
+    a = synthetic_sweep()
+    b = synthetic_sweep()
+    for p in b.problems:
+        p.id = "b-" + p.id
+    for c in b.cells:
+        c.problem_id = "b-" + c.problem_id
+    merged = SweepResult.merge([a, b])
+    assert len(merged.problems) == 48 and len(merged.cells) == len(a.cells) + len(b.cells)
+    assert merged.recipe["holdout"] == a.recipe["holdout"] and merged.recipe["name"] == "synthetic+synthetic"
+    assert len(calibrate(merged).calibration_ids) > len(calibrate(a).calibration_ids)
+    with pytest.raises(ConfigError, match="more than one sweep"):
+        SweepResult.merge([a, a])
+    other = synthetic_sweep()
+    other.prm = "judge"
+    with pytest.raises(ConfigError, match="one table is for one of each"):
+        SweepResult.merge([a, other])

@@ -132,7 +132,8 @@ def sweep(
 
 
 def calibrate(
-    sweep_file: Annotated[Path, typer.Argument(help="a sweep file (testtime sweep)")],
+    sweep_files: Annotated[list[Path], typer.Argument(
+        help="a sweep file (testtime sweep); several of one policy and PRM are calibrated as one")],
     out: Annotated[Path | None, typer.Option(help="where to write the table (default: beside the sweep)")] = None,
     easy: Annotated[float | None, typer.Option(help="easy bin: pass@1 >= this (default: the recipe's)")] = None,
     hard: Annotated[float | None, typer.Option(help="hard bin: pass@1 < this (default: the recipe's)")] = None,
@@ -142,8 +143,9 @@ def calibrate(
     from testtime.optimal.calibrate import calibrate as do_calibrate
     from testtime.optimal.sweep import SweepResult
 
+    sweep_file = sweep_files[0]
     try:
-        sw = SweepResult.load(sweep_file)
+        sw = SweepResult.merge([SweepResult.load(f) for f in sweep_files])
         table = do_calibrate(sw, easy=easy, hard=hard)
     except ConfigError as e:  # a value of ours the library refuses (--easy, --hard)
         fail_config(e)

@@ -32,6 +32,7 @@ from typing import Any
 
 from testtime import engine
 from testtime.datasets import load_dataset
+from testtime.errors import ConfigError
 from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import selection_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
@@ -96,6 +97,27 @@ class SweepResult:
 
     def configs(self) -> list[str]:
         return sorted({c.config for c in self.cells})
+
+    @classmethod
+    def merge(cls, sweeps: list[SweepResult]) -> SweepResult:
+        """Several sweeps of one policy and PRM as one (e.g. more problems of the bin a first sweep left thin):
+        problems and cells side by side, the first sweep's recipe (holdout, bins, probe) for calibration."""
+        if not sweeps:
+            raise ValueError("merge needs at least one sweep")
+        first = sweeps[0]
+        for sw in sweeps[1:]:
+            if (sw.policy, sw.prm) != (first.policy, first.prm):
+                raise ConfigError("sweep", sw.recipe.get("name"), f"policy / PRM ({sw.policy}, {sw.prm}) differ from "
+                                  f"the first sweep's ({first.policy}, {first.prm}): one table is for one of each")
+        ids = [p.id for sw in sweeps for p in sw.problems]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ConfigError("sweep", ", ".join(dup[:5]), "problems in more than one sweep")
+        recipe = dict(first.recipe, name="+".join(str(sw.recipe.get("name")) for sw in sweeps))
+        return cls(recipe, first.policy, first.prm, first.oracle_prm, [p for sw in sweeps for p in sw.problems],
+                   [c for sw in sweeps for c in sw.cells], [r for sw in sweeps for r in sw.run_ids],
+                   sum(sw.wall_s for sw in sweeps), trees={k: v for sw in sweeps for k, v in sw.trees.items()},
+                   failed={k: v for sw in sweeps for k, v in sw.failed.items()})
 
 
 def sweep_path(recipe: Recipe) -> Path:
