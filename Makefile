@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_CPU ?= 2.13.0
 
-.PHONY: install demo test test-unit bench lint clean sweep-demo chromium probe
+.PHONY: install demo test test-unit bench lint clean sweep-demo chromium probe table
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,15 @@ probe: $(STAMP)
 		$(VENV)/bin/testtime prm eval --prm $$prm --dataset arith --limit 50 --seed 1 --out $(PROBE_OUT) \
 			--exclude-from $(PROBE_OUT)/smollm2-135m-arith.json || exit 1; \
 	done
+
+# The calibrated table shipped for the embedded default (SmolLM2-135M + arith-check), used by
+# `run --strategy optimal` without --table: two sweeps (200 arith problems, Best-of-N@8 pool + CoT), calibrated as
+# one. About 35 minutes on 2 idle cores; resumable.
+table: $(STAMP)
+	$(VENV)/bin/testtime sweep --config recipes/table-smollm2-arithcheck.yaml
+	$(VENV)/bin/testtime sweep --config recipes/table-smollm2-arithcheck-medium.yaml
+	$(VENV)/bin/testtime calibrate runs/table/sweep-table-smollm2-arithcheck.json \
+		runs/table/sweep-table-smollm2-arithcheck-medium.json --out src/testtime/optimal/shipped/smollm2-135m-arith-check.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
