@@ -96,7 +96,8 @@ def print_run(result: Any, out: Console) -> None:
 
 def run(
     dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
-    strategy: Annotated[str, typer.Option(help="cot | majority | best_of_n | beam | dvts | rebase")] = "majority",
+    strategy: Annotated[str, typer.Option(
+        help="cot | majority | adaptive_majority | best_of_n | beam | dvts | rebase | optimal")] = "majority",
     n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
     prm: Annotated[str | None, typer.Option(
         help="step scorer for best_of_n: arith-check, judge[:MODEL], oracle, hf:PATH, vllm:PATH, http:URL")] = None,
