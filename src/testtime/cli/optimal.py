@@ -224,6 +224,10 @@ def recalibrate(
     answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
     kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
     out: Annotated[Path, typer.Option(help="output folder (store, sweep file, table)")] = Path("runs/recalibrate"),
+    label_free: Annotated[bool, typer.Option(
+        help="no answers: keep --table's choices, refit only its difficulty predictor on your problems")] = False,
+    table: Annotated[Path | None, typer.Option(help="--label-free: the table to refit (default: the shipped one)")
+                     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Calibrate a table on your own problems: one pool (CoT + Best-of-N / majority), calibration, held-out figures."""
@@ -231,6 +235,13 @@ def recalibrate(
 
     from testtime.optimal.recalibrate import recalibrate as do_recalibrate
     from testtime.optimal.recalibrate import recalibration_recipe
+
+    if label_free:
+        _refit_label_free(dataset, table, prm, n_max, limit, seed, model, fewshot, max_tokens, question_field, kind,
+                          out, as_json)
+        return
+    if table is not None:
+        fail("--table only applies with --label-free (recalibration makes a new table)")
 
     try:
         recipe = recalibration_recipe(dataset, prm=prm, n_max=n_max, holdout=holdout, out=str(out), limit=limit,
@@ -271,3 +282,42 @@ def recalibrate(
     if as_json:
         print(json.dumps({"table": str(res.table_path), "sweep": str(res.sweep_path), "heldout": rows,
                           "shrinkage": res.table.shrinkage, "n_problems": len(res.sweep.problems)}))
+
+
+def _refit_label_free(dataset: str, table_path: Path | None, prm: str | None, n: int, limit: int | None, seed: int,
+                      model: str | None, fewshot: int, max_tokens: int, question_field: str, kind: str, out: Path,
+                      as_json: bool) -> None:
+    from testtime.engine import RunConfig
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.recalibrate import refit_label_free
+    from testtime.optimal.tables import shipped_table
+
+    try:
+        cal = CalTable.load(table_path if table_path is not None else shipped_table(model, prm))
+        base = RunConfig(dataset=dataset, limit=limit, seed=seed, model=model, out=str(out), fewshot=fewshot,
+                         max_tokens=max_tokens)
+    except ConfigError as e:
+        fail_config(e)
+    mapping = {"question_field": question_field, "answer_field": None, "kind": kind} \
+        if dataset.endswith(".jsonl") else {}
+    problems = load_problems(dataset, limit, seed, None, **mapping)
+    printer = out_console(as_json)
+    spec = prm or cal.prm
+    ex = open_policy(model, "llamacpp", None, "local", None, None)
+    try:
+        if spec and cal.predictor.uses_score:
+            check_prm(ex, spec)
+        with printer.status(f"label-free refit on {len(problems)} problems"):
+            refit = refit_label_free(cal, ex, problems, base, n=n, prm=spec if cal.predictor.uses_score else None)
+    except ConfigError as e:
+        fail_config(e)
+    finally:
+        ex.close()
+    path = refit.save(out / f"table-label-free-{Path(dataset).stem}.json")
+    counts = {b: refit.profile.bins.count(b) for b in sorted(set(refit.profile.bins))} if refit.profile else {}
+    printer.print(f"predictor refit without answers ({refit.predictor_source}): coefficients "
+                  f"{[round(c, 3) for c in refit.predictor.coef]} (were {[round(c, 3) for c in cal.predictor.coef]}); "
+                  f"predicted bins {counts}", highlight=False)
+    printer.print(f"table: {path}")
+    if as_json:
+        print(json.dumps({"table": str(path), "coef": refit.predictor.coef, "bins": counts}))

@@ -101,7 +101,7 @@ def level_value(value: Any, name: str, where: str) -> int | str | None:
 def load_jsonl(
     path: str | PathLike[str],
     question_field: str = "question",
-    answer_field: str = "answer",
+    answer_field: str | None = "answer",
     id_field: str | None = None,
     kind: str = "math",
     meta_fields: Sequence[str] | Mapping[str, str] | None = None,
@@ -111,7 +111,8 @@ def load_jsonl(
     """Read `path` (one JSON object per line) into Problems. The file is only read.
 
     Fields are dotted paths into each object. `meta_fields` is a list of paths (kept under the
-    path as key) or a {meta key: path} mapping. Without `id_field`, ids are "<stem>-<row>".
+    path as key) or a {meta key: path} mapping. Without `id_field`, ids are "<stem>-<row>". `answer_field`
+    None reads unlabelled problems (answer ""), for what needs no reference (a label-free refit).
     The difficulty level (``Problem.level``) is `level_field` (required in every row when named), else a
     "level" field where a row has one; an integer stays an integer, a string a string.
     Any malformed row raises DatasetError("<path>:<line>: ...").
@@ -138,7 +139,8 @@ def load_jsonl(
     for lineno, row in iter_jsonl(text, label):
         where = f"{label}:{lineno}"
         question = as_text(_field(row, question_field, where), question_field, where, numbers=False)
-        answer = as_text(_field(row, answer_field, where), answer_field, where, numbers=True)
+        answer = "" if answer_field is None else as_text(_field(row, answer_field, where), answer_field, where,
+                                                         numbers=True)
         if id_field is None:
             pid = f"{p.stem}-{len(problems)}"
         else:

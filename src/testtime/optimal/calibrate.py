@@ -95,6 +95,7 @@ class Table:
     shrinkage: float = 0.0  # lambda, chosen by cross-validation
     min_support: int = 1
     cv: dict[str, float] = field(default_factory=dict)  # lambda -> cross-validated accuracy
+    predictor_source: str = "pass@1 of the calibration problems"  # or a label-free refit (optimal.recalibrate)
 
     def choice(self, bin_label: str, budget: int) -> Choice:
         """The best config for a bin within `budget` (the largest calibrated budget <= budget)."""

@@ -6,19 +6,29 @@ from which majority voting and every PRM selection at every N <= N_max are subsa
 with the same cross-validated, shrunk choice as any sweep. ``recalibrate`` runs exactly a sweep of that
 recipe over the given problems (so it resumes and replays like one) and returns the table with the held-out
 evaluation of it.
+
+Without answers, ``refit_label_free`` keeps a table's choices and refits only its difficulty predictor on the
+user's unlabelled problems: the target is each problem's self-consistency (the share of an N-sample pool that
+states the pool's majority answer), the inputs the same probe features, so the predictor maps this domain's
+probe onto how settled its answers are. Self-consistency overstates pass@1 where the policy is consistently
+wrong, so such a table bins by "how settled", not by accuracy; with answers, ``recalibrate`` is the real fix.
+The refit table's profile is the user's problems, so its shift check then compares against them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from testtime.optimal.calibrate import ALL, Table, calibrate, evaluate
-from testtime.optimal.metrics import powers_of_two
+from testtime.engine import RunConfig
+from testtime.errors import ConfigError
+from testtime.optimal.calibrate import ALL, Table, calibrate, evaluate, fit_predictor
+from testtime.optimal.metrics import absolute_bins, powers_of_two
 from testtime.optimal.recipe import Recipe
-from testtime.optimal.sweep import SweepResult, run_sweep, sweep_path
+from testtime.optimal.shift import Profile, kinds_of
+from testtime.optimal.sweep import ProblemInfo, SweepResult, probe_features, run_sweep, sweep_path
 from testtime.search import BestOfN, CoT, Majority
 from testtime.types import Problem
 
@@ -64,3 +74,43 @@ def recalibrate(recipe: Recipe, executor: Any, problems: list[Problem],
     path = sweep_path(recipe)
     table_path = table.save(path.with_name(path.stem.replace("sweep-", "table-") + ".json"))
     return Recalibration(recipe, sweep, table, table_path, path, evaluate(sweep, table))
+
+
+def refit_label_free(table: Table, executor: Any, problems: list[Problem], base: RunConfig, n: int = 8,
+                     prm: str | None = None) -> Table:
+    """The table with its difficulty predictor refit on unlabelled problems (see the module docstring).
+
+    One pool of `n` samples per problem (Best-of-N scored by `prm` when the predictor uses step rewards,
+    else majority voting; the probe's samples are its first ``probe_n``, as in sweeps)."""
+    probe_n = table.predictor.probe_n
+    if n <= probe_n:
+        raise ConfigError("n", n, f"must exceed the probe's {probe_n} samples (the target needs a larger pool)")
+    scored = table.predictor.uses_score and prm is not None
+    result = executor.run(base.with_strategy(BestOfN.name if scored else Majority.name, n,
+                                             prm=prm if scored else None), problems)
+    infos = []
+    for r in result.results:
+        if r.failed:
+            continue
+        groups = r.trace.answer_groups or []
+        rewards = r.trace.scoring.rewards if r.trace.scoring is not None else None
+        counts = [groups.count(g) for g in set(groups) if g is not None]
+        consistency = max(counts, default=0) / max(1, len(groups))
+        f = probe_features(groups[:probe_n], rewards[:probe_n] if rewards is not None else None)
+        infos.append(ProblemInfo(r.problem.id, r.problem.level, consistency, f.agreement, f.score, f.prm_agrees,
+                                 r.problem.kind))
+    if not infos:
+        raise ConfigError("dataset", base.dataset, "no problem could be probed: nothing to refit on")
+    predictor = fit_predictor(infos, probe_n)
+    predicted = {p.id: predictor.predict(p.agreement, p.probe_score) for p in infos}
+    bins = absolute_bins(predicted, easy=table.easy, hard=table.hard)
+    agrees = [p.prm_agrees for p in infos if p.prm_agrees is not None]
+    profile = Profile(
+        agreement=[p.agreement for p in infos],
+        probe_score=[p.probe_score for p in infos if p.probe_score is not None],
+        prm_agrees=agrees if len(agrees) == len(infos) else [],
+        bins=[bins[p.id] for p in infos], kinds=kinds_of([p.kind for p in infos]),
+        prompt={"fewshot": base.fewshot, "fewshot_file": base.fewshot_file, "system": base.system,
+                "instruction": base.instruction})
+    return replace(table, predictor=predictor, profile=profile,
+                   predictor_source=f"label-free: self-consistency of {n} samples on {len(infos)} problems")
