@@ -278,19 +278,18 @@ def prm_free_row(cells: Sequence[Cell], calib: Iterable[str], budgets: Sequence[
     return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
 
 
-def profile_of(sweep: SweepResult, calib: Sequence[str], bins: Mapping[str, str]) -> Profile:
-    info = {p.id: p for p in sweep.problems}
-    ps = [info[i] for i in calib]
-    scored = all(p.probe_score is not None for p in ps) and bool(ps)
-    agrees = [p.prm_agrees for p in ps if p.prm_agrees is not None]
-    recipe = sweep.recipe
+def profile_of(infos: Sequence[ProblemInfo], bins: Mapping[str, str], prompt: Mapping[str, Any]) -> Profile:
+    """The record of what a table was calibrated on: these problems' probe features, bins and kinds, and the
+    prompt settings. Step-reward features are kept only when every problem has them."""
+    scores = [p.probe_score for p in infos if p.probe_score is not None]
+    agrees = [p.prm_agrees for p in infos if p.prm_agrees is not None]
     return Profile(
-        agreement=[p.agreement for p in ps],
-        probe_score=[p.probe_score for p in ps] if scored else [],  # type: ignore[misc]
-        prm_agrees=agrees if len(agrees) == len(ps) else [],
-        bins=[bins[p.id] for p in ps],
-        kinds=kinds_of([p.kind for p in ps if p.kind]),
-        prompt={k: recipe.get(k) for k in PROMPT_KEYS if k in recipe},
+        agreement=[p.agreement for p in infos],
+        probe_score=scores if scores and len(scores) == len(infos) else [],
+        prm_agrees=agrees if len(agrees) == len(infos) else [],
+        bins=[bins[p.id] for p in infos],
+        kinds=kinds_of([p.kind for p in infos if p.kind]),
+        prompt={k: prompt[k] for k in PROMPT_KEYS if k in prompt},
     )
 
 
@@ -323,7 +322,8 @@ def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None 
         fixed=table.get(ALL, {}), predictor=fit_predictor([info[i] for i in calib], diff.get("probe_n", 4)),
         calibration_ids=calib, holdout_ids=held,
         robust=robust_row(sweep.cells, calib, bins, budgets), prm_free=prm_free_row(sweep.cells, calib, budgets),
-        profile=profile_of(sweep, calib, bins) if calib else None, shrinkage=shrinkage, min_support=min_support,
+        profile=profile_of([info[i] for i in calib], bins, recipe) if calib else None, shrinkage=shrinkage,
+        min_support=min_support,
         cv={str(k): v for k, v in cv.items()},
     )
 

@@ -24,10 +24,9 @@ from typing import Any
 
 from testtime.engine import RunConfig
 from testtime.errors import ConfigError
-from testtime.optimal.calibrate import ALL, Table, calibrate, evaluate, fit_predictor
+from testtime.optimal.calibrate import ALL, PROMPT_KEYS, Table, calibrate, evaluate, fit_predictor, profile_of
 from testtime.optimal.metrics import absolute_bins, powers_of_two
 from testtime.optimal.recipe import Recipe
-from testtime.optimal.shift import Profile, kinds_of
 from testtime.optimal.sweep import ProblemInfo, SweepResult, probe_features, run_sweep, sweep_path
 from testtime.search import BestOfN, CoT, Majority
 from testtime.types import Problem
@@ -94,8 +93,7 @@ def refit_label_free(table: Table, executor: Any, problems: list[Problem], base:
             continue
         groups = r.trace.answer_groups or []
         rewards = r.trace.scoring.rewards if r.trace.scoring is not None else None
-        counts = [groups.count(g) for g in set(groups) if g is not None]
-        consistency = max(counts, default=0) / max(1, len(groups))
+        consistency = probe_features(groups, None).agreement  # over the whole pool, not the probe's part
         f = probe_features(groups[:probe_n], rewards[:probe_n] if rewards is not None else None)
         infos.append(ProblemInfo(r.problem.id, r.problem.level, consistency, f.agreement, f.score, f.prm_agrees,
                                  r.problem.kind))
@@ -104,13 +102,6 @@ def refit_label_free(table: Table, executor: Any, problems: list[Problem], base:
     predictor = fit_predictor(infos, probe_n)
     predicted = {p.id: predictor.predict(p.agreement, p.probe_score) for p in infos}
     bins = absolute_bins(predicted, easy=table.easy, hard=table.hard)
-    agrees = [p.prm_agrees for p in infos if p.prm_agrees is not None]
-    profile = Profile(
-        agreement=[p.agreement for p in infos],
-        probe_score=[p.probe_score for p in infos if p.probe_score is not None],
-        prm_agrees=agrees if len(agrees) == len(infos) else [],
-        bins=[bins[p.id] for p in infos], kinds=kinds_of([p.kind for p in infos]),
-        prompt={"fewshot": base.fewshot, "fewshot_file": base.fewshot_file, "system": base.system,
-                "instruction": base.instruction})
+    profile = profile_of(infos, bins, {k: getattr(base, k) for k in PROMPT_KEYS})
     return replace(table, predictor=predictor, profile=profile,
                    predictor_source=f"label-free: self-consistency of {n} samples on {len(infos)} problems")
