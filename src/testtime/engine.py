@@ -101,6 +101,11 @@ class RunConfig:
     def make_strategy(self) -> Strategy:
         return make_strategy(self.strategy, self.n, self)
 
+    @property
+    def problems_per_call(self) -> int:
+        """How many problems one backend call carries: ``batch_sequences`` over the strategy's budget."""
+        return max(1, self.batch_sequences // max(1, self.strategy_class.effective_n(self.n)))
+
     def with_strategy(self, strategy: str, n: int, **changes: Any) -> RunConfig:
         """This config for another strategy and budget (a sweep's or the selector's run), validated."""
         return replace(self, strategy=strategy, n=n, **changes)
@@ -322,7 +327,7 @@ def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None,
     """What every executor does with the problems it is given: the strategy over them in batches of
     ``batch_sequences`` sequences, generations and scores through ``store``; yields each graded batch."""
     strategy = config.make_strategy()
-    per_call = max(1, config.batch_sequences // max(1, strategy.budget))
+    per_call = config.problems_per_call
     ctx = SearchContext(
         generator=CachedGenerator(policy, _Ledger(store) if store is not None else None),
         prompt=config.prompt_config(),

@@ -316,9 +316,9 @@ class RayExecutor(Executor):
         if not isinstance(store, Store):
             raise TypeError("RayExecutor.solve needs the run's SQLite Store (its actors read it through a reader)")
         by_id = {p.id: p for p in problems}
-        per_call = max(1, config.batch_sequences // max(1, config.make_strategy().budget))
         reader = self._reader(store.path)
-        size = self.chunk_problems or max(1, min(per_call, math.ceil(len(problems) / (2 * len(self.actors)))))
+        size = self.chunk_problems or max(1, min(config.problems_per_call,
+                                                 math.ceil(len(problems) / (2 * len(self.actors)))))
         queue = deque(_Chunk(problems[i : i + size]) for i in range(0, len(problems), size))
         for done in self._stream(config, queue, reader):
             store.put_generations(done.generation_rows)
