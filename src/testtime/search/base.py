@@ -83,10 +83,11 @@ class ScoredOptions:
         return selection_of(self.aggregation, self.selection)
 
 
-def options_from(options_type: type, source: Any) -> Any:
+def options_from(options_type: type, source: Any, **overrides: Any) -> Any:
     """An options object from any object carrying fields of the same names (a RunConfig, a recipe's
-    strategy entry); fields the source lacks keep their defaults."""
-    return options_type(**{f.name: getattr(source, f.name) for f in fields(options_type) if hasattr(source, f.name)})
+    strategy entry; None: none) and `overrides`; fields neither gives keep their defaults."""
+    values = {f.name: getattr(source, f.name) for f in fields(options_type) if hasattr(source, f.name)}
+    return options_type(**{**values, **overrides})
 
 
 @dataclass

@@ -34,10 +34,4 @@ def make_strategy(name: str, n: int, source: Any = None, **options: Any) -> Stra
     """The strategy with budget n; its options from ``source``'s fields of the same names (a RunConfig)
     and/or keyword options (``make_strategy("beam", 16, m=4)``); errors name the field."""
     cls = strategy_class(name)
-    if source is not None:
-        opts = options_from(cls.Options, source)
-        known = {f.name for f in fields(cls.Options)}
-        opts = cls.Options(**{**{k: getattr(opts, k) for k in known}, **options})
-    else:
-        opts = cls.Options(**options)
-    return cls(budget=n, options=opts)
+    return cls(budget=n, options=options_from(cls.Options, source, **options))
