@@ -20,6 +20,7 @@ from typing import Any
 
 from testtime.engine import RunConfig, RunResult
 from testtime.optimal.metrics import powers_of_two, selection_subset_scores, subsample_curves
+from testtime.search import CoT, Majority
 from testtime.search.selection import MAJORITY, Pool
 from testtime.types import Problem
 
@@ -55,9 +56,9 @@ def demo_configs(dataset: str = "arith", n: int = 8, limit: int | None = 30, see
                  model: str | None = None, out: str | Path = "runs/demo",
                  fewshot_file: str | None = None) -> tuple[RunConfig, RunConfig]:
     """The two runs (CoT at N=1, majority at N=n), validated (``ConfigError`` names the field)."""
-    cot = RunConfig(dataset=dataset, strategy="cot", n=1, limit=limit, seed=seed, model=model, out=str(out),
+    cot = RunConfig(dataset=dataset, strategy=CoT.name, n=1, limit=limit, seed=seed, model=model, out=str(out),
                     fewshot_file=fewshot_file)
-    return cot, cot.with_strategy("majority", n)
+    return cot, cot.with_strategy(Majority.name, n)
 
 
 def level_label(problem: Problem) -> str:

@@ -31,8 +31,9 @@ from testtime.probe.metrics import auroc, grouped_auroc
 from testtime.probe.train import TrainConfig, TrainData, train_head
 from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel, ScoreRequest
+from testtime.search import BestOfN, Majority
 from testtime.search.base import SearchContext
-from testtime.search.selection import selection_of
+from testtime.search.selection import MAJORITY, RULES, selection_of
 from testtime.store import Store
 from testtime.types import Problem
 
@@ -210,7 +211,7 @@ def exclude_seen(problems: list[Problem], digests: Sequence[str]) -> tuple[list[
 
 
 # Best-of-N against majority: the rules that read the PRM (majority would ignore it)
-EVAL_SELECTIONS = ("prm_max", "prm_vote")
+EVAL_SELECTIONS = tuple(rule for rule in RULES if rule != MAJORITY.rule)
 
 
 def eval_configs(
@@ -226,8 +227,8 @@ def eval_configs(
     common: dict[str, Any] = dict(dataset=dataset, n=n, limit=limit, levels=levels or None, seed=seed, model=model,
                                   out=str(out), max_tokens=setup.max_tokens, temperature=setup.temperature,
                                   fewshot=setup.fewshot)
-    bon = RunConfig(strategy="best_of_n", prm=prm, aggregation=aggregation, selection=selection, **common)
-    return bon, RunConfig(strategy="majority", **common)
+    bon = RunConfig(strategy=BestOfN.name, prm=prm, aggregation=aggregation, selection=selection, **common)
+    return bon, RunConfig(strategy=Majority.name, **common)
 
 
 def held_out(problems: list[Problem], prm: str, exclude_from: Path | None = None
