@@ -328,11 +328,6 @@ def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None 
     )
 
 
-def predicted_bins(table: Table, infos: Iterable[ProblemInfo]) -> dict[str, str]:
-    pred = {p.id: table.predictor.predict(p.agreement, p.probe_score) for p in infos}
-    return absolute_bins(pred, easy=table.easy, hard=table.hard)
-
-
 TABLE_RULE = "table"
 ROBUST_UNCERTAIN = "robust: uncertain bin"
 ROBUST_SHIFT = "robust: shift"
@@ -387,8 +382,8 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
     held = set(table.holdout_ids)
     infos = {p.id: p for p in sweep.problems if p.id in held}
     oracle = absolute_bins({i: p.pass1 for i, p in infos.items()}, easy=table.easy, hard=table.hard)
-    predicted = predicted_bins(table, infos.values())
     pred_pass1 = {p.id: table.predictor.predict(p.agreement, p.probe_score) for p in infos.values()}
+    predicted = absolute_bins(pred_pass1, easy=table.easy, hard=table.hard)
     shift = heldout_shift(table, infos.values())
     selected = {b: decide(table, b, pred_pass1, shift, margin) for b in table.budgets} if infos else {}
     cell = {(c.problem_id, c.config, c.budget): c for c in sweep.cells if c.problem_id in held}
