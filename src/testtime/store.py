@@ -3,6 +3,13 @@
 A rerun of the same command replays generations from here instead of recomputing them, and a run killed
 with SIGKILL loses nothing that was committed: each backend call's results are committed in one
 transaction (WAL mode) before the strategy sees them.
+
+Damage and sharing. Opening a store runs SQLite's ``quick_check``: a file that is not a database, or one
+cut short, is a ``StoreError`` naming the file and the way out (``testtime store check`` /
+``testtime store salvage``, which are ``check_store`` and ``salvage_store`` here), never a traceback from
+the middle of a run. Several processes may write one store at once (two runs, a run and a sweep): writes
+take the write lock up front (``BEGIN IMMEDIATE``), wait for it (SQLite's busy timeout) and, should it stay
+taken longer, retry with backoff; only then is it a ``StoreError``.
 """
 
 from __future__ import annotations
@@ -12,15 +19,21 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from testtime.types import Completion, Node, Problem, Trace
 
 SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 30.0  # SQLite waits this long for another process's write lock (per statement)
+LOCKED_RETRY_S = 300.0  # then testtime retries, with backoff, for this long in all before giving up
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,12 +157,47 @@ def reward_key(scorer: str, question: str, steps: Sequence[str], reference: str 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class StoreError(RuntimeError):
+    """A store that cannot be used as it is (damaged, another schema, locked for too long); the message is
+    one line naming the file and what to do."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
+
+
+def damaged(path: str | Path, detail: str) -> StoreError:
+    """The error for a store SQLite cannot read: what it said, and the two commands that help."""
+    detail = " ".join(detail.split())[:200]
+    return StoreError(path, f"the store is damaged ({detail}); see `testtime store check {path}`, and copy "
+                            f"every readable row into a new store with `testtime store salvage {path} NEW.sqlite`")
+
+
+def _is_locked(err: sqlite3.Error) -> bool:
+    text = str(err).lower()
+    return isinstance(err, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _connect(path: Path, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None,
+                         uri=uri)
+    db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    return db
+
+
+def _problems(db: sqlite3.Connection, max_errors: int = 5) -> list[str]:
+    """SQLite's quick_check: structure and page accounting (not index contents); [] when sound."""
+    rows = [r[0] for r in db.execute(f"PRAGMA quick_check({max_errors})")]
+    return [] if rows == ["ok"] else rows
+
+
 class Store:
-    """One SQLite file per output folder; safe to share between threads of one process."""
+    """One SQLite file per output folder; safe to share between threads of one process and, for writing,
+    between processes (see the module docstring)."""
 
     FILENAME = "testtime.sqlite"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, retry_s: float = LOCKED_RETRY_S):
         path = Path(path)
         if path.suffix != ".sqlite":
             path.mkdir(parents=True, exist_ok=True)
@@ -157,20 +205,74 @@ class Store:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.retry_s = retry_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        # WAL + synchronous=NORMAL: a committed transaction survives a killed process.
+        try:
+            self._db = _connect(path)
+        except sqlite3.Error as e:
+            raise StoreError(path, f"cannot open the store ({e})") from None
+        try:
+            self._retrying(self._open)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        # WAL + synchronous=NORMAL: a committed transaction survives a killed process, and readers never
+        # wait for a writer.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+        problems = _problems(self._db)
+        if problems:
+            raise damaged(self.path, "; ".join(problems))
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
         found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         if int(found) != SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: store schema version {found}, this testtime reads {SCHEMA_VERSION}")
+            raise StoreError(self.path, f"store schema version {found}, this testtime reads {SCHEMA_VERSION}; "
+                                        "open it with the testtime that wrote it, or start a new --out folder")
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """``fn`` under the connection's lock, retried while another process holds the store's write lock
+        past the busy timeout; any other SQLite error becomes a one-line ``StoreError``."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            with self._lock:
+                try:
+                    return fn()
+                except sqlite3.Error as e:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    if not _is_locked(e):
+                        raise damaged(self.path, str(e)) from None
+                    if time.monotonic() >= deadline:
+                        raise StoreError(self.path, f"still locked by another process after {self.retry_s:g} s "
+                                                    f"of retries ({e})") from None
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(db)`` in one transaction that takes the write lock at its start (``BEGIN IMMEDIATE``: a
+        transaction that read first could not be granted the lock later without failing at once)."""
+
+        def tx() -> T:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(self._db)
+                self._db.execute("COMMIT")
+                return out
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+        return self._retrying(tx)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._retrying(lambda: fn(self._db))
 
     def close(self) -> None:
         with self._lock:
@@ -186,139 +288,114 @@ class Store:
 
     def get_generations(self, keys: Iterable[str]) -> dict[str, Completion]:
         keys = list(keys)
-        out: dict[str, Completion] = {}
-        with self._lock:
+
+        def read(db: sqlite3.Connection) -> dict[str, Completion]:
+            out: dict[str, Completion] = {}
             for i in range(0, len(keys), 500):  # stay under SQLite's host-parameter limit
                 chunk = keys[i : i + 500]
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT key, text, finish_reason, stop, prompt_tokens, cached_prompt_tokens, "
                     f"generated_tokens FROM generations WHERE key IN ({','.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
                 for key, text, finish, stop, pt, cpt, gt in rows:
                     out[key] = Completion(text, finish, pt, cpt, gt, stop=stop, from_store=True)
-        return out
+            return out
+
+        return self._read(read)
 
     def put_generations(self, rows: list[tuple[str, str, str, dict, int, int, Completion]]) -> None:
         """Rows of (key, model, prompt, params, seed, sample_index, completion), one transaction."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            key, model, prompt, json.dumps(params, sort_keys=True), seed, idx,
-                            c.text, c.finish_reason, c.stop, c.prompt_tokens, c.cached_prompt_tokens,
-                            c.generated_tokens, now,
-                        )
-                        for key, model, prompt, params, seed, idx, c in rows
-                    ],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        values = [
+            (
+                key, model, prompt, json.dumps(params, sort_keys=True), seed, idx,
+                c.text, c.finish_reason, c.stop, c.prompt_tokens, c.cached_prompt_tokens,
+                c.generated_tokens, now,
+            )
+            for key, model, prompt, params, seed, idx, c in rows
+        ]
+        self._write(lambda db: db.executemany(
+            "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", values))
 
     def count_generations(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        return self._read(lambda db: db.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
 
     # -- rewards ---------------------------------------------------------------------------------------
 
     def get_rewards(self, keys: Iterable[str]) -> dict[str, tuple[list[float], int]]:
         """key -> (step rewards, tokens scored) for the keys present."""
         keys = list(keys)
-        out: dict[str, tuple[list[float], int]] = {}
-        with self._lock:
+
+        def read(db: sqlite3.Connection) -> dict[str, tuple[list[float], int]]:
+            out: dict[str, tuple[list[float], int]] = {}
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT key, rewards, tokens FROM rewards WHERE key IN ({','.join('?' * len(chunk))})", chunk
                 ).fetchall()
                 for key, rewards, tokens in rows:
                     out[key] = (json.loads(rewards), tokens)
-        return out
+            return out
+
+        return self._read(read)
 
     def put_rewards(self, rows: list[tuple[str, str, str, Sequence[str], list[float], int]]) -> None:
         """Rows of (key, scorer, question, steps, rewards, tokens), one transaction."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO rewards VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (key, scorer, q, json.dumps(list(steps), ensure_ascii=False), json.dumps(r), tok, now)
-                        for key, scorer, q, steps, r, tok in rows
-                    ],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        values = [
+            (key, scorer, q, json.dumps(list(steps), ensure_ascii=False), json.dumps(r), tok, now)
+            for key, scorer, q, steps, r, tok in rows
+        ]
+        self._write(lambda db: db.executemany("INSERT OR IGNORE INTO rewards VALUES (?,?,?,?,?,?,?)", values))
 
     def count_rewards(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0]
+        return self._read(lambda db: db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0])
 
     # -- features (a policy's hidden states at step ends, for probe PRMs) --------------------------------
 
     def get_features(self, keys: Iterable[str]) -> dict[str, tuple[np.ndarray, int]]:
         """key -> (float32 array of shape (steps, dim), tokens run) for the keys present."""
         keys = list(keys)
-        out: dict[str, tuple[np.ndarray, int]] = {}
-        with self._lock:
+
+        def read(db: sqlite3.Connection) -> dict[str, tuple[np.ndarray, int]]:
+            out: dict[str, tuple[np.ndarray, int]] = {}
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT key, rows, dim, data, tokens FROM features WHERE key IN ({','.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
                 for key, n, dim, data, tokens in rows:
                     out[key] = (np.frombuffer(data, dtype=np.float32).reshape(n, dim).copy(), tokens)
-        return out
+            return out
+
+        return self._read(read)
 
     def put_features(self, rows: list[tuple[str, str, np.ndarray, int]]) -> None:
         """Rows of (key, extractor, array (steps, dim), tokens), one transaction."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO features VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (key, ex, int(a.shape[0]), int(a.shape[1]), np.ascontiguousarray(a, np.float32).tobytes(),
-                         tok, now)
-                        for key, ex, a, tok in rows
-                    ],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        values = [
+            (key, ex, int(a.shape[0]), int(a.shape[1]), np.ascontiguousarray(a, np.float32).tobytes(), tok, now)
+            for key, ex, a, tok in rows
+        ]
+        self._write(lambda db: db.executemany("INSERT OR IGNORE INTO features VALUES (?,?,?,?,?,?,?)", values))
 
     # -- runs, problems, results -------------------------------------------------------------------
 
     def start_run(self, run_id: str, config: dict[str, Any], problems: list[Problem]) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._insert_run(run_id, now, config, problems)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self._write(lambda db: self._insert_run(db, run_id, now, config, problems))
 
-    def _insert_run(self, run_id: str, now: float, config: dict[str, Any], problems: list[Problem]) -> None:
-        self._db.execute(
+    @staticmethod
+    def _insert_run(db: sqlite3.Connection, run_id: str, now: float, config: dict[str, Any],
+                    problems: list[Problem]) -> None:
+        db.execute(
             "INSERT INTO runs(run_id, created, updated, status, config) VALUES (?,?,?,?,?) "
             "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, status='running'",
             (run_id, now, now, "running", json.dumps(config, sort_keys=True, default=str)),
         )
-        self._db.executemany(
+        db.executemany(
             "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?,?)",
             [
                 (run_id, p.id, i, p.question, p.answer, p.kind, json.dumps(p.meta, default=str))
@@ -327,17 +404,14 @@ class Store:
         )
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE runs SET status='done', updated=?, summary=? WHERE run_id=?",
-                (time.time(), json.dumps(summary, default=str), run_id),
-            )
+        values = (time.time(), json.dumps(summary, default=str), run_id)
+        self._write(lambda db: db.execute("UPDATE runs SET status='done', updated=?, summary=? WHERE run_id=?",
+                                          values))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT run_id, created, updated, status, config, summary FROM runs WHERE run_id=?", (run_id,)
-            ).fetchone()
+        row = self._read(lambda db: db.execute(
+            "SELECT run_id, created, updated, status, config, summary FROM runs WHERE run_id=?", (run_id,)
+        ).fetchone())
         if row is None:
             return None
         return {
@@ -346,8 +420,7 @@ class Store:
         }
 
     def list_runs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY created")]
+        ids = self._read(lambda db: [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY created")])
         return [r for r in (self.get_run(i) for i in ids) if r is not None]
 
     def put_result(self, run_id: str, trace: Trace) -> None:
@@ -355,42 +428,34 @@ class Store:
         record = trace.record()  # without the tree: stored once, as rows, not again inside the JSON
         tree = trace.tree
         key = (run_id, trace.problem_id, trace.strategy, trace.budget)
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        *key, trace.answer, None if trace.correct is None else int(trace.correct),
-                        json.dumps(trace.compute.to_dict()), json.dumps(record, default=str), time.time(),
-                    ),
+        result = (
+            *key, trace.answer, None if trace.correct is None else int(trace.correct),
+            json.dumps(trace.compute.to_dict()), json.dumps(record, default=str), time.time(),
+        )
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)", result)
+            if tree is not None:
+                db.execute("DELETE FROM nodes WHERE run_id=? AND problem_id=? AND strategy=? AND budget=?", key)
+                db.executemany(
+                    "INSERT INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            *key, n.id, n.parent, n.depth, n.step, n.reward, json.dumps(n.path_rewards),
+                            n.tokens, n.finish, n.answer, int(n.terminal), int(n.kept), n.pruned,
+                        )
+                        for n in tree
+                    ],
                 )
-                if tree is not None:
-                    self._db.execute(
-                        "DELETE FROM nodes WHERE run_id=? AND problem_id=? AND strategy=? AND budget=?", key
-                    )
-                    self._db.executemany(
-                        "INSERT INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [
-                            (
-                                *key, n.id, n.parent, n.depth, n.step, n.reward, json.dumps(n.path_rewards),
-                                n.tokens, n.finish, n.answer, int(n.terminal), int(n.kept), n.pruned,
-                            )
-                            for n in tree
-                        ],
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+
+        self._write(write)
 
     def get_problem(self, run_id: str, problem_id: str) -> dict[str, Any]:
         """A run's problem as stored (question, answer, kind, meta); {} when absent."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT question, answer, kind, meta FROM problems WHERE run_id=? AND problem_id=?",
-                (run_id, problem_id),
-            ).fetchone()
+        row = self._read(lambda db: db.execute(
+            "SELECT question, answer, kind, meta FROM problems WHERE run_id=? AND problem_id=?",
+            (run_id, problem_id),
+        ).fetchone())
         if row is None:
             return {}
         return {"question": row[0], "answer": row[1], "kind": row[2], "meta": json.loads(row[3])}
@@ -399,11 +464,10 @@ class Store:
         """The search tree a tree strategy recorded for one problem of a run, in node order."""
         cols = ("node_id", "parent", "depth", "step", "reward", "path_rewards", "tokens", "finish", "answer",
                 "terminal", "kept", "pruned")
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {', '.join(cols)} FROM nodes WHERE run_id=? AND problem_id=? ORDER BY node_id",
-                (run_id, problem_id),
-            ).fetchall()
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {', '.join(cols)} FROM nodes WHERE run_id=? AND problem_id=? ORDER BY node_id",
+            (run_id, problem_id),
+        ).fetchall())
         return [
             Node(node_id, parent, depth, step, reward, json.loads(path_rewards), tokens, finish, answer,
                  bool(terminal), bool(kept), pruned)
@@ -412,8 +476,200 @@ class Store:
         ]
 
     def get_results(self, run_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT trace FROM results WHERE run_id=? ORDER BY rowid", (run_id,)
-            ).fetchall()
+        rows = self._read(lambda db: db.execute(
+            "SELECT trace FROM results WHERE run_id=? ORDER BY rowid", (run_id,)
+        ).fetchall())
         return [json.loads(r[0]) for r in rows]
+
+
+# -- checking and salvaging a store (``testtime store check | salvage``) -----------------------------------
+
+TABLES = ("meta", "runs", "problems", "generations", "rewards", "features", "nodes", "results")
+
+
+def store_file(path: str | Path) -> Path:
+    """The SQLite file a path names: the file itself, or a folder's ``testtime.sqlite``."""
+    path = Path(path)
+    return path / Store.FILENAME if path.is_dir() else path
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that never writes the file (no WAL checkpoint, no recovery written back)."""
+    try:
+        db = _connect(Path(f"file:{path}?mode=ro"), uri=True)
+    except sqlite3.OperationalError:
+        # read-only WAL needs the -shm file; without it, treat the file as immutable (the WAL is ignored)
+        db = _connect(Path(f"file:{path}?immutable=1"), uri=True)
+    # a file cut short still states its old page count; this makes SQLite read the pages that remain
+    # instead of refusing the whole file (nothing is written: the connection is read-only)
+    db.execute("PRAGMA writable_schema=ON")
+    return db
+
+
+@dataclass
+class CheckReport:
+    """What ``check_store`` found: SQLite's integrity check and the rows each table holds (None: unreadable)."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)  # integrity_check's findings; [] when sound
+    rows: dict[str, int | None] = field(default_factory=dict)
+    error: str | None = None  # the file could not be read as a database at all
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.problems
+
+
+def check_store(path: str | Path, max_problems: int = 20) -> CheckReport:
+    """SQLite's full ``integrity_check`` (pages, b-trees, indexes) and a row count per table; never writes."""
+    file = store_file(path)
+    report = CheckReport(str(file))
+    if not file.is_file():
+        report.error = "no such file"
+        return report
+    try:
+        db = _open_readonly(file)
+    except sqlite3.Error as e:
+        report.error = str(e)
+        return report
+    try:
+        try:
+            rows = [r[0] for r in db.execute(f"PRAGMA integrity_check({max_problems})")]
+        except sqlite3.Error as e:
+            report.error = str(e)
+            return report
+        report.problems = [] if rows == ["ok"] else rows
+        for table in TABLES:
+            try:
+                report.rows[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            except sqlite3.Error:
+                report.rows[table] = None
+    finally:
+        db.close()
+    return report
+
+
+@dataclass
+class SalvageReport:
+    """What ``salvage_store`` copied (rows per table) and what it could not read."""
+
+    source: str
+    target: str
+    copied: dict[str, int] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)  # one line per unreadable table, rowid range or row
+
+    @property
+    def complete(self) -> bool:
+        return not self.lost
+
+
+def _next_readable(db: sqlite3.Connection, table: str, after: int) -> int | None:
+    """The first rowid above ``after`` that SQLite can reach again: probe ever further past the damaged
+    spot (a rowid lookup descends from the root, so it steps over a damaged subtree). None: nothing further."""
+    step = 1
+    while after + step < 2**63:
+        try:
+            row = db.execute(f"SELECT rowid FROM {table} WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+                             (after + step,)).fetchone()
+            return None if row is None else int(row[0])
+        except sqlite3.DatabaseError:
+            step *= 2
+    return None
+
+
+def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, report: SalvageReport) -> None:
+    """Copy a table in rowid order, in batches; over a damaged part, row by row, skipping what cannot be read.
+    Past damage SQLite cannot step over, the table is read again from its end backwards. Each stretch of
+    rowids neither pass could read is one line of ``report.lost``."""
+    cols = [r[1] for r in dst.execute(f"PRAGMA table_info({table})")]
+    what = f"rowid, {', '.join(cols)}"
+    forward = f"SELECT {what} FROM {table} WHERE rowid >= ? ORDER BY rowid LIMIT ?"
+    backward = f"SELECT {what} FROM {table} WHERE rowid <= ? ORDER BY rowid DESC LIMIT ?"
+    insert = f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    copied = 0
+    gaps: list[list[Any]] = []  # [first rowid, last rowid (None: to the end), error]
+
+    def put(rows: list[tuple]) -> None:
+        nonlocal copied
+        for row in rows:
+            try:
+                copied += dst.execute(insert, row[1:]).rowcount
+            except sqlite3.Error as e:  # values that came back damaged (a NULL where none may be)
+                report.lost.append(f"{table}: rowid {row[0]} unusable ({e})")
+
+    start, batch, clean = -(2**63), 256, 0
+    while True:
+        try:
+            rows = src.execute(forward, (start, batch)).fetchall()
+        except sqlite3.DatabaseError as e:
+            if batch > 1:  # narrow the damage down row by row
+                batch, clean = 1, 0
+                continue
+            resume = _next_readable(src, table, start)
+            gaps.append([start, None if resume is None else resume - 1, str(e)])
+            if resume is None:
+                break
+            start = resume
+            continue
+        if not rows:
+            break
+        put(rows)
+        start = int(rows[-1][0]) + 1
+        clean += 1
+        if batch == 1 and clean >= 32:  # past the damage: batches again
+            batch = 256
+    if gaps:  # read from the end backwards, down to where that breaks too
+        top, low = 2**63 - 1, None
+        while True:
+            try:
+                rows = src.execute(backward, (top, 256)).fetchall()
+            except sqlite3.DatabaseError:
+                break
+            if not rows:
+                break
+            put(rows)
+            low = top = int(rows[-1][0]) - 1
+            low += 1
+        for first, last, err in gaps:
+            if low is not None and first >= low:
+                continue  # the backward pass got all of it
+            if low is not None and (last is None or last >= low):
+                last = low - 1
+            report.lost.append(f"{table}: rowids {first} to {'the end' if last is None else last} unreadable "
+                               f"({err})")
+    report.copied[table] = copied
+
+
+def salvage_store(path: str | Path, new: str | Path) -> SalvageReport:
+    """Copy every row SQLite can still read from the store at ``path`` into a new store ``new`` (which must
+    not exist), table by table; the report says what was copied and what could not be read."""
+    src_file = store_file(path)
+    new = Path(new)
+    dst_file = new / Store.FILENAME if new.suffix != ".sqlite" else new
+    if not src_file.is_file():
+        raise StoreError(src_file, "no such file")
+    if dst_file.exists():
+        raise StoreError(dst_file, "already exists; salvage writes a new store (pick another path)")
+    report = SalvageReport(str(src_file), str(dst_file))
+    Store(dst_file).close()  # the schema, empty
+    dst = _connect(dst_file)
+    try:
+        try:
+            src = _open_readonly(src_file)
+            have = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.Error as e:
+            report.lost.append(f"every table: the file cannot be read as a database ({e})")
+            return report
+        try:
+            for table in TABLES:
+                if table not in have:
+                    report.lost.append(f"{table}: table missing")
+                    continue
+                dst.execute("BEGIN")
+                _copy_table(src, dst, table, report)
+                dst.execute("COMMIT")
+        finally:
+            src.close()
+    finally:
+        dst.close()
+    return report
