@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, int], None]
 
+MAX_SEED = 2**31 - 1  # sample i is drawn with seed + i: it stays a valid 32-bit sampler seed
+
 
 @dataclass
 class RunConfig:
@@ -84,6 +86,11 @@ class RunConfig:
             raise ConfigError("fewshot", self.fewshot, "must be >= 0")
         if self.batch_sequences < 1:
             raise ConfigError("batch_sequences", self.batch_sequences, "must be >= 1")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", self.seed, f"must be in [0, {MAX_SEED}]")
+        for name in ("m", "max_depth", "step_max_tokens"):  # checked even where this strategy ignores them
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1")
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:

@@ -25,6 +25,8 @@ def _policy(model: str | None, backend: str, threads: int | None) -> tuple[Any, 
     if backend not in ("llamacpp", "hf", "vllm"):
         fail_config(ConfigError("backend", backend,
                                 "probes read the policy's weights (llamacpp, hf or vllm), not a remote server"))
+    if threads is not None and threads < 1:
+        fail(f"--threads {threads}: must be >= 1")
     kwargs = {"threads": threads} if threads and backend == "llamacpp" else {}
     try:
         policy = load_policy(model, backend=backend, **kwargs)
@@ -73,8 +75,10 @@ def label(
     from testtime.probe.labels import LabelConfig
     from testtime.probe.pipeline import SamplingSetup, run_label
 
-    if solutions < 1 or rollouts < 1:
-        fail(f"--solutions {solutions} --rollouts {rollouts}: both must be >= 1")
+    try:
+        cfg, setup = LabelConfig(solutions, rollouts), SamplingSetup(seed, max_tokens, temperature, fewshot)
+    except ConfigError as e:
+        fail_config(e)
     problems = load_problems(dataset, limit, seed, level)
     policy, ref = _policy(model, backend, threads)
     printer = out_console(as_json)
@@ -82,8 +86,7 @@ def label(
         with progress_bar(printer, "labelling") as progress:
             task = progress.add_task("label", total=len(problems))
             path, _labeled, meta = run_label(
-                problems, policy, ref, out, dataset, LabelConfig(solutions, rollouts),
-                SamplingSetup(seed, max_tokens, temperature, fewshot),
+                problems, policy, ref, out, dataset, cfg, setup,
                 on_progress=lambda done, total: progress.update(task, completed=done))
     finally:
         policy.close()
@@ -122,6 +125,8 @@ def train(
         cfg.check()
         t0 = time.perf_counter()
         _artifact, metrics = run_train(labels, out, cfg, store)
+    except ConfigError as e:
+        fail_config(e)
     except (ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))
     printer = out_console(as_json)
@@ -163,8 +168,8 @@ def evaluate(
     from testtime.probe.pipeline import SamplingSetup, eval_configs, evaluate_prm, held_out
     from testtime.reward import load_scorer
 
-    setup = SamplingSetup(seed=seed)
     try:
+        setup, cfg = SamplingSetup(seed=seed), LabelConfig(solutions, rollouts)
         configs = eval_configs(prm, dataset, n=n, aggregation=aggregation, selection=selection, limit=limit,
                                levels=level, seed=seed, model=model, out=out, setup=setup)
         problems, excluded, _ = held_out(load_problems(dataset, limit, seed, level), prm, exclude_from)
@@ -181,7 +186,7 @@ def evaluate(
         with progress_bar(printer, "labelling held-out problems") as progress:
             task = progress.add_task("label", total=len(problems))
             result = evaluate_prm(
-                problems, policy, ref, scorer, configs, LabelConfig(solutions, rollouts), setup, excluded=excluded,
+                problems, policy, ref, scorer, configs, cfg, setup, excluded=excluded,
                 on_progress=lambda done, total: progress.update(task, completed=done))
     finally:
         if scorer is not None:

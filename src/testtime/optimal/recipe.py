@@ -15,12 +15,12 @@ subsampled from that pool. Tree strategies run once per budget in ``budgets`` th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from testtime.engine import RunConfig
+from testtime.engine import MAX_SEED, RunConfig
 from testtime.errors import ConfigError
 from testtime.search.base import Strategy, options_from
 from testtime.search.registry import strategy_class
@@ -68,10 +68,10 @@ class StrategySpec(BaseModel):
 class Difficulty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    easy: float = 0.5  # oracle pass@1 >= easy
-    hard: float = 0.1  # oracle pass@1 < hard
-    quantiles: int = 5  # Snell et al. style bins, reported beside the absolute ones
-    probe_n: int = 4  # samples the selector's difficulty probe draws (and scores) per problem
+    easy: float = Field(0.5, ge=0.0, le=1.0)  # oracle pass@1 >= easy
+    hard: float = Field(0.1, ge=0.0, le=1.0)  # oracle pass@1 < hard
+    quantiles: int = Field(5, ge=1)  # Snell et al. style bins, reported beside the absolute ones
+    probe_n: int = Field(4, ge=1)  # samples the selector's difficulty probe draws (and scores) per problem
 
 
 class Recipe(BaseModel):
@@ -79,19 +79,19 @@ class Recipe(BaseModel):
 
     name: str = "sweep"
     dataset: str = "arith"
-    limit: int | None = None
+    limit: int | None = Field(None, ge=0)
     levels: list[int] | None = None
-    seed: int = 0  # picks the problems (and, for arith, generates them)
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # picks the problems (and, for arith, generates them)
     # Extra axes: sampling seeds (cells of several seeds are averaged per problem) and datasets (problems of
     # every dataset pooled into one sweep, one table). Default: [seed] and [dataset].
-    seeds: list[int] | None = None
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = None
     datasets: list[str] | None = None
     model: str | None = None  # GGUF path / embedded name (llamacpp), HF id or path (vllm, hf), served name (openai)
     backend: str = "llamacpp"  # policy backend: llamacpp | vllm | hf | openai (policy.load_policy)
     policy_options: dict[str, Any] = Field(default_factory=dict)  # backend kwargs, e.g. base_urls, tensor_parallel_size
     executor: str = "local"  # local | ray: where the engine runs the problems
     address: str | None = None  # ray: cluster address (None starts a local Ray)
-    actors: int | None = None  # ray: number of actors (default: one per GPU, else 2)
+    actors: int | None = Field(None, ge=1)  # ray: number of actors (default: one per GPU, else 2)
     prm: str | None = "arith-check"
     n_max: int = Field(16, ge=1)
     budgets: list[int] | None = None  # default: 1, 2, 4, ... n_max
@@ -99,15 +99,16 @@ class Recipe(BaseModel):
                                                                     StrategySpec(name="best_of_n")])
     difficulty: Difficulty = Field(default_factory=Difficulty)
     holdout: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of problems held out from calibration
-    subsamples: int = 32  # random subsets per N for pooled curves (exact enumeration when small)
-    max_tokens: int = 384
-    temperature: float = 0.7
-    fewshot: int = 3
+    subsamples: int = Field(32, ge=1)  # random subsets per N for pooled curves (exact enumeration when small)
+    # the ranges RunConfig checks, here too so a bad recipe is refused before any model is loaded
+    max_tokens: int = Field(384, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=100.0)
+    fewshot: int = Field(3, ge=0)
     system: str | None = None  # the policy's system turn (None: the chat template's default)
     instruction: str | None = None  # text before the question in the user turn (None: testtime's; "" = none)
     fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
-    max_depth: int = 40
-    step_max_tokens: int = 256  # tree searches: a longer step is truncated and dropped
+    max_depth: int = Field(40, ge=1)
+    step_max_tokens: int = Field(256, ge=1)  # tree searches: a longer step is truncated and dropped
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from testtime.errors import ConfigError
 from testtime.types import Completion
 
 STEP_STOP = "\n\n"  # a reasoning step ends at a blank line
@@ -20,6 +22,16 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError("max_tokens", self.max_tokens, "must be >= 1")
+        if not 0.0 <= self.temperature < math.inf:  # also refuses NaN
+            raise ConfigError("temperature", self.temperature, "must be a finite number >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("top_p", self.top_p, "must be in (0, 1]")
+        if self.top_k < 0:
+            raise ConfigError("top_k", self.top_k, "must be >= 0 (0: off)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

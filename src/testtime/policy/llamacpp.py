@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from testtime.backends.llamacpp import quiet_stderr, server_params
+from testtime.errors import ConfigError
 from testtime.policy.base import ChunkCallback, GenerationRequest, NextTokenLogprobs
 from testtime.policy.gguf_meta import GGUFInfo, read_gguf_info
 from testtime.policy.prompts import plain_chat, render_jinja_chat
@@ -54,6 +55,9 @@ class LlamaCppPolicy:
     ):
         import xllamacpp
 
+        for name, value in (("slots", slots), ("ctx_per_slot", ctx_per_slot), ("threads", threads)):
+            if value is not None and value < 1:  # a backend option: spelled --policy-option by front ends
+                raise ConfigError("policy_option", f"{name}={value}", f"{name} must be >= 1")
         self.info: GGUFInfo = read_gguf_info(model_path)
         self.model_id = self.info.model_id
         self.n_params = self.info.n_params

@@ -36,7 +36,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 
-from testtime.errors import ProblemFailure
+from testtime.errors import ConfigError, ProblemFailure
 from testtime.netretry import post_json
 from testtime.policy.base import ChunkCallback, GenerationRequest
 from testtime.policy.prompts import plain_chat, render_jinja_chat
@@ -86,8 +86,16 @@ class OpenAICompatPolicy:
         urls = [u.strip().rstrip("/") for u in urls if u.strip()]
         if not urls:
             raise ValueError("OpenAICompatPolicy needs at least one base URL")
-        if max_concurrency < 1 or max_n_per_request < 1:
-            raise ValueError("max_concurrency and max_n_per_request must be >= 1")
+        for name, value, ok, rule in (
+            ("max_concurrency", max_concurrency, max_concurrency >= 1, ">= 1"),
+            ("max_n_per_request", max_n_per_request, max_n_per_request >= 1, ">= 1"),
+            ("timeout_s", timeout_s, timeout_s > 0, "> 0"),
+            ("retries", retries, retries >= 0, ">= 0"),
+            ("backoff_s", backoff_s, backoff_s >= 0, ">= 0"),
+            ("max_backoff_s", max_backoff_s, max_backoff_s >= 0, ">= 0"),
+        ):
+            if not ok:  # a backend option: the front ends spell it as --policy-option / policy_options
+                raise ConfigError("policy_option", f"{name}={value}", f"{name} must be {rule}")
         # accept both "http://host:8000" and "http://host:8000/v1"
         self.urls = [u if u.endswith("/v1") else u + "/v1" for u in urls]
         self.model = model

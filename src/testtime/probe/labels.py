@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testtime.errors import ConfigError
 from testtime.grading import extract_answer, grade_many
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, split_steps
@@ -33,6 +34,11 @@ class LabelConfig:
     solutions: int = 4  # sampled solutions per problem
     rollouts: int = 4  # completions per step prefix
     chunk: int = 16  # problems per batched backend call
+
+    def __post_init__(self) -> None:
+        for name in ("solutions", "rollouts", "chunk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1")
 
 
 @dataclass

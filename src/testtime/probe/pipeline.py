@@ -59,6 +59,11 @@ class SamplingSetup:
     temperature: float = 0.7
     fewshot: int = 3
 
+    def __post_init__(self) -> None:
+        # the same fields, and the same ranges, as a run's (ConfigError names the field)
+        RunConfig(strategy="cot", seed=self.seed, max_tokens=self.max_tokens, temperature=self.temperature,
+                  fewshot=self.fewshot)
+
     def context(self, policy: Any, store: Store) -> SearchContext:
         return SearchContext(generator=CachedGenerator(policy, store), prompt=PromptConfig(fewshot=self.fewshot),
                              max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)

@@ -49,8 +49,17 @@ class TrainConfig:
             raise ConfigError("val_fraction", self.val_fraction, "must be in (0, 1)")
         if self.head == "mlp" and self.hidden < 1:
             raise ConfigError("hidden", self.hidden, "must be >= 1")
-        if self.rank_weight < 0:
+        if not self.rank_weight >= 0:  # `not >=`: NaN is refused too
             raise ConfigError("rank_weight", self.rank_weight, "must be >= 0")
+        if not 0 < self.lr < float("inf"):
+            raise ConfigError("lr", self.lr, "must be a finite number > 0")
+        if not self.weight_decay >= 0:
+            raise ConfigError("weight_decay", self.weight_decay, "must be >= 0")
+        for name in ("epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1")
+        if self.seed < 0:
+            raise ConfigError("seed", self.seed, "must be >= 0")
 
 
 def ranked_pairs(soft: np.ndarray, groups: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
