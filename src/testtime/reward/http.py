@@ -43,6 +43,12 @@ T = TypeVar("T")
 PROTOCOLS = ("testtime", "vllm-pooling")
 
 
+class UnusableResponse(RequestFailed, RewardError):
+    """A scoring server answered with something unusable (wrong counts, NaN, another model): a RewardError
+    that says what, and a failed request (a ProblemFailure), so the engine records that problem as failed
+    and the run goes on, as for any other remote failure."""
+
+
 def split_urls(url_or_urls: str | Sequence[str]) -> list[str]:
     """Base URLs from a comma/space separated string or a list; trailing slashes dropped."""
     parts = url_or_urls.replace(",", " ").split() if isinstance(url_or_urls, str) else list(url_or_urls)
@@ -189,7 +195,10 @@ class HTTPScorer(BatchScorer):
             resp = self.retry.post(url, payload)
             with self._count_lock:
                 self.requests_sent += 1
-            return parse_score_response(url, resp, reqs, expect_model=self.model)
+            try:
+                return parse_score_response(url, resp, reqs, expect_model=self.model)
+            except RewardError as e:
+                raise UnusableResponse(url, str(e), 1, status=200) from None
 
         return call
 
