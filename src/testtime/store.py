@@ -178,6 +178,11 @@ def _is_locked(err: sqlite3.Error) -> bool:
     return isinstance(err, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
+def _is_corrupt(err: sqlite3.Error) -> bool:
+    text = str(err).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
 def _connect(path: Path, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None,
                          uri=uri)
@@ -206,6 +211,7 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retry_s = retry_s
+        self.lock_retries = 0  # times a statement found the store locked past the busy timeout and was retried
         self._lock = threading.Lock()
         try:
             self._db = _connect(path)
@@ -243,16 +249,28 @@ class Store:
             with self._lock:
                 try:
                     return fn()
+                except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+                    self._rollback()
+                    raise  # testtime's own mistake, not the file's: a traceback is the right report
                 except sqlite3.Error as e:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    if not _is_locked(e):
+                    self._rollback()
+                    if _is_corrupt(e):
                         raise damaged(self.path, str(e)) from None
+                    if not _is_locked(e):  # disk full, I/O error, a read-only file
+                        raise StoreError(self.path, str(e)) from None
                     if time.monotonic() >= deadline:
                         raise StoreError(self.path, f"still locked by another process after {self.retry_s:g} s "
                                                     f"of retries ({e})") from None
+                    self.lock_retries += 1
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
+
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone with the failure that ended it
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(db)`` in one transaction that takes the write lock at its start (``BEGIN IMMEDIATE``: a
