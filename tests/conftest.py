@@ -1,4 +1,13 @@
+import os
+
 import pytest
+from hypothesis import settings
+
+# Property tests (tests/test_properties.py): reproducible and bounded in `make test`; `make fuzz` sets
+# TESTTIME_HYPOTHESIS=fuzz for long randomized runs (examples scale there, see test_properties.budget).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("TESTTIME_HYPOTHESIS", "ci"))
 
 
 @pytest.fixture(scope="session")

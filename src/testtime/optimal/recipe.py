@@ -114,6 +114,8 @@ class Recipe(BaseModel):
     @field_validator("strategies", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, list):
+            return v  # not a list: pydantic's own error names the field
         return [{"name": s} if isinstance(s, str) else s for s in (v or [])]
 
     @field_validator("fewshot_file")
@@ -199,10 +201,13 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             loaded = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError:
             raise ValueError(f"{path}: no such recipe file") from None
+        except UnicodeError as e:
+            raise ValueError(f"{path}: not valid UTF-8 text ({e.reason} at byte {e.start})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ValueError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+            why = " ".join(str(getattr(e, "problem", None) or e).split())  # one line, whatever PyYAML said
+            raise ValueError(f"{path}{line}: not valid YAML ({why})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a recipe is a mapping of settings")
         data = loaded or {}

@@ -129,9 +129,9 @@ def aggregate(step_rewards: Sequence[float], how: str) -> float:
         raise ConfigError("aggregation", how, f"unknown (valid: {', '.join(AGGREGATIONS)})")
     if not step_rewards:
         return 0.0
-    if any(math.isnan(r) for r in step_rewards):
-        # max() over NaN is order-dependent garbage; refuse instead of selecting silently
-        raise ValueError(f"NaN step reward in {list(step_rewards)}: the scorer is broken, not selecting")
+    if not all(math.isfinite(r) for r in step_rewards):
+        # max() over NaN is order-dependent garbage, and an infinite reward always wins: refuse both
+        raise ValueError(f"NaN or infinite step reward in {list(step_rewards)}: the scorer is broken, not selecting")
     if how == "last":
         return float(step_rewards[-1])
     if how == "min":
