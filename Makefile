@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_CPU ?= 2.13.0
 
-.PHONY: install demo test test-unit bench lint clean sweep-demo chromium probe table
+.PHONY: install demo test test-unit fuzz bench lint clean sweep-demo chromium probe table
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(STAMP) chromium
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
+
+# Long reliability runs (not part of `make test`): the property tests with 100x the examples, unseeded,
+# and more kill -9 rounds of a real sweep. Tens of minutes; FUZZ_ROUNDS sets the kill rounds.
+FUZZ_ROUNDS ?= 20
+fuzz: $(STAMP)
+	TESTTIME_HYPOTHESIS=fuzz TESTTIME_KILL_ROUNDS=$(FUZZ_ROUNDS) $(PY) -m pytest -q --timeout 0 \
+		--hypothesis-show-statistics tests/test_properties.py tests/test_store_integrity.py tests/test_faults.py
 
 bench: $(STAMP)
 	$(PY) bench/backend_overhead.py
