@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -203,6 +204,43 @@ def test_writers_in_several_processes_all_finish_with_every_row(tmp_path):
         assert len(s.list_runs()) == 3 * 40
     assert check_store(tmp_path).ok
     print(f"\nconcurrent raw writers: 3 processes x 40 transactions, {retries} lock retries")
+
+
+def hold_write_lock(db_file: Path, seconds: float, held: threading.Event) -> None:
+    """Another writer: takes the store's write lock and keeps it for ``seconds``."""
+    db = sqlite3.connect(db_file, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    held.set()
+    time.sleep(seconds)
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_a_write_retries_past_the_busy_timeout_then_gives_up_in_one_line(tmp_path, monkeypatch):
+    import testtime.store as store_mod
+    from testtime.types import Completion
+
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.01)  # SQLite's own wait ends at once
+    row = ("k", "m", "p", {}, 0, 0, Completion("t", "eos", 1, 0, 1))
+    with Store(tmp_path) as s:
+        held = threading.Event()
+        holder = threading.Thread(target=hold_write_lock, args=(s.path, 0.6, held))
+        holder.start()
+        held.wait()
+        t0 = time.perf_counter()
+        s.put_generations([row])  # waits for the other writer, by retrying
+        assert time.perf_counter() - t0 >= 0.4 and s.lock_retries >= 1
+        holder.join()
+        assert s.count_generations() == 1
+    with Store(tmp_path, retry_s=0.3) as s:
+        held = threading.Event()
+        holder = threading.Thread(target=hold_write_lock, args=(s.path, 1.5, held))
+        holder.start()
+        held.wait()
+        with pytest.raises(StoreError, match="still locked by another process") as err:
+            s.put_generations([row])
+        assert str(s.path) in str(err.value) and "\n" not in str(err.value)
+        holder.join()
 
 
 # --- real sweeps: concurrent with a run, and killed -------------------------------------------------------
