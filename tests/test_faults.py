@@ -315,3 +315,60 @@ def test_a_grading_storm_keeps_memory_bounded_and_one_worker():
     assert grown_mb < 100  # the parent holds no per-pair state beyond the verdict cache
     assert peak_worker < 1024 * 1024  # a worker stays under 1 GB whatever it is fed
     assert grading.grade_many([("\\frac{1}{2}", "0.5"), ("3", "4")]) == [True, False]  # and still grades
+
+
+# --- a Ray actor killed mid-chunk during a sweep ------------------------------------------------------------
+
+TESTS = str(Path(__file__).parent)
+SRC = str(Path(grading.__file__).resolve().parent.parent)  # this testtime, also inside the actors
+
+
+class _SlowScripted(ScriptedPolicy):
+    """A scripted policy that takes a while per call, so a chunk is in flight when its actor is killed."""
+
+    def generate(self, requests, on_chunk=None):
+        time.sleep(0.2)
+        return super().generate(requests, on_chunk)
+
+
+def slow_scripted() -> ScriptedPolicy:
+    return _SlowScripted()
+
+
+def test_a_ray_actor_killed_mid_chunk_during_a_sweep(tmp_path):
+    ray = pytest.importorskip("ray")
+    import threading
+
+    from testtime.execution import PolicySpec, open_executor
+    from testtime.execution.ray import init_ray
+    from testtime.optimal.recipe import load_recipe
+    from testtime.optimal.sweep import run_sweep
+
+    def recipe(out: Path):
+        return load_recipe(None, ["n_max=4", "strategies=[cot, best_of_n, {name: beam, m: 2}]", f"out={out}",
+                                  "prm=arith-check", "name=r", "max_tokens=32", "max_depth=3", "fewshot=0"])
+
+    local = run_sweep(recipe(tmp_path / "local"), ScriptedPolicy(), None, PROBLEMS)
+    started = init_ray(runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([TESTS, SRC])}})
+    try:
+        with open_executor("ray", PolicySpec(factory=slow_scripted), actors=2, chunk_problems=1) as ex:
+            killed: list = []
+
+            def kill_one_mid_chunk() -> None:
+                deadline = time.monotonic() + 120
+                while ex.chunks_submitted < 4 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                killed.append(ex.actors[0])
+                ray.kill(ex.actors[0])  # it holds a chunk in flight
+
+            killer = threading.Thread(target=kill_one_mid_chunk, daemon=True)
+            killer.start()
+            remote = no_hang(run_sweep, recipe(tmp_path / "ray"), ex, None, PROBLEMS, limit_s=300)
+            killer.join(timeout=10)
+            assert killed and ex.actors_started >= 3  # the killed actor was replaced
+    finally:
+        if started:
+            ray.shutdown()
+    assert remote.failed == {} and remote.run_ids == local.run_ids
+    assert remote.cells == local.cells and remote.problems == local.problems
+    INJECTED["ray actor killed"] += len(killed)
