@@ -4,18 +4,20 @@ A rerun of the same command replays generations from here instead of recomputing
 with SIGKILL loses nothing that was committed: each backend call's results are committed in one
 transaction (WAL mode) before the strategy sees them.
 
-Damage and sharing. Opening a store runs SQLite's ``quick_check``: a file that is not a database, or one
-cut short, is a ``StoreError`` naming the file and the way out (``testtime store check`` /
-``testtime store salvage``, which are ``check_store`` and ``salvage_store`` here), never a traceback from
-the middle of a run. Several processes may write one store at once (two runs, a run and a sweep): writes
-take the write lock up front (``BEGIN IMMEDIATE``), wait for it (SQLite's busy timeout) and, should it stay
-taken longer, retry with backoff; only then is it a ``StoreError``.
+Damage and sharing. Opening a store runs SQLite's ``quick_check`` (once per file and process): a file
+that is not a database, or one cut short, is a ``StoreError`` naming the file and the way out (``testtime
+store check`` / ``testtime store salvage``, which are ``check_store`` and ``salvage_store`` here), never a
+traceback from the middle of a run; so is damage SQLite meets later. Several processes may write one store
+at once (two runs, a run and a sweep): writes take the write lock up front (``BEGIN IMMEDIATE``), wait for
+it (SQLite's busy timeout) and, should it stay taken longer, retry with backoff; only then is it a
+``StoreError``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -34,6 +36,8 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 30.0  # SQLite waits this long for another process's write lock (per statement)
 LOCKED_RETRY_S = 300.0  # then testtime retries, with backoff, for this long in all before giving up
+
+_CHECKED: set[tuple[str, int]] = set()  # (file, inode) of the stores this process found sound on opening
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -228,9 +232,12 @@ class Store:
         # wait for a writer.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        problems = _problems(self._db)
-        if problems:
-            raise damaged(self.path, "; ".join(problems))
+        key = (str(self.path.resolve()), os.stat(self.path).st_ino)
+        if key not in _CHECKED:  # once per file and process: a sweep opens its store once per run
+            problems = _problems(self._db)
+            if problems:
+                raise damaged(self.path, "; ".join(problems))
+            _CHECKED.add(key)
         self._db.executescript(_SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
