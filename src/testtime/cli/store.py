@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from testtime.cli.common import AsJsonOpt, console, err_console, fail, out_console
+from testtime.cli.common import AsJsonOpt, fail, out_console
 
 store_app = typer.Typer(no_args_is_help=True, help="Check a store, or salvage a damaged one.")
 
@@ -35,12 +35,12 @@ def check(
         printer.print(f"[red]{report.path}: damaged[/red] ({report.error or f'{len(report.problems)} problem(s)'})",
                       highlight=False)
         for line in report.problems:
-            printer.print("  " + " ".join(line.split()), highlight=False, markup=False)
+            printer.print("  " + " ".join(line.split()), highlight=False, markup=False, soft_wrap=True)
     for table, rows in report.rows.items():
         printer.print(f"  {table}: {'unreadable' if rows is None else rows}", highlight=False)
     if not report.ok:
         printer.print(f"to copy every readable row into a new store: testtime store salvage {report.path} NEW.sqlite",
-                      highlight=False, markup=False)
+                      highlight=False, markup=False, soft_wrap=True)
     if as_json:
         print(json.dumps({"path": report.path, "ok": report.ok, "error": report.error,
                           "problems": report.problems, "rows": report.rows}))
@@ -67,15 +67,15 @@ def salvage(
     for table, rows in report.copied.items():
         printer.print(f"  {table}: {rows}", highlight=False)
     if report.lost:
-        (err_console if as_json else console).print("[yellow]lost[/yellow] (unreadable in the damaged store):")
+        printer.print("[yellow]lost[/yellow] (unreadable in the damaged store):")
         for line in report.lost:
-            printer.print("  " + line, highlight=False, markup=False)
+            printer.print("  " + line, highlight=False, markup=False, soft_wrap=True)
     else:
         printer.print("nothing unreadable was found", highlight=False)
     target = Path(report.target)
     where = target.parent if target.name == "testtime.sqlite" else "a folder holding it as testtime.sqlite"
     printer.print(f"rerun with --out {where}: the copied rows replay, the rest is recomputed", highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if as_json:
         print(json.dumps({"source": report.source, "target": report.target, "copied": report.copied,
                           "lost": report.lost}))
