@@ -13,7 +13,7 @@ from testtime.policy.prompts import PromptConfig
 from testtime.replay import CachedGenerator
 from testtime.reward.base import BatchScorer, Scored
 from testtime.search.base import SearchContext
-from testtime.search.beam import DVTS, BeamSearch, Rebase, RebaseOptions, balanced_allocation, softmax
+from testtime.search.beam import DVTS, BeamOptions, BeamSearch, Rebase, RebaseOptions, balanced_allocation, softmax
 from testtime.search.tree import TreeOptions
 from testtime.store import Store
 from testtime.types import Completion, Problem
@@ -99,7 +99,7 @@ def test_beam_keeps_the_top_n_over_m_and_expands_each_m_times():
     rewards = {"r.0": 0.1, "r.1": 0.9, "r.2": 0.5, "r.3": 0.7, "r.1.0": 0.2, "r.1.1": 0.8, "r.3.0": 0.6, "r.3.1": 0.3}
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 3 else None)
     scorer = NameScorer(rewards)
-    [trace] = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, scorer))
+    [trace] = BeamSearch(budget=4, options=BeamOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, scorer))
     assert kept_names(trace, 1) == ["r.1", "r.3"]
     assert kept_names(trace, 2) == ["r.1.1", "r.3.0"]
     # depth 3: 4 children, all finished (answers): the finished pool holds N = 4 paths
@@ -117,7 +117,7 @@ def test_beam_keeps_the_top_n_over_m_and_expands_each_m_times():
 def test_beam_advances_every_problem_in_one_call_per_depth():
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
     scorer = NameScorer({})
-    traces = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS, ctx_for(policy, scorer))
+    traces = BeamSearch(budget=4, options=BeamOptions(m=2)).run(PROBLEMS, ctx_for(policy, scorer))
     assert len(policy.calls) == 2 and len(scorer.calls) == 2
     assert [len(c) for c in policy.calls] == [3, 6]  # 3 roots; then 3 problems x 2 survivors
     assert [t.problem_id for t in traces] == ["p0", "p1", "p2"]
@@ -128,14 +128,14 @@ def test_beam_advances_every_problem_in_one_call_per_depth():
 
 def test_beam_ties_go_to_the_earlier_node():
     policy = StepPolicy(lambda n: "answer" if n.count(".") == 2 else None)
-    [trace] = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    [trace] = BeamSearch(budget=4, options=BeamOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
     assert kept_names(trace, 1) == ["r.0", "r.1"]  # all rewards 0.5: the first two
 
 
 def test_termination_rules_and_dropped_steps():
     ends = {"r.0": None, "r.1": "length", "r.2": "dup", "r.3": "eos"}
     policy = StepPolicy(lambda n: ends.get(n, "answer"))
-    [trace] = BeamSearch(budget=4, options=TreeOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
+    [trace] = BeamSearch(budget=4, options=BeamOptions(m=2)).run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
     nodes = {n.id: n for n in trace.tree}
     d1 = [n for n in nodes.values() if n.depth == 1]
     assert [(n.finish, n.terminal, n.pruned) for n in d1] == [
@@ -150,11 +150,11 @@ def test_termination_rules_and_dropped_steps():
 
 def test_max_depth_and_path_token_cap_end_paths():
     policy = StepPolicy()  # never answers
-    beam = BeamSearch(budget=2, options=TreeOptions(m=2, max_depth=3))
+    beam = BeamSearch(budget=2, options=BeamOptions(m=2, max_depth=3))
     [trace] = beam.run(PROBLEMS[:1], ctx_for(policy, NameScorer({})))
     assert max(n.depth for n in trace.tree) == 3 and len(policy.calls) == 3
     policy = StepPolicy()
-    beam = BeamSearch(budget=2, options=TreeOptions(m=2))
+    beam = BeamSearch(budget=2, options=BeamOptions(m=2))
     [trace] = beam.run(PROBLEMS[:1], ctx_for(policy, NameScorer({}), max_tokens=6))
     assert max(n.depth for n in trace.tree) == 2  # 3 tokens per step, cap 6
 
@@ -170,7 +170,8 @@ def test_dvts_subtrees_stay_disjoint():
     finals = sorted(c.steps[-1].split(" ")[0] for c in trace.candidates)
     assert finals == ["r.0.1.0", "r.3.0.0"]  # one finished path per subtree (N/M = 2)
     assert {f.split(".")[1] for f in finals} == {"0", "3"}
-    assert [[r.n for r in call] for call in policy.calls] == [[4], [2, 2], [2, 2]]
+    # one root request per subtree: samples [0, 2) and [2, 4) of the root, the ones one request of 4 drew
+    assert [[(r.n, r.first_index) for r in call] for call in policy.calls] == [[(2, 0), (2, 2)], [(2, 0), (2, 0)], [(2, 0), (2, 0)]]
 
 
 def test_dvts_never_merges_subtrees_even_when_one_is_much_better():
@@ -203,7 +204,7 @@ def test_balanced_allocation_and_softmax():
 
 def test_n_must_be_a_multiple_of_m():
     with pytest.raises(ConfigError, match="multiple of M") as e:
-        BeamSearch(budget=6, options=TreeOptions(m=4))
+        BeamSearch(budget=6, options=BeamOptions(m=4))
     assert e.value.fields == ("n", "m") and e.value.values == (6, 4)
     with pytest.raises(ConfigError) as e:
         TreeOptions(rank_by="median")

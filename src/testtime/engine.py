@@ -69,6 +69,8 @@ class RunConfig:
     max_depth: int = 40  # tree searches: steps per path at most
     step_max_tokens: int = 256  # tree searches: a step longer than this is truncated and dropped
     rank_by: str = "last"  # tree searches: aggregation of path rewards that ranks nodes
+    terminate_on: str = "answer"  # tree searches: a path also ends at a stated answer | only at a \boxed step
+    beam_finish: str = "sal"  # beam: which finished paths count (sal | authors: search.beam)
 
     def __post_init__(self) -> None:
         cls = strategy_class(self.strategy)
@@ -119,6 +121,9 @@ class RunConfig:
             d.pop(k)
         for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
             if d[k] is None:
+                d.pop(k)
+        for k, default in (("terminate_on", "answer"), ("beam_finish", "sal")):  # likewise, at their defaults
+            if d[k] == default:
                 d.pop(k)
         # the few-shot file by its examples' content, not its path (an edit is a new run, a move is not);
         # unset, or unused with fewshot=0, it keeps the run ids from before the option existed

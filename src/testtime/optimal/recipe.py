@@ -34,6 +34,7 @@ class StrategySpec(BaseModel):
     name: str
     m: int = 4  # tree searches only
     rank_by: str = "last"
+    beam_finish: str = "sal"  # beam only: sal | authors (search.beam)
 
     @field_validator("name")
     @classmethod
@@ -108,6 +109,7 @@ class Recipe(BaseModel):
     fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
     max_depth: int = 40
     step_max_tokens: int = 256  # tree searches: a longer step is truncated and dropped
+    terminate_on: str = "answer"  # tree searches: answer | boxed (search.tree.TERMINATE_ON)
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")
@@ -122,6 +124,15 @@ class Recipe(BaseModel):
 
         if v is not None:
             load_fewshot_file(v)  # a DatasetError (a ValueError) names the file, the line and the field
+        return v
+
+    @field_validator("terminate_on")
+    @classmethod
+    def _terminate_on(cls, v: str) -> str:
+        from testtime.search.tree import TERMINATE_ON
+
+        if v not in TERMINATE_ON:
+            raise ValueError(f"unknown {v!r} (valid: {', '.join(TERMINATE_ON)})")
         return v
 
     @field_validator("backend")
@@ -161,6 +172,7 @@ class Recipe(BaseModel):
             fewshot=self.fewshot, system=self.system, instruction=self.instruction, fewshot_file=self.fewshot_file,
             prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
+            terminate_on=self.terminate_on, beam_finish=spec.beam_finish,
             batch_sequences=max(64, 4 * n),
         )
 
