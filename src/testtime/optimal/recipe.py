@@ -48,9 +48,11 @@ class StrategySpec(BaseModel):
     @model_validator(mode="after")
     def _options(self) -> StrategySpec:
         try:
-            self.options  # noqa: B018 - the strategy's own options validate themselves
+            options = self.options  # the strategy's own options validate themselves
         except ConfigError as e:
             raise ValueError(e.render()) from None
+        if self.beam_finish != "sal" and not hasattr(options, "beam_finish"):
+            raise ValueError(f"beam_finish applies to beam only, not {self.name}")
         return self
 
     @property
