@@ -174,7 +174,8 @@ def test_dvts_subtrees_stay_disjoint():
     assert finals == ["r.0.1.0", "r.3.0.0"]  # one finished path per subtree (N/M = 2)
     assert {f.split(".")[1] for f in finals} == {"0", "3"}
     # one root request per subtree: samples [0, 2) and [2, 4) of the root, the ones one request of 4 drew
-    assert [[(r.n, r.first_index) for r in call] for call in policy.calls] == [[(2, 0), (2, 2)], [(2, 0), (2, 0)], [(2, 0), (2, 0)]]
+    assert [[(r.n, r.first_index) for r in call] for call in policy.calls] == [
+        [(2, 0), (2, 2)], [(2, 0), (2, 0)], [(2, 0), (2, 0)]]
 
 
 def test_dvts_never_merges_subtrees_even_when_one_is_much_better():

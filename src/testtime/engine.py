@@ -220,7 +220,8 @@ class RunResult:
             "prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
             "prompt_tokens_cached": c.cached_prompt_tokens,
             "mean_generated_tokens": c.generated_tokens / n if n else 0.0,
-            "flops": c.flops,
+            "flops": c.flops,  # what the run did: prompt tokens served from the prefix cache cost nothing
+            "flops_uncached": c.flops_uncached,  # as papers count: every sample pays its whole prompt
             "wall_s": self.wall_s,
             "new_generations": c.new_generations,
             "cached_generations": c.cached_generations,

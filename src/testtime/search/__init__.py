@@ -9,7 +9,8 @@ from testtime.search.selection import SELECTIONS, Pool, Selection, group_answers
 from testtime.search.tree import TreeOptions
 
 __all__ = [
-    "DVTS", "SELECTIONS", "STRATEGIES", "BeamOptions", "BeamSearch", "BestOfN", "CoT", "Majority", "NoOptions", "Pool", "Rebase",
-    "ScoredOptions", "SearchContext", "Selection", "Strategy", "TreeOptions", "TreeSearch", "group_answers",
+    "DVTS", "SELECTIONS", "STRATEGIES", "BeamOptions", "BeamSearch", "BestOfN", "CoT", "Majority", "NoOptions",
+    "Pool", "Rebase", "ScoredOptions", "SearchContext", "Selection", "Strategy", "TreeOptions", "TreeSearch",
+    "group_answers",
     "majority_vote", "make_strategy", "split_steps", "strategy_class",
 ]
