@@ -8,6 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from fakes import ScriptedPolicy
 from testtime.cli import app
 from testtime.optimal.calibrate import ALL, OPT_PRED, calibrate, evaluate
 from testtime.optimal.paper import (
@@ -177,3 +178,37 @@ def test_cache_independent_flops_charge_every_sample_its_whole_prompt():
     total = Compute().add(c).add(c)
     assert total.flops_uncached == pytest.approx(2 * c.flops_uncached)
     assert Compute().flops_uncached == 0.0
+
+
+# --- section 5: the authors' vote (string groups, a missing answer can win) ---------------------------------
+
+
+def test_string_grouping_keeps_equivalent_spellings_apart_and_lets_no_answer_win():
+    from testtime.search.selection import MAJORITY, Pool, answer_groups, group_index
+
+    answers = ["\\frac{\\sqrt{2}}{2}", None, "\\frac{1}{\\sqrt{2}}", None, "\\sqrt{2}/2", None, "3"]
+    math = answer_groups(answers, "math")
+    string = answer_groups(answers, "math", "string")
+    assert [0, 2, 4] in math and all(answers[i] is not None for g in math for i in g)  # equivalent: one group
+    assert string == [[0], [1, 3, 5], [2], [4], [6]]  # three spellings, three groups; the missing ones one more
+    pick = Pool.of(group_index(math, len(answers))).choose(MAJORITY)
+    assert answers[pick] is not None  # testtime: the three equivalent answers win
+    pick = Pool.of(group_index(string, len(answers))).choose(MAJORITY)
+    assert answers[pick] is None  # the authors' vote: three missing answers outvote the split spellings
+
+
+def test_answer_grouping_reaches_the_traces_and_the_run_identity(tmp_path):
+    from testtime import engine
+    from testtime.errors import ConfigError
+
+    policy = ScriptedPolicy({"question a": ["4", None, None, "4.0", None]})
+    problems = [engine.Problem("a", "question a", "4", kind="number")]
+    base = dict(dataset="arith", strategy="majority", n=5, out=str(tmp_path), fewshot=0)
+    ours = engine.run(engine.RunConfig(**base), policy, problems)
+    authors = engine.run(engine.RunConfig(**base, answer_grouping="string"), policy, problems)
+    assert ours.results[0].trace.answer == "4" and ours.summary()["accuracy"] == 1.0
+    assert authors.results[0].trace.answer is None and authors.summary()["accuracy"] == 0.0
+    assert ours.run_id != authors.run_id and "answer_grouping" not in engine.RunConfig(**base).identity("m")
+    with pytest.raises(ConfigError) as e:
+        engine.RunConfig(**base, answer_grouping="exact")
+    assert e.value.field == "answer_grouping"

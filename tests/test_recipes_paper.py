@@ -68,7 +68,8 @@ EXPECTED_PLAN = [("best_of_n", 256), ("cot", 1), *[("beam", b) for b in TREE_BUD
                  *[("dvts", b) for b in TREE_BUDGETS]]
 # The authors' procedure (their code, built on OpenR): beam search ranks finished and unfinished paths together
 # and returns N/M; a path ends at EOS, at a step writing \boxed, or at depth 40.
-BEAM_FINISH, TERMINATE_ON = "authors", "boxed"
+# Their votes count normalized answer strings, a missing answer among them.
+BEAM_FINISH, TERMINATE_ON, ANSWER_GROUPING = "authors", "boxed", "string"
 TEMPERATURE, MAX_TOKENS, MAX_DEPTH = 0.7, 8192, 40
 STEP_MAX_TOKENS = 2048  # the authors' max_new_tokens per tree-search step (run.sh, beam_search)
 PROMPT_ROOM = 1024  # max_model_len beyond the longest generation, for the prompt
@@ -185,6 +186,8 @@ def check_paper_recipe(r: Recipe, stem: str | None = None) -> None:
                 assert s.options.beam_finish == BEAM_FINISH, f"{r.name}: beam_finish {s.options.beam_finish}"
                 assert r.run_config(r.dataset, r.seed, s, 16).make_strategy().options.beam_finish == BEAM_FINISH
     assert r.terminate_on == TERMINATE_ON, f"{r.name}: terminate_on {r.terminate_on}"
+    assert r.answer_grouping == ANSWER_GROUPING, f"{r.name}: answer_grouping {r.answer_grouping}"
+    assert r.run_config(r.dataset, r.seed, r.strategies[0], 1).answer_grouping == ANSWER_GROUPING
     tree = next(s for s in r.strategies if s.cls.is_tree)
     assert r.run_config(r.dataset, r.seed, tree, 16).make_strategy().options.terminate_on == TERMINATE_ON
     assert [(s.name, n) for s, n in plan(r)] == EXPECTED_PLAN, f"{r.name}: plan {plan(r)}"
@@ -270,6 +273,7 @@ BAD = [
     "strategies=[cot, majority, best_of_n, {name: beam, m: 4}, {name: dvts, m: 4}]",  # search-and-learn's beam
     "strategies=[cot, majority, best_of_n, {name: beam, m: 4, beam_finish: sal}, {name: dvts, m: 4}]",
     "terminate_on=answer",  # any extractable answer ends a path
+    "answer_grouping=math",  # testtime's math-equivalence votes
     "n_max=512",
     "strategies=[cot, majority, best_of_n, {name: beam, m: 2}, {name: dvts, m: 4}]",
     "strategies=[cot, majority, best_of_n, {name: beam, m: 4}]",

@@ -36,6 +36,7 @@ from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel
 from testtime.search.base import SearchContext, Strategy
 from testtime.search.registry import OPTION_FIELDS, make_strategy, strategy_class
+from testtime.search.selection import GROUPINGS
 from testtime.store import Store, StoreLike
 from testtime.types import Compute, Problem, Trace
 
@@ -71,6 +72,7 @@ class RunConfig:
     rank_by: str = "last"  # tree searches: aggregation of path rewards that ranks nodes
     terminate_on: str = "answer"  # tree searches: a path also ends at a stated answer | only at a \boxed step
     beam_finish: str = "sal"  # beam: which finished paths count (sal | authors: search.beam)
+    answer_grouping: str = "math"  # how answers form vote groups: math | string (search.selection.GROUPINGS)
 
     def __post_init__(self) -> None:
         cls = strategy_class(self.strategy)
@@ -86,6 +88,8 @@ class RunConfig:
             raise ConfigError("fewshot", self.fewshot, "must be >= 0")
         if self.batch_sequences < 1:
             raise ConfigError("batch_sequences", self.batch_sequences, "must be >= 1")
+        if self.answer_grouping not in GROUPINGS:
+            raise ConfigError("answer_grouping", self.answer_grouping, f"unknown (valid: {', '.join(GROUPINGS)})")
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:
@@ -122,7 +126,8 @@ class RunConfig:
         for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
             if d[k] is None:
                 d.pop(k)
-        for k, default in (("terminate_on", "answer"), ("beam_finish", "sal")):  # likewise, at their defaults
+        for k, default in (("terminate_on", "answer"), ("beam_finish", "sal"), ("answer_grouping", "math")):
+            # likewise, at their defaults
             if d[k] == default:
                 d.pop(k)
         # the few-shot file by its examples' content, not its path (an edit is a new run, a move is not);
@@ -341,6 +346,7 @@ def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None,
         temperature=config.temperature,
         seed=config.seed,
         scorer=CachedScorer(scorer, store) if scorer is not None else None,
+        answer_grouping=config.answer_grouping,
     )
     for start in range(0, len(problems), per_call):
         yield solve(strategy, ctx, problems[start : start + per_call])

@@ -112,6 +112,7 @@ class Recipe(BaseModel):
     max_depth: int = 40
     step_max_tokens: int = 256  # tree searches: a longer step is truncated and dropped
     terminate_on: str = "answer"  # tree searches: answer | boxed (search.tree.TERMINATE_ON)
+    answer_grouping: str = "math"  # vote groups: math | string (search.selection.GROUPINGS)
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")
@@ -135,6 +136,15 @@ class Recipe(BaseModel):
 
         if v not in TERMINATE_ON:
             raise ValueError(f"unknown {v!r} (valid: {', '.join(TERMINATE_ON)})")
+        return v
+
+    @field_validator("answer_grouping")
+    @classmethod
+    def _answer_grouping(cls, v: str) -> str:
+        from testtime.search.selection import GROUPINGS
+
+        if v not in GROUPINGS:
+            raise ValueError(f"unknown {v!r} (valid: {', '.join(GROUPINGS)})")
         return v
 
     @field_validator("backend")
@@ -174,7 +184,7 @@ class Recipe(BaseModel):
             fewshot=self.fewshot, system=self.system, instruction=self.instruction, fewshot_file=self.fewshot_file,
             prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
-            terminate_on=self.terminate_on, beam_finish=spec.beam_finish,
+            terminate_on=self.terminate_on, beam_finish=spec.beam_finish, answer_grouping=self.answer_grouping,
             batch_sequences=max(64, 4 * n),
         )
 

@@ -128,7 +128,8 @@ class TreeSearch(Strategy):
         cands = [tree.candidate(n) for n in finals]
         compute = tree.compute(ctx.n_params, scorer.n_params)
         return scored_trace(tree.problem, self, cands, [n.path_rewards for n in finals], scorer, compute,
-                            tree=tree.nodes, meta={"width": self.width, "finished": len(done)})
+                            grouping=ctx.answer_grouping, tree=tree.nodes,
+                            meta={"width": self.width, "finished": len(done)})
 
     def _fallback(self, tree: Tree) -> list[Node]:
         """Nothing finished (every path truncated or pruned): the best scored node stands in."""
