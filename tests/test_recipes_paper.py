@@ -397,6 +397,16 @@ def _options(argv: list[str], name: str) -> list[str]:
     return values
 
 
+PAPER_RUNS = Path("runs/paper")  # every paper recipe writes below it
+
+
+@functools.cache
+def shipped_sweeps() -> frozenset[Path]:
+    recipes = [load_recipe(p) for p in PAPER_RECIPES]
+    assert all(Path(r.out).parent == PAPER_RUNS for r in recipes)
+    return frozenset(sweep_path(r) for r in recipes) | frozenset(Path(r.out) for r in recipes)
+
+
 def check_commands(markdown: str) -> list[Recipe]:
     """Every testtime sweep / calibrate / report command: an existing paper recipe, valid overrides,
     and sweep-file paths that are the ones the sweep on the same line writes. Returns the sweeps' recipes."""
@@ -417,9 +427,12 @@ def check_commands(markdown: str) -> list[Recipe]:
                 check_paper_recipe(last, None if named else path.stem)
                 recipes.append(last)
             elif sub in ("report", "calibrate"):
-                assert last is not None, f"{' '.join(argv)}: no sweep before it"
                 target = Path(next(a for a in argv[2:] if not a.startswith("-")))
-                assert target in (sweep_path(last), Path(last.out)), f"{target} is not what {last.name} writes"
+                if sub == "report" and "--paper" in argv and target == PAPER_RUNS:
+                    continue  # every paper sweep below the folder: one Table 5 row each
+                if last is None or target not in (sweep_path(last), Path(last.out)):
+                    # a report on its own: the sweep file of one of the shipped recipes
+                    assert target in shipped_sweeps(), f"{target} is not what a sweep above or a paper recipe writes"
     return recipes
 
 
