@@ -142,15 +142,15 @@ def no_plots(monkeypatch):
 
 def test_report_paper_cli(tmp_path, no_plots):
     sw = table5_sweep()
-    path = sw.save(tmp_path / "sweep-toy.json")
-    res = CliRunner().invoke(app, ["report", str(path), "--paper", "--json"])
+    sw.save(tmp_path / "toy" / "sweep-toy.json")
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--paper", "--json"])  # the folder above it
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     protocols = {r["protocol"] for r in out["paper"]}
     assert protocols == {PAPER, DEPLOYMENT}
-    md = (tmp_path / "report" / "table5.md").read_text()
+    md = (tmp_path / "toy" / "report" / "table5.md").read_text()
     assert "> 256.0x" in md and PAPER in md and DEPLOYMENT in md
-    assert PAPER in (tmp_path / "report" / "report.html").read_text()
+    assert PAPER in (tmp_path / "toy" / "report" / "report.html").read_text()
 
 
 def test_report_paper_over_a_folder_of_sweeps(tmp_path):

@@ -185,9 +185,12 @@ def report(
     from testtime.optimal.report import write_report
     from testtime.optimal.sweep import SweepResult
 
-    if paper and sweep_file.is_dir() and len(sorted(sweep_file.rglob("sweep-*.json"))) > 1:
-        report_paper(sorted(sweep_file.rglob("sweep-*.json")), table, out or sweep_file / "report", as_json)
-        return
+    if paper and sweep_file.is_dir():  # every sweep below the folder (the paper recipes write one folder each)
+        below = sorted(sweep_file.rglob("sweep-*.json"))
+        if len(below) > 1:
+            report_paper(below, table, out or sweep_file / "report", as_json)
+            return
+        sweep_file = below[0] if below else sweep_file
     if sweep_file.is_dir():
         found = sorted(sweep_file.glob("sweep-*.json"))
         if not found:
