@@ -165,7 +165,7 @@ def run(
                   max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
                   max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
-                  answer_grouping=answer_grouping)
+                  answer_grouping=answer_grouping, beam_finish=beam_finish)
     try:
         options = policy_options(policy_option)
         if strategy == "optimal":
@@ -173,7 +173,7 @@ def run(
             config = RunConfig(strategy="majority", n=1, **common)
         else:
             config = RunConfig(strategy=strategy, n=n, prm=prm, aggregation=aggregation, selection=selection, m=m,
-                               rank_by=rank_by, beam_finish=beam_finish, **common)
+                               rank_by=rank_by, **common)
             if config.strategy_class.needs_scorer:
                 require_prm(config.prm)
     except ConfigError as e:
