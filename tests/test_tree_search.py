@@ -413,6 +413,9 @@ def test_has_boxed_and_option_validation():
     with pytest.raises(ConfigError) as e:
         engine.RunConfig(strategy="beam", n=8, m=4, beam_finish="both")
     assert e.value.render(lambda f: f"--{f.replace('_', '-')}").startswith("--beam-finish both: unknown")
+    with pytest.raises(ConfigError) as e:  # a template config (run --strategy optimal) checks them too
+        engine.RunConfig(strategy="majority", n=1, terminate_on="eos")
+    assert e.value.field == "terminate_on"
 
 
 def test_new_options_enter_the_identity_only_when_set_and_only_for_their_strategies():

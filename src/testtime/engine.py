@@ -35,8 +35,10 @@ from testtime.policy.prompts import PromptConfig
 from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel
 from testtime.search.base import SearchContext, Strategy
+from testtime.search.beam import BEAM_FINISH
 from testtime.search.registry import OPTION_FIELDS, make_strategy, strategy_class
 from testtime.search.selection import GROUPINGS
+from testtime.search.tree import TERMINATE_ON
 from testtime.store import Store, StoreLike
 from testtime.types import Compute, Problem, Trace
 
@@ -90,6 +92,10 @@ class RunConfig:
             raise ConfigError("batch_sequences", self.batch_sequences, "must be >= 1")
         if self.answer_grouping not in GROUPINGS:
             raise ConfigError("answer_grouping", self.answer_grouping, f"unknown (valid: {', '.join(GROUPINGS)})")
+        # checked here too, not only by the tree options: a template config (the selector's) may hold them unused
+        for name, valid in (("terminate_on", TERMINATE_ON), ("beam_finish", BEAM_FINISH)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(name, getattr(self, name), f"unknown (valid: {', '.join(valid)})")
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:
