@@ -60,10 +60,16 @@ PRMS: dict[str, tuple[str, float]] = {
     "Qwen/Qwen2.5-Math-PRM-72B": ("qwen-prm", 72.7),
 }
 DATASETS = {"math500": 500, "aime24": 30}
-BUDGETS = [4, 16, 64, 256]
+BUDGETS = [1, 2, 4, 16, 64, 256]  # the paper's figures start at 2^0: pooled curves there cost nothing extra
+TREE_BUDGETS = [4, 16, 64, 256]  # tree searches: the multiples of M
 STRATEGIES = ["cot", "majority", "best_of_n", "beam", "dvts"]
 M = 4  # beam width / DVTS subtree width
-EXPECTED_PLAN = [("best_of_n", 256), ("cot", 1), *[("beam", b) for b in BUDGETS], *[("dvts", b) for b in BUDGETS]]
+EXPECTED_PLAN = [("best_of_n", 256), ("cot", 1), *[("beam", b) for b in TREE_BUDGETS],
+                 *[("dvts", b) for b in TREE_BUDGETS]]
+# The authors' procedure (their code, built on OpenR): beam search ranks finished and unfinished paths together
+# and returns N/M; a path ends at EOS, at a step writing \boxed, or at depth 40.
+# Their votes count normalized answer strings, a missing answer among them.
+BEAM_FINISH, TERMINATE_ON, ANSWER_GROUPING = "authors", "boxed", "string"
 TEMPERATURE, MAX_TOKENS, MAX_DEPTH = 0.7, 8192, 40
 STEP_MAX_TOKENS = 2048  # the authors' max_new_tokens per tree-search step (run.sh, beam_search)
 PROMPT_ROOM = 1024  # max_model_len beyond the longest generation, for the prompt
@@ -175,7 +181,15 @@ def check_paper_recipe(r: Recipe, stem: str | None = None) -> None:
     for s in r.strategies:
         if s.cls.is_tree:
             budgets = s.cls.sweep_budgets(r.budgets, s.options)
-            assert s.m == M and budgets == BUDGETS, f"{r.name}: {s.label} runs at {budgets}"
+            assert s.m == M and budgets == TREE_BUDGETS, f"{r.name}: {s.label} runs at {budgets}"
+            if s.name == "beam":
+                assert s.options.beam_finish == BEAM_FINISH, f"{r.name}: beam_finish {s.options.beam_finish}"
+                assert r.run_config(r.dataset, r.seed, s, 16).make_strategy().options.beam_finish == BEAM_FINISH
+    assert r.terminate_on == TERMINATE_ON, f"{r.name}: terminate_on {r.terminate_on}"
+    assert r.answer_grouping == ANSWER_GROUPING, f"{r.name}: answer_grouping {r.answer_grouping}"
+    assert r.run_config(r.dataset, r.seed, r.strategies[0], 1).answer_grouping == ANSWER_GROUPING
+    tree = next(s for s in r.strategies if s.cls.is_tree)
+    assert r.run_config(r.dataset, r.seed, tree, 16).make_strategy().options.terminate_on == TERMINATE_ON
     assert [(s.name, n) for s, n in plan(r)] == EXPECTED_PLAN, f"{r.name}: plan {plan(r)}"
     assert n_runs(r) == len(EXPECTED_PLAN) and r.seeds == [r.seed]
     # sampling
@@ -254,6 +268,12 @@ BAD = [
     "limit=100",
     "budgets=[4, 16, 64, 128]",
     "budgets=[4, 16, 64]",
+    "budgets=[4, 16, 64, 256]",  # no pooled points below M: no efficiency gain above 64x can be reported
+    "budgets=[1, 2, 4, 8, 16, 64, 256]",  # an extra tree run at 8
+    "strategies=[cot, majority, best_of_n, {name: beam, m: 4}, {name: dvts, m: 4}]",  # search-and-learn's beam
+    "strategies=[cot, majority, best_of_n, {name: beam, m: 4, beam_finish: sal}, {name: dvts, m: 4}]",
+    "terminate_on=answer",  # any extractable answer ends a path
+    "answer_grouping=math",  # testtime's math-equivalence votes
     "n_max=512",
     "strategies=[cot, majority, best_of_n, {name: beam, m: 2}, {name: dvts, m: 4}]",
     "strategies=[cot, majority, best_of_n, {name: beam, m: 4}]",
@@ -377,6 +397,16 @@ def _options(argv: list[str], name: str) -> list[str]:
     return values
 
 
+PAPER_RUNS = Path("runs/paper")  # every paper recipe writes below it
+
+
+@functools.cache
+def shipped_sweeps() -> frozenset[Path]:
+    recipes = [load_recipe(p) for p in PAPER_RECIPES]
+    assert all(Path(r.out).parent == PAPER_RUNS for r in recipes)
+    return frozenset(sweep_path(r) for r in recipes) | frozenset(Path(r.out) for r in recipes)
+
+
 def check_commands(markdown: str) -> list[Recipe]:
     """Every testtime sweep / calibrate / report command: an existing paper recipe, valid overrides,
     and sweep-file paths that are the ones the sweep on the same line writes. Returns the sweeps' recipes."""
@@ -397,9 +427,12 @@ def check_commands(markdown: str) -> list[Recipe]:
                 check_paper_recipe(last, None if named else path.stem)
                 recipes.append(last)
             elif sub in ("report", "calibrate"):
-                assert last is not None, f"{' '.join(argv)}: no sweep before it"
                 target = Path(next(a for a in argv[2:] if not a.startswith("-")))
-                assert target in (sweep_path(last), Path(last.out)), f"{target} is not what {last.name} writes"
+                if sub == "report" and "--paper" in argv and target == PAPER_RUNS:
+                    continue  # every paper sweep below the folder: one Table 5 row each
+                if last is None or target not in (sweep_path(last), Path(last.out)):
+                    # a report on its own: the sweep file of one of the shipped recipes
+                    assert target in shipped_sweeps(), f"{target} is not what a sweep above or a paper recipe writes"
     return recipes
 
 

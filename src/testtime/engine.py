@@ -35,7 +35,10 @@ from testtime.policy.prompts import PromptConfig
 from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel
 from testtime.search.base import SearchContext, Strategy
+from testtime.search.beam import BEAM_FINISH
 from testtime.search.registry import OPTION_FIELDS, make_strategy, strategy_class
+from testtime.search.selection import GROUPINGS
+from testtime.search.tree import TERMINATE_ON
 from testtime.store import Store, StoreLike
 from testtime.types import Compute, Problem, Trace
 
@@ -71,6 +74,9 @@ class RunConfig:
     max_depth: int = 40  # tree searches: steps per path at most
     step_max_tokens: int = 256  # tree searches: a step longer than this is truncated and dropped
     rank_by: str = "last"  # tree searches: aggregation of path rewards that ranks nodes
+    terminate_on: str = "answer"  # tree searches: a path also ends at a stated answer | only at a \boxed step
+    beam_finish: str = "sal"  # beam: which finished paths count (sal | authors: search.beam)
+    answer_grouping: str = "math"  # how answers form vote groups: math | string (search.selection.GROUPINGS)
 
     def __post_init__(self) -> None:
         cls = strategy_class(self.strategy)
@@ -91,6 +97,12 @@ class RunConfig:
         for name in ("m", "max_depth", "step_max_tokens"):  # checked even where this strategy ignores them
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be >= 1")
+        if self.answer_grouping not in GROUPINGS:
+            raise ConfigError("answer_grouping", self.answer_grouping, f"unknown (valid: {', '.join(GROUPINGS)})")
+        # checked here too, not only by the tree options: a template config (the selector's) may hold them unused
+        for name, valid in (("terminate_on", TERMINATE_ON), ("beam_finish", BEAM_FINISH)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(name, getattr(self, name), f"unknown (valid: {', '.join(valid)})")
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:
@@ -126,6 +138,10 @@ class RunConfig:
             d.pop(k)
         for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
             if d[k] is None:
+                d.pop(k)
+        for k, default in (("terminate_on", "answer"), ("beam_finish", "sal"), ("answer_grouping", "math")):
+            # likewise, at their defaults
+            if d[k] == default:
                 d.pop(k)
         # the few-shot file by its examples' content, not its path (an edit is a new run, a move is not);
         # unset, or unused with fewshot=0, it keeps the run ids from before the option existed
@@ -222,7 +238,8 @@ class RunResult:
             "prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
             "prompt_tokens_cached": c.cached_prompt_tokens,
             "mean_generated_tokens": c.generated_tokens / n if n else 0.0,
-            "flops": c.flops,
+            "flops": c.flops,  # what the run did: prompt tokens served from the prefix cache cost nothing
+            "flops_uncached": c.flops_uncached,  # as papers count: every sample pays its whole prompt
             "wall_s": self.wall_s,
             "new_generations": c.new_generations,
             "cached_generations": c.cached_generations,
@@ -342,6 +359,7 @@ def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None,
         temperature=config.temperature,
         seed=config.seed,
         scorer=CachedScorer(scorer, store) if scorer is not None else None,
+        answer_grouping=config.answer_grouping,
     )
     for start in range(0, len(problems), per_call):
         yield solve(strategy, ctx, problems[start : start + per_call])

@@ -58,7 +58,22 @@ class Compute:
 
     @property
     def flops(self) -> float:
+        """What the run did (cache-aware): prompt tokens served from the prefix cache cost nothing."""
         return self.policy_flops + self.prm_flops
+
+    @property
+    def policy_flops_uncached(self) -> float:
+        """The policy's FLOPs as papers count them: every sample pays its whole prompt, 2 x params x (prompt +
+        generated) tokens. Scaled from ``policy_flops`` (2 x params x evaluated tokens), so it needs no
+        parameter count and holds for records written before it existed."""
+        evaluated = self.prompt_tokens - self.cached_prompt_tokens + self.generated_tokens
+        return self.policy_flops * (self.prompt_tokens + self.generated_tokens) / evaluated if evaluated > 0 else 0.0
+
+    @property
+    def flops_uncached(self) -> float:
+        """Cache-independent FLOPs: the policy's as above; the PRM's as they are (each scoring call's tokens
+        are its whole input: no prefix cache is counted for scorers)."""
+        return self.policy_flops_uncached + self.prm_flops
 
     def add(self, other: Compute) -> Compute:
         for name in self.__dataclass_fields__:
@@ -68,6 +83,7 @@ class Compute:
     def to_dict(self) -> dict[str, Any]:
         d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["flops"] = self.flops
+        d["flops_uncached"] = self.flops_uncached
         return d
 
 
@@ -159,7 +175,7 @@ class Trace:
         d = dict(record)
         meta = dict(d.pop("meta", None) or {})
         d["candidates"] = [Candidate(**c) for c in d["candidates"]]
-        compute = Compute(**{k: v for k, v in d["compute"].items() if k != "flops"})
+        compute = Compute(**{k: v for k, v in d["compute"].items() if k not in ("flops", "flops_uncached")})
         compute.cached_generations += compute.new_generations
         compute.new_generations = 0
         d["compute"] = compute

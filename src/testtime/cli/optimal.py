@@ -173,6 +173,9 @@ def report(
     sweep_file: Annotated[Path, typer.Argument(help="a sweep file, or the folder holding one (testtime sweep)")],
     table: Annotated[Path | None, typer.Option(help="calibration table (default: calibrate the sweep now)")] = None,
     out: Annotated[Path | None, typer.Option(help="report folder (default: SWEEP_DIR/report)")] = None,
+    paper: Annotated[bool, typer.Option(
+        "--paper", help="also the paper's Table 5 (all problems, oracle bins) beside the held-out figures; a "
+                        "folder: every sweep-*.json below it, one row each")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """PNG plots and a self-contained HTML report (tables, held-out curves, search-tree viewer)."""
@@ -182,6 +185,12 @@ def report(
     from testtime.optimal.report import write_report
     from testtime.optimal.sweep import SweepResult
 
+    if paper and sweep_file.is_dir():  # every sweep below the folder (the paper recipes write one folder each)
+        below = sorted(sweep_file.rglob("sweep-*.json"))
+        if len(below) > 1:
+            report_paper(below, table, out or sweep_file / "report", as_json)
+            return
+        sweep_file = below[0] if below else sweep_file
     if sweep_file.is_dir():
         found = sorted(sweep_file.glob("sweep-*.json"))
         if not found:
@@ -191,12 +200,20 @@ def report(
         sw = SweepResult.load(sweep_file)
         cal = CalTable.load(table) if table else do_calibrate(sw)
         data = build_report(sw, cal, sweep_file.parent)
+        rows = []
+        if paper:
+            from testtime.optimal.paper import paper_rows, paper_tables
+
+            rows = paper_rows(sw, cal)
+            data["tables"] = [*paper_tables(rows), *data["tables"]]
         files = write_report(data, out or sweep_file.parent / "report")
     except ConfigError as e:
         fail_config(e)
     except ValueError as e:
         fail(str(e))
     printer = out_console(as_json)
+    if paper:
+        _print_paper(rows, printer, files.html.parent)
     m = Table(title="headline figures (held-out problems)")
     m.add_column("metric")
     m.add_column("value", justify="right")
@@ -207,7 +224,59 @@ def report(
     for png in files.pngs:
         printer.print(f"plot: {png}")
     if as_json:
-        print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"]}))
+        extra = {"paper": [_paper_json(r) for r in rows]} if paper else {}
+        print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"],
+                          **extra}))
+
+
+def report_paper(sweep_files: list[Path], table: Path | None, out: Path, as_json: bool) -> None:
+    """`report --paper FOLDER`: Table 5 over several sweeps (one policy each), each calibrated now."""
+    from testtime.optimal.calibrate import calibrate as do_calibrate
+    from testtime.optimal.paper import paper_rows
+    from testtime.optimal.sweep import SweepResult
+
+    if table is not None:
+        fail("--table names one sweep's table: give that sweep's file, not a folder of sweeps")
+    rows = []
+    try:
+        for f in sweep_files:
+            sw = SweepResult.load(f)
+            rows.extend(paper_rows(sw, do_calibrate(sw)))
+    except ConfigError as e:
+        fail_config(e)
+    except ValueError as e:
+        fail(str(e))
+    printer = out_console(as_json)
+    _print_paper(rows, printer, out)
+    if as_json:
+        print(json.dumps({"paper": [_paper_json(r) for r in rows]}))
+
+
+def _print_paper(rows: list[Any], printer: Any, out: Path) -> None:
+    """Each protocol's Table 5 on the console and as markdown (``table5.md``) in the report folder."""
+    from testtime.optimal.paper import paper_tables
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = []
+    for t in paper_tables(rows):
+        rich = Table(title=t["title"])
+        for c in t["columns"]:
+            rich.add_column(c)
+        for r in t["rows"]:
+            rich.add_row(*[str(x) for x in r])
+        printer.print(rich)
+        md += [f"## {t['title']}", "", "| " + " | ".join(t["columns"]) + " |",
+               "|" + "---|" * len(t["columns"]), *["| " + " | ".join(str(x) for x in r) + " |" for r in t["rows"]], ""]
+    (out / "table5.md").write_text("\n".join(md))
+    printer.print(f"Table 5: {out / 'table5.md'}")
+
+
+def _paper_json(row: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(row)
+    d["efficiency"] = None if row.efficiency is None else str(row.efficiency)
+    return d
 
 
 def recalibrate(

@@ -107,6 +107,15 @@ def run(
     max_depth: Annotated[int, typer.Option(help="tree searches: steps per path at most")] = 40,
     step_max_tokens: Annotated[int, typer.Option(help="tree searches: max tokens per step")] = 256,
     rank_by: Annotated[str, typer.Option(help="tree searches: rank nodes by last | min | mean | prod")] = "last",
+    terminate_on: Annotated[str, typer.Option(
+        help="tree searches: a path ends (besides EOS / max depth) at a step stating an answer (answer) or only "
+             "at a step writing \\boxed (boxed: the paper's)")] = "answer",
+    beam_finish: Annotated[str, typer.Option(
+        help="beam: sal = every finished path counts, N at full width; authors = finished and unfinished "
+             "ranked together, N/M paths returned (the paper's)")] = "sal",
+    answer_grouping: Annotated[str, typer.Option(
+        help="vote groups: math = equivalent answers, no answer never wins; string = normalized answer "
+             "strings, no answer is a group of its own (the paper's)")] = "math",
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -155,7 +164,8 @@ def run(
     common = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
                   max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
-                  max_depth=max_depth, step_max_tokens=step_max_tokens)
+                  max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
+                  answer_grouping=answer_grouping, beam_finish=beam_finish)
     try:
         options = policy_options(policy_option)
         if strategy == "optimal":

@@ -34,6 +34,7 @@ class StrategySpec(BaseModel):
     name: str
     m: int = 4  # tree searches only
     rank_by: str = "last"
+    beam_finish: str = "sal"  # beam only: sal | authors (search.beam)
 
     @field_validator("name")
     @classmethod
@@ -47,9 +48,11 @@ class StrategySpec(BaseModel):
     @model_validator(mode="after")
     def _options(self) -> StrategySpec:
         try:
-            self.options  # noqa: B018 - the strategy's own options validate themselves
+            options = self.options  # the strategy's own options validate themselves
         except ConfigError as e:
             raise ValueError(e.render()) from None
+        if self.beam_finish != "sal" and not hasattr(options, "beam_finish"):
+            raise ValueError(f"beam_finish applies to beam only, not {self.name}")
         return self
 
     @property
@@ -109,6 +112,8 @@ class Recipe(BaseModel):
     fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
     max_depth: int = Field(40, ge=1)
     step_max_tokens: int = Field(256, ge=1)  # tree searches: a longer step is truncated and dropped
+    terminate_on: str = "answer"  # tree searches: answer | boxed (search.tree.TERMINATE_ON)
+    answer_grouping: str = "math"  # vote groups: math | string (search.selection.GROUPINGS)
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")
@@ -125,6 +130,24 @@ class Recipe(BaseModel):
 
         if v is not None:
             load_fewshot_file(v)  # a DatasetError (a ValueError) names the file, the line and the field
+        return v
+
+    @field_validator("terminate_on")
+    @classmethod
+    def _terminate_on(cls, v: str) -> str:
+        from testtime.search.tree import TERMINATE_ON
+
+        if v not in TERMINATE_ON:
+            raise ValueError(f"unknown {v!r} (valid: {', '.join(TERMINATE_ON)})")
+        return v
+
+    @field_validator("answer_grouping")
+    @classmethod
+    def _answer_grouping(cls, v: str) -> str:
+        from testtime.search.selection import GROUPINGS
+
+        if v not in GROUPINGS:
+            raise ValueError(f"unknown {v!r} (valid: {', '.join(GROUPINGS)})")
         return v
 
     @field_validator("backend")
@@ -164,6 +187,7 @@ class Recipe(BaseModel):
             fewshot=self.fewshot, system=self.system, instruction=self.instruction, fewshot_file=self.fewshot_file,
             prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
+            terminate_on=self.terminate_on, beam_finish=spec.beam_finish, answer_grouping=self.answer_grouping,
             batch_sequences=max(64, 4 * n),
         )
 

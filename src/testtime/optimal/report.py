@@ -449,7 +449,7 @@ def plot_accuracy(data: ReportData, x: str, path: str | Path) -> Path:
         ax.set_visible(False)
     for r in range(nrows):
         flat[r * ncols].set_ylabel("accuracy (%)")
-    xlabel = "budget (generations per problem, N)" if x == "budget" else "inference FLOPs per problem"
+    xlabel = "budget (generations per problem, N)" if x == "budget" else "inference FLOPs per problem (cache-aware)"
     for ax in flat[max(0, n - ncols):n]:
         ax.set_xlabel(xlabel)
     # one legend for the figure: the same strategies recur in every panel
@@ -784,7 +784,8 @@ def write_report(data: ReportData | Mapping[str, Any], out_dir: str | Path) -> R
          "compute-optimal frontier, each point coloured and labelled by the strategy chosen there; dashed: CoT; "
          "dotted: majority vote."),
         (by_flops, "accuracy vs FLOPs per difficulty bin",
-         "The same against inference FLOPs per problem (log10), policy plus PRM."),
+         "The same against inference FLOPs per problem (log10), policy plus PRM, cache-aware: prompt tokens "
+         "served from the prefix cache are not counted (the cache-independent figure: report --paper)."),
     ]
     page = out / HTML_NAME
     page.write_text(render_html(model, figures), encoding="utf-8")

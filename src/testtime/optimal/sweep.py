@@ -53,7 +53,8 @@ class Cell:
     budget: int
     accuracy: float  # expected over subsets for pooled configs; 0/1 otherwise
     tokens: float  # generated tokens (policy)
-    flops: float  # policy + PRM
+    flops: float  # policy + PRM, cache-aware (what the run did)
+    flops_uncached: float | None = None  # policy + PRM, every sample paying its whole prompt (None: older sweeps)
 
 
 @dataclass
@@ -173,6 +174,8 @@ def _pool_cells(
         per_sample_tokens = t.compute.generated_tokens / max(1, n)
         per_sample_flops = t.compute.flops / max(1, n)
         policy_flops = t.compute.policy_flops / max(1, n)  # majority needs no PRM: it is not charged one
+        per_sample_full = t.compute.flops_uncached / max(1, n)
+        policy_full = t.compute.policy_flops_uncached / max(1, n)
         # every selection of one subset in one pass, the same subsets for every selection
         curves = subsample_curves(n, [k for k in ks if k <= n], selection_subset_scores(pool, correct),
                                   samples=recipe.subsamples, seed=seed)
@@ -181,8 +184,9 @@ def _pool_cells(
             config = config_name(cls, cls.Options(), sel.name)
             for k, acc in curves[sel.name].items():
                 flops = (per_sample_flops if sel.uses_scores else policy_flops) * k
+                full = (per_sample_full if sel.uses_scores else policy_full) * k
                 cells.append(Cell(r.problem.id, config, cls.name, None, sel.name if sel.uses_scores else None, k, acc,
-                                  per_sample_tokens * k, flops))
+                                  per_sample_tokens * k, flops, full))
         probe = min(recipe.difficulty.probe_n, n)
         f = probe_features(list(pool.group_of)[:probe], rewards[:probe] if rewards is not None else None)
         infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), f.agreement, f.score,
@@ -228,7 +232,7 @@ def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
                                             else {None: bool(t.correct)})
         for key, ok in verdicts.items():
             cells.append(Cell(r.problem.id, config_name(spec.cls, spec.options, key), spec.name, m, key, t.budget,
-                              float(bool(ok)), t.compute.generated_tokens, t.compute.flops))
+                              float(bool(ok)), t.compute.generated_tokens, t.compute.flops, t.compute.flops_uncached))
     return cells
 
 

@@ -15,7 +15,7 @@ from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.replay import CachedGenerator
 from testtime.reward.base import RewardModel
-from testtime.search.selection import Pool, Selection, all_selections, math_equivalent, selection_of
+from testtime.search.selection import Pool, Selection, all_selections, answer_groups, group_index, selection_of
 from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Trace
 
 
@@ -29,6 +29,7 @@ class SearchContext:
     seed: int = 0
     # The step scorer for PRM-guided strategies (a CachedScorer in runs); None for CoT / majority.
     scorer: RewardModel | None = None
+    answer_grouping: str = "math"  # how answers form vote groups (selection.GROUPINGS)
 
     def require_scorer(self, strategy: str) -> RewardModel:
         if self.scorer is None:
@@ -197,12 +198,13 @@ def scored_trace(
     scorer: RewardModel,
     compute: Compute,
     rewards_from_store: int = 0,
+    grouping: str = "math",
     **extra: Any,
 ) -> Trace:
     """The end of every PRM-guided strategy: answers grouped once (math equivalence), every selection
     chosen from the same pool, the trace's answer the one its options ask for."""
     answers = [c.answer for c in candidates]
-    pool = Pool.from_answers(answers, rewards, math_equivalent(problem.kind))
+    pool = Pool.of(group_index(answer_groups(answers, problem.kind, grouping), len(answers)), rewards)
     picks = all_selections(answers, rewards, pool=pool)
     choice: Selection = strategy.options.choice
     return Trace(

@@ -1,12 +1,21 @@
 """PRM-guided tree searches: beam search, DVTS and REBASE, all problems advanced together.
 
-Budget N means N step samples per depth (while the search is still running), in every one of them:
+Budget N means N step samples at the first depth, in every one of them:
 
-* **beam** (Liu et al. 2025 / search-and-learn): sample N first steps; keep the N/M best by PRM;
-  expand each survivor into M children; repeat. Paths that end (EOS, an answer, max depth) leave the
-  beam for the finished pool; the search stops when N paths have finished or none are left.
-* **dvts** (diverse verifier tree search): N/M independent subtrees, each a beam of width M that
-  keeps only its own single best node per depth, so subtrees never compete and stay diverse.
+* **beam** (Liu et al. 2025): sample N first steps; keep N/M of them by PRM; expand each kept one into M
+  children; repeat. Which finished paths count is ``beam_finish``:
+
+  - ``authors`` (the authors' code, built on OpenR): at each depth finished and unfinished children are
+    ranked together for the N/M slots left (N/M minus the paths already finished); a finished child
+    counts only when it wins a slot, and only the unfinished winners are expanded, so a depth draws
+    fewer samples as paths finish. The search stops once N/M paths have finished and returns those.
+  - ``sal`` (search-and-learn): every finished child joins the final pool whatever its score; the N/M
+    best *unfinished* children are kept, so every depth draws N samples; the search stops once N paths
+    have finished (or none is left), and all finished paths are candidates.
+* **dvts** (diverse verifier tree search): N/M independent subtrees, each a beam of width M that keeps
+  only its own best node per depth. A subtree's first M steps are its own share of the root's N samples
+  (duplicates pruned within the subtree only) and its deeper samples its own seed stream, so subtrees
+  never compete, merge or prune each other.
 * **rebase** (reward-balanced search, Wu et al. 2024): at each depth the remaining width
   (N minus paths finished so far) is shared among all live nodes in proportion to
   softmax(reward / T), so good nodes get many children and bad ones none, without a fixed beam.
@@ -14,7 +23,11 @@ Budget N means N step samples per depth (while the search is still running), in 
   is what makes tree search affordable on one CPU or GPU (and it matched or beat MCTS at equal
   compute in its paper).
 
-All three end like Best-of-N: every finished path is a candidate, and every aggregation x selection
+The seam for a new tree search: subclass ``TreeSearch`` and define ``choose`` (which of a depth's scored
+children to keep or finish, and which to expand with how many samples), plus ``start`` when it keeps
+state or starts differently. The loop, the batched calls and the trace are shared.
+
+All of them end like Best-of-N: every finished path is a candidate, and every aggregation x selection
 pair over them is reported (the chosen one by --aggregation / --selection).
 """
 
@@ -28,7 +41,7 @@ from dataclasses import dataclass
 from testtime.errors import ConfigError
 from testtime.reward.base import RewardModel
 from testtime.search.base import SearchContext, Strategy, scored_trace
-from testtime.search.tree import Tree, TreeOptions, expand, rank_score, top_k
+from testtime.search.tree import Tree, TreeOptions, Work, expand, rank_score, top_k
 from testtime.types import Node, Problem, Trace
 
 
@@ -80,10 +93,12 @@ class TreeSearch(Strategy):
 
     @abstractmethod
     def choose(self, tree: Tree, state: dict, children: list[Node], done: list[Node]) -> list[tuple[Tree, Node, int]]:
-        """After a depth's children are scored: the (tree, node, k) items to expand next; finished
-        paths go into `done` (per problem). The one thing each tree search defines."""
+        """After a depth's children are scored (all of this problem's children of that depth, pruned ones
+        marked): the (tree, node, k) items -- or ``Work`` items -- to expand next; finished paths go into
+        `done` (per problem). The one thing each tree search defines."""
 
     def start(self, tree: Tree) -> tuple[dict, list[tuple[Tree, Node, int]]]:
+        """This problem's search state and its first expansions (default: N samples of the root)."""
         return {}, [(tree, tree.root, self.budget)]
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
@@ -99,7 +114,7 @@ class TreeSearch(Strategy):
         while work:
             children = expand(work, ctx, scorer, self.options)  # one policy + one scorer call
             by_tree: dict[int, list[Node]] = {}
-            for (tree, _node, _k), kids in zip(work, children, strict=True):
+            for (tree, *_), kids in zip(work, children, strict=True):
                 by_tree.setdefault(index[id(tree)], []).extend(kids)
             work = []
             for ti, kids in by_tree.items():
@@ -113,7 +128,8 @@ class TreeSearch(Strategy):
         cands = [tree.candidate(n) for n in finals]
         compute = tree.compute(ctx.n_params, scorer.n_params)
         return scored_trace(tree.problem, self, cands, [n.path_rewards for n in finals], scorer, compute,
-                            tree=tree.nodes, meta={"width": self.width, "finished": len(done)})
+                            grouping=ctx.answer_grouping, tree=tree.nodes,
+                            meta={"width": self.width, "finished": len(done)})
 
     def _fallback(self, tree: Tree) -> list[Node]:
         """Nothing finished (every path truncated or pruned): the best scored node stands in."""
@@ -125,11 +141,37 @@ def _viable(children: list[Node]) -> list[Node]:
     return [c for c in children if c.pruned is None]
 
 
+BEAM_FINISH: tuple[str, ...] = ("sal", "authors")
+
+
+@dataclass(frozen=True)
+class BeamOptions(TreeOptions):
+    beam_finish: str = "sal"  # which finished paths count and when the search stops: see the module docstring
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beam_finish not in BEAM_FINISH:
+            raise ConfigError("beam_finish", self.beam_finish, f"unknown (valid: {', '.join(BEAM_FINISH)})")
+
+
 @dataclass
 class BeamSearch(TreeSearch):
     name = "beam"
+    Options = BeamOptions
+
+    @classmethod
+    def label(cls, options: BeamOptions) -> str:
+        # the default keeps the label (and the config names of sweeps and tables) it had before the option
+        extra = "" if options.beam_finish == "sal" else f",finish={options.beam_finish}"
+        return f"{cls.name}(m={options.m}{extra})"
+
+    @property
+    def slots(self) -> int:  # N/M: the beam, and the paths the authors' search returns
+        return self.budget // self.width
 
     def choose(self, tree, state, children, done):
+        if self.options.beam_finish == "authors":
+            return self._choose_authors(tree, children, done)
         viable = _viable(children)
         done.extend(c for c in viable if c.terminal)
         active = [c for c in viable if not c.terminal]
@@ -137,7 +179,7 @@ class BeamSearch(TreeSearch):
             for c in active:
                 c.pruned = "rank"
             return []
-        keep = top_k(active, self.budget // self.width, self.options)
+        keep = top_k(active, self.slots, self.options)
         kept_ids = {k.id for k in keep}
         for c in active:
             c.kept = c.id in kept_ids
@@ -145,23 +187,40 @@ class BeamSearch(TreeSearch):
                 c.pruned = "rank"
         return [(tree, k, self.width) for k in keep]
 
+    def _choose_authors(self, tree: Tree, children: list[Node], done: list[Node]) -> list[tuple[Tree, Node, int]]:
+        viable = _viable(children)
+        keep = top_k(viable, self.slots - len(done), self.options)  # finished and unfinished compete
+        kept_ids = {k.id for k in keep}
+        for c in viable:
+            c.kept = c.id in kept_ids
+            if not c.kept:
+                c.pruned = "rank"
+        done.extend(k for k in keep if k.terminal)
+        if len(done) >= self.slots:
+            return []
+        return [(tree, k, self.width) for k in keep if not k.terminal]
+
 
 @dataclass
 class DVTS(TreeSearch):
     name = "dvts"
 
+    @property
+    def subtrees(self) -> int:
+        return self.budget // self.width
+
     def start(self, tree):
-        # One request of N first steps; sample i belongs to subtree i // M.
-        return {"subtree_of": {}, "first": True}, [(tree, tree.root, self.budget)]
+        # subtree j: root samples [j*M, (j+1)*M), the samples one request of N draws (so they replay)
+        state = {"subtree_of": {}, "first": True}
+        return state, [Work(tree, tree.root, self.width, first=j * self.width) for j in range(self.subtrees)]
 
     def choose(self, tree, state, children, done):
-        if state["first"]:
+        groups: dict[int, list[Node]] = {}
+        if state["first"]:  # the root's children, request j's M of them subtree j's
             state["first"] = False
-            groups: dict[int, list[Node]] = {}
             for i, c in enumerate(children):
                 groups.setdefault(i // self.width, []).append(c)
         else:  # every expanded node belongs to one subtree; its M children do too
-            groups = {}
             for c in children:
                 groups.setdefault(state["subtree_of"][c.parent], []).append(c)
         work = []
@@ -179,8 +238,8 @@ class DVTS(TreeSearch):
             b.kept = True
             if b.terminal:
                 done.append(b)
-            else:
-                work.append((tree, b, self.width))
+            else:  # its own seed stream: a subtree that reaches another's prefix still samples its own steps
+                work.append(Work(tree, b, self.width, stream=sub))
         return work
 
 

@@ -43,5 +43,6 @@ class BestOfN(Strategy):
             compute.prm_tokens = sum(s.tokens for s in mine)
             compute.prm_flops = 2.0 * scorer.n_params * compute.prm_tokens
             traces.append(scored_trace(problem, self, cs, [s.rewards for s in mine], scorer, compute,
-                                       rewards_from_store=sum(s.from_store for s in mine)))
+                                       rewards_from_store=sum(s.from_store for s in mine),
+                                       grouping=ctx.answer_grouping))
         return traces

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of
-from testtime.search.selection import MAJORITY, Pool, group_answers, group_index, math_equivalent
+from testtime.search.selection import MAJORITY, Pool, answer_groups, group_index
 from testtime.types import Completion, Problem, Trace
 
 
@@ -54,9 +54,9 @@ class Majority(Strategy):
 
 def majority_trace(strategy: Strategy, problem: Problem, comps: list[Completion], ctx: SearchContext,
                    **meta: object) -> Trace:
-    """A voting strategy's trace: answers grouped by math equivalence once, the largest group's answer."""
+    """A voting strategy's trace: answers grouped once (``ctx.answer_grouping``), the largest group's answer."""
     answers = [extract_answer(c.text) for c in comps]
-    groups = group_answers(answers, math_equivalent(problem.kind))
+    groups = answer_groups(answers, problem.kind, ctx.answer_grouping)
     pool = Pool.of(group_index(groups, len(answers)))
     chosen = pool.choose(MAJORITY)
     return Trace(

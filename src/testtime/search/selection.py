@@ -111,6 +111,25 @@ def group_answers(answers: Sequence[str | None], equivalent: Equivalent | None =
     return merged
 
 
+# How a pool's answers form groups for votes: ``math`` (testtime's): equivalent answers (``answer_key``, then
+# math-verify) share a group and candidates without an answer never win; ``string`` (the authors' OpenR vote):
+# normalized answer strings (``answer_key``) only, and the candidates without an answer form one more group,
+# which can win a vote (and is graded wrong).
+GROUPINGS: tuple[str, ...] = ("math", "string")
+
+
+def answer_groups(answers: Sequence[str | None], kind: str, grouping: str = "math") -> list[list[int]]:
+    """Indices of the candidates grouped as ``grouping`` says (see GROUPINGS), in order of first appearance."""
+    if grouping == "math":
+        return group_answers(answers, math_equivalent(kind))
+    if grouping != "string":
+        raise ConfigError("answer_grouping", grouping, f"unknown (valid: {', '.join(GROUPINGS)})")
+    groups: dict[str | None, list[int]] = {}
+    for i, a in enumerate(answers):
+        groups.setdefault(answer_key(a) if a is not None and a.strip() else None, []).append(i)
+    return list(groups.values())  # dicts keep insertion order: groups by first member
+
+
 def group_index(groups: Sequence[list[int]], n: int) -> list[int | None]:
     """Candidate -> the index of its answer group (None for candidates without an answer)."""
     out: list[int | None] = [None] * n

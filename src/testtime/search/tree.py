@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from testtime.errors import ConfigError
 from testtime.grading import extract_answer
@@ -62,8 +63,12 @@ class Tree:
         """What the policy continues: the prompt and the path's steps, byte for byte."""
         return self.prompt + "".join(self.steps(node))
 
-    def child_seed(self, node: Node) -> int:
-        h = hashlib.sha256(f"{self.seed}\x00{''.join(self.steps(node))}".encode()).digest()
+    def child_seed(self, node: Node, stream: int = 0) -> int:
+        """The sampler seed of a node's children. ``stream`` > 0 gives an independent search of the same
+        tree (a DVTS subtree) its own samples where its path coincides with another's; stream 0 is the
+        seed every search used before streams existed, so stored samples replay."""
+        salt = f"{stream}\x00" if stream else ""
+        h = hashlib.sha256(f"{self.seed}\x00{salt}{''.join(self.steps(node))}".encode()).digest()
         return int.from_bytes(h[:4], "little") & 0x3FFFFFFF
 
     def candidate(self, node: Node) -> Candidate:
@@ -82,6 +87,12 @@ class Tree:
         return c
 
 
+# When a path ends, besides EOS, max depth and the token cap: ``answer``: at a step from which an answer can be
+# extracted ("The answer is ...", a complete \boxed{...}); ``boxed``: only at a step containing \boxed (the
+# authors' rule: prose like "the answer is positive, so ..." does not end a path).
+TERMINATE_ON: tuple[str, ...] = ("answer", "boxed")
+
+
 @dataclass(frozen=True)
 class TreeOptions(ScoredOptions):
     """Options of every tree search: width M, per-step sampling and termination, how nodes are ranked."""
@@ -90,11 +101,14 @@ class TreeOptions(ScoredOptions):
     max_depth: int = 40  # a path that reaches this many steps ends there
     step_max_tokens: int = 256  # a step that hits this is truncated and dropped
     rank_by: str = "last"  # which aggregation of path rewards ranks nodes (the paper: the newest step's)
+    terminate_on: str = "answer"  # what else ends a path: see TERMINATE_ON
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.rank_by not in AGGREGATIONS:
             raise ConfigError("rank_by", self.rank_by, f"unknown (valid: {', '.join(AGGREGATIONS)})")
+        if self.terminate_on not in TERMINATE_ON:
+            raise ConfigError("terminate_on", self.terminate_on, f"unknown (valid: {', '.join(TERMINATE_ON)})")
         for name in ("m", "max_depth", "step_max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be >= 1")
@@ -106,26 +120,46 @@ def step_params(ctx: SearchContext, settings: TreeOptions) -> SamplingParams:
     )
 
 
+def has_boxed(step: str) -> bool:
+    """Whether a step writes ``\\boxed``: the authors' end of a path (their stop string), complete or not."""
+    return "\\boxed" in step
+
+
 def _is_terminal(node: Node, path_tokens: int, settings: TreeOptions, max_tokens: int) -> bool:
-    """A path ends at EOS, at a step that states a final answer, at max depth, or when its steps
-    together reach the per-solution token cap (the same cap full-solution strategies get)."""
-    return (
-        node.finish == "eos" or node.answer is not None or node.depth >= settings.max_depth
-        or path_tokens >= max_tokens
-    )
+    """A path ends at EOS, at a step that states a final answer (``terminate_on``), at max depth, or when
+    its steps together reach the per-solution token cap (the same cap full-solution strategies get)."""
+    states = has_boxed(node.step) if settings.terminate_on == "boxed" else node.answer is not None
+    return node.finish == "eos" or states or node.depth >= settings.max_depth or path_tokens >= max_tokens
+
+
+class Work(NamedTuple):
+    """One expansion: k children of `node`. A plain ``(tree, node, k)`` tuple is one too.
+
+    ``first``: index of the first sample asked for (DVTS subtree j's share of the root's samples starts at
+    j x M, so its samples are those one request of N would have drawn); ``stream``: the seed stream
+    (``Tree.child_seed``) of an independent search that may reach the same prefix as another."""
+
+    tree: Tree
+    node: Node
+    k: int
+    first: int = 0
+    stream: int = 0
 
 
 def expand(
-    work: list[tuple[Tree, Node, int]], ctx: SearchContext, scorer: RewardModel, settings: TreeOptions
+    work: list[tuple[Tree, Node, int]] | list[Work], ctx: SearchContext, scorer: RewardModel, settings: TreeOptions
 ) -> list[list[Node]]:
     """Sample k children of each (tree, node, k), all in one policy call; score the new viable ones in
-    one scorer call. Returns each item's children (pruned ones included, marked)."""
+    one scorer call. Returns each item's children (pruned ones included, marked); duplicates are
+    pruned among one item's children only (so independent searches never prune each other)."""
     params = step_params(ctx, settings)
-    requests = [GenerationRequest(t.prefix(n), k, t.child_seed(n), params) for t, n, k in work]
+    items = [Work(*w) for w in work]
+    requests = [GenerationRequest(w.tree.prefix(w.node), w.k, w.tree.child_seed(w.node, w.stream), params,
+                                  first_index=w.first) for w in items]
     outputs = ctx.generator.generate(requests) if requests else []
     children: list[list[Node]] = []
     to_score: list[tuple[Tree, Node]] = []
-    for (tree, parent, _k), comps in zip(work, outputs, strict=True):
+    for (tree, parent, *_), comps in zip(items, outputs, strict=True):
         seen: set[str] = set()
         mine = []
         for c in comps:
