@@ -430,3 +430,11 @@ def test_new_options_enter_the_identity_only_when_set_and_only_for_their_strateg
     assert "terminate_on" not in engine.RunConfig(strategy="best_of_n", n=8, terminate_on="boxed").identity("p")
     assert BeamSearch.label(BeamOptions(m=4)) == "beam(m=4)"
     assert BeamSearch.label(BeamOptions(m=4, beam_finish="authors")) == "beam(m=4,finish=authors)"
+
+
+def test_a_changed_procedure_gets_a_new_run_id_and_unchanged_ones_keep_theirs():
+    # DVTS's subtrees became independent (version 2): results stored by the old procedure must not replay
+    dvts = engine.RunConfig(strategy="dvts", n=8, m=4, prm="arith-check").identity("p")
+    assert dvts["strategy_version"] == 2
+    beam = engine.RunConfig(strategy="beam", n=8, m=4, prm="arith-check").identity("p")
+    assert "strategy_version" not in beam

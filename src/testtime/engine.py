@@ -150,6 +150,8 @@ class RunConfig:
             d["fewshot_examples"] = self._fewshot_set.digest
         d["model_id"] = model_id
         d["n"] = cls.effective_n(self.n)
+        if cls.version > 1:  # version 1 is left out so unchanged strategies keep their run ids
+            d["strategy_version"] = cls.version
         own = {f.name for f in dataclasses.fields(cls.Options)}
         for k in OPTION_FIELDS - own:
             d.pop(k, None)

@@ -111,6 +111,9 @@ class Strategy(ABC):
     needs_scorer: ClassVar[bool] = False
     is_tree: ClassVar[bool] = False
     pooled: ClassVar[bool] = False
+    # Bumped when a strategy's procedure changes what it returns: results stored under the old
+    # procedure must not replay as the new one's (the run identity carries it from 2 on).
+    version: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if self.options is None:

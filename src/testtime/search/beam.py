@@ -204,6 +204,7 @@ class BeamSearch(TreeSearch):
 @dataclass
 class DVTS(TreeSearch):
     name = "dvts"
+    version = 2  # 2: subtrees de-duplicate and seed independently (before: one shared first request)
 
     @property
     def subtrees(self) -> int:
