@@ -92,8 +92,8 @@ def mean_ci(values: Sequence[float] | np.ndarray, strata: Sequence[str] | None =
     """The mean of per-problem values (accuracies in [0, 1], or differences) with a bootstrap interval.
 
     `strata` (one label per value, e.g. the difficulty bin): resampled within each stratum. A stratum of
-    one problem cannot be resampled and is held fixed. No variation at all: the exact binomial interval
-    for 0/1 values, else the point itself (method "none")."""
+    one problem cannot be resampled and is held fixed; when no stratum varies, the strata are dropped. No
+    variation at all: the exact binomial interval for 0/1 values, else the point itself (method "none")."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or len(x) == 0:
         raise ValueError("mean_ci needs a non-empty 1-D sequence of values")
@@ -107,7 +107,9 @@ def mean_ci(values: Sequence[float] | np.ndarray, strata: Sequence[str] | None =
     samples = tuple(x[g] for g in groups if len(g) >= 2)
     fixed = float(sum(x[g].sum() for g in groups if len(g) < 2))
     if not samples or all(np.all(s == s[0]) for s in samples):
-        return Interval(est, est, est, confidence, NONE)  # every stratum constant: nothing to resample
+        # every stratum constant (all easy right, all hard wrong): a stratified resample could never differ
+        # from the data, which says more about the bins' size than about the accuracy; drop the strata
+        return mean_ci(x, None, confidence=confidence, seed=seed, n_resamples=n_resamples)
     n = len(x)
 
     def total_mean(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -146,6 +148,8 @@ def statistic_ci(statistic: Callable[[np.ndarray], float], n: int, strata: Seque
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
+    if low == high and len(groups) > 1:  # no stratum varies: as in mean_ci, drop the strata
+        return statistic_ci(statistic, n, None, confidence=confidence, seed=seed, n_resamples=n_resamples)
     return Interval(est, low, high, confidence)
 
 
@@ -188,8 +192,8 @@ class PairedComparison:
     def describe(self) -> str:
         d = self.difference
         mark = "significant" if self.significant else "not significant"
-        return (f"{100 * d.estimate:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}], McNemar p={self.test.p_value:.2g}"
-                f" ({self.test.better} better, {self.test.worse} worse: {mark})")
+        return (f"{100 * d.estimate:+.1f} pts [{100 * d.low:+.1f}, {100 * d.high:+.1f}], "
+                f"McNemar p={self.test.p_value:.2g} ({self.test.better} better, {self.test.worse} worse: {mark})")
 
 
 def compare_paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
