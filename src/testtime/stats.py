@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from testtime.errors import ConfigError
+
 DEFAULT_CONFIDENCE = 0.95
 N_RESAMPLES = 2000  # accuracy intervals: cheap (vectorized), so enough for stable 2.5% tails
 N_RESAMPLES_SLOW = 1000  # statistics recomputed per resample in Python (gains, AUROC)
@@ -62,8 +64,9 @@ class Interval:
 
 
 def check_confidence(confidence: float) -> float:
+    """The confidence level, refused outside (0, 1) as the field ``ci`` (the CLI's ``--ci``)."""
     if not 0.0 < confidence < 1.0:  # also rejects NaN
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise ConfigError("ci", confidence, "the confidence level must be in (0, 1), e.g. 0.95")
     return confidence
 
 
@@ -263,6 +266,16 @@ def small_sample_warnings(n_heldout: int | None = None, bin_support: Mapping[str
             out.append(f"{name}: its interval [{fmt_ratio(iv.low)}, {fmt_ratio(iv.high)}] includes 1x, so it may "
                        "be no gain at all")
     return out
+
+
+def accuracy_intervals(correct: Sequence[float], strata: Sequence[str] | None = None, *,
+                       confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> tuple[Interval, dict[str, Interval]]:
+    """A run's accuracy interval (stratified by `strata`, e.g. the problems' levels) and one per stratum."""
+    overall = mean_ci(correct, strata, confidence=confidence, seed=seed)
+    per: dict[str, list[float]] = {}
+    for i, s in enumerate(strata or []):
+        per.setdefault(s, []).append(float(correct[i]))
+    return overall, {s: mean_ci(v, confidence=confidence, seed=seed) for s, v in per.items()}
 
 
 def fmt_ratio(x: float) -> str:

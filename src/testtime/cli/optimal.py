@@ -29,7 +29,7 @@ from testtime.errors import ConfigError
 
 
 def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: Any,
-                mapping: dict[str, Any], where: dict[str, Any], as_json: bool) -> None:
+                mapping: dict[str, Any], where: dict[str, Any], as_json: bool, ci: float = 0.95) -> None:
     """`run --strategy optimal`: the selector over `base` (a validated RunConfig template: dataset, seed,
     out, sampling and tree settings) with the calibrated table, at the budget."""
     from testtime.optimal.calibrate import Table as CalTable
@@ -59,15 +59,24 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     finally:
         ex.close()
     s = result.summary()
+    if result.problems:  # intervals over problems, stratified by predicted bin (the bins the selector acted on)
+        from testtime.stats import accuracy_intervals
+
+        ids = [p.id for p in result.problems]
+        overall, per = accuracy_intervals([float(result.correct.get(i, False)) for i in ids],
+                                          [result.bins.get(i, "none") for i in ids], confidence=ci)
+        s["accuracy_ci"], s["ci"] = overall.as_list(), ci
+        for label, row in s["by_bin"].items():
+            row["accuracy_ci"] = per[label].as_list()
     t = Table(title=f"compute-optimal at budget {budget} on {base.dataset}: {s['n_problems']} problems"
               + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
     for col in ("predicted bin", "problems", "accuracy", "configs run"):
         t.add_column(col, justify="right")
     for label, row in s["by_bin"].items():
-        t.add_row(label, str(row["n_problems"]), f"{row['accuracy']:.1%}",
+        t.add_row(label, str(row["n_problems"]), _pct_ci(row["accuracy"], row.get("accuracy_ci")),
                   ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
     t.add_section()
-    t.add_row("all", str(s["n_problems"]), f"{s['accuracy']:.1%}", "", style="bold")
+    t.add_row("all", str(s["n_problems"]), _pct_ci(s["accuracy"], s.get("accuracy_ci")), "", style="bold")
     t.caption = (f"FLOPs {fmt_flops(s['flops'])} (probe {fmt_flops(s['probe_flops'])}) | generated tokens "
                  f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
     printer.print(t)
@@ -83,6 +92,10 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     print_failures(s.get("failures"), printer)
     if as_json:
         print(json.dumps(s, default=str))
+
+
+def _pct_ci(acc: float, ci: list[float] | None) -> str:
+    return f"{acc:.1%}" if ci is None else f"{acc:.1%} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
 
 
 def sweep(
@@ -203,11 +216,16 @@ def report(
     for k, v in data["metrics"].items():
         m.add_row(k, v)
     printer.print(m)
+    if data.get("how_sure"):
+        printer.print(data["how_sure"], highlight=False)
+    for w in data.get("warnings", []):
+        printer.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     printer.print(f"report: {files.html}")
     for png in files.pngs:
         printer.print(f"plot: {png}")
     if as_json:
-        print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"]}))
+        print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"],
+                          "intervals": data.get("intervals", {}), "warnings": data.get("warnings", [])}))
 
 
 def recalibrate(

@@ -36,26 +36,43 @@ from testtime.cli.common import (
 from testtime.errors import ConfigError
 
 
-def result_table(result: Any) -> Table:
+def accuracy_cis(result: Any, confidence: float) -> tuple[list[float], dict[str, list[float]]]:
+    """[low, high] of the run's accuracy (bootstrap over problems, stratified by level) and of each level's."""
+    from testtime.stats import accuracy_intervals
+
+    if not result.results:
+        return [0.0, 0.0], {}
+    correct = [float(bool(r.trace.correct)) for r in result.results]
+    overall, per = accuracy_intervals(correct, [str(r.problem.level) for r in result.results], confidence=confidence)
+    return overall.as_list(), {k: v.as_list() for k, v in per.items()}
+
+
+def _with_ci(acc: float, ci: list[float] | None) -> str:
+    return f"{acc:.1%}" if ci is None else f"{acc:.1%} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
+
+
+def result_table(result: Any, confidence: float = 0.95) -> Table:
     s = result.summary()
+    ci_all, ci_level = accuracy_cis(result, confidence)
     title = f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems"
     if s.get("prm"):
         title += f", scored by {s['prm']}"
     if s.get("oracle_upper_bound"):
         title += " [ORACLE scorer: an upper bound, not a result]"
     t = Table(title=title)
-    for col in ("level", "problems", "accuracy", "pass@1", "gen tokens / problem", "FLOPs"):
+    for col in ("level", "problems", f"accuracy [{confidence:.0%} CI]", "pass@1", "gen tokens / problem", "FLOPs"):
         t.add_column(col, justify="right")
     levels = result.by_level()
     if len(levels) > 1 or None not in levels:
         for level, row in levels.items():
             t.add_row(
-                str(level), str(row["n_problems"]), f"{row['accuracy']:.1%}", f"{row['pass@1']:.1%}",
+                str(level), str(row["n_problems"]), _with_ci(row["accuracy"], ci_level.get(str(level))),
+                f"{row['pass@1']:.1%}",
                 f"{row['mean_generated_tokens']:.0f}", fmt_flops(row["flops"]),
             )
         t.add_section()
     t.add_row(
-        "all", str(s["n_problems"]), f"{s['accuracy']:.1%}", f"{s['pass@1']:.1%}",
+        "all", str(s["n_problems"]), _with_ci(s["accuracy"], ci_all), f"{s['pass@1']:.1%}",
         f"{s['mean_generated_tokens']:.0f}", fmt_flops(s["flops"]), style="bold",
     )
     t.caption = (
@@ -84,9 +101,9 @@ def selections_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
-def print_run(result: Any, out: Console) -> None:
+def print_run(result: Any, out: Console, confidence: float = 0.95) -> None:
     """A run's result table, its selections table (if scored) and any failed problems."""
-    out.print(result_table(result))
+    out.print(result_table(result, confidence))
     summary = result.summary()
     selections = selections_table(summary)
     if selections is not None:
@@ -137,6 +154,7 @@ def run(
     budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+    ci: Annotated[float, typer.Option("--ci", help="confidence level of the accuracy intervals")] = 0.95,
 ) -> None:
     """Run a strategy over a dataset with the policy and print the result table.
 
@@ -145,6 +163,7 @@ def run(
     """
     from testtime.engine import RunConfig
     from testtime.execution import require_prm
+    from testtime.stats import check_confidence
 
     mapping: dict[str, Any] = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
         if dataset.endswith(".jsonl") else {}
@@ -157,6 +176,7 @@ def run(
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
                   max_depth=max_depth, step_max_tokens=step_max_tokens)
     try:
+        check_confidence(ci)  # before any model runs
         options = policy_options(policy_option)
         if strategy == "optimal":
             # the template every run of the selector starts from (its strategy and N come from the table)
@@ -173,28 +193,30 @@ def run(
     if strategy == "optimal":
         from testtime.cli.optimal import run_optimal
 
-        run_optimal(table, budget, prm, force, config, mapping, where, as_json)
+        run_optimal(table, budget, prm, force, config, mapping, where, as_json, ci)
         return
     problems = load_problems(dataset, limit, seed, level, **mapping)
     ex = open_policy(**where)
     try:
         if config.prm:
             check_prm(ex, config.prm)
-        result = run_with_progress(config, ex, problems, out_console(as_json))
+        result = run_with_progress(config, ex, problems, out_console(as_json), ci)
     finally:
         ex.close()
     if as_json:
         summary = result.summary()
-        summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
+        summary["accuracy_ci"], by_level_ci = accuracy_cis(result, ci)
+        summary["ci"] = ci
+        summary["by_level"] = {str(k): {**v, "accuracy_ci": by_level_ci[str(k)]} for k, v in result.by_level().items()}
         print(json.dumps(summary))
 
 
-def run_with_progress(config: Any, executor: Any, problems: list, out: Console) -> Any:
+def run_with_progress(config: Any, executor: Any, problems: list, out: Console, confidence: float = 0.95) -> Any:
     """The run on the executor under a progress bar, then its tables and any failed problems."""
     with progress_bar(out) as progress:
         task = progress.add_task(f"{config.strategy}@{config.n}", total=len(problems))
         result = executor.run(config, problems, on_progress=lambda done, total: progress.update(task, completed=done))
-    print_run(result, out)
+    print_run(result, out, confidence)
     return result
 
 
