@@ -160,7 +160,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
             [f.prm_agrees for f in features if f.prm_agrees is not None], [p.kind for p in live],
             {k: getattr(base, k) for k in PROMPT_KEYS})
     # without fallbacks (to measure what they buy): the bins alone, the shift still reported
-    decided = decide(table, budget, pass1, shift, margin) if fallbacks else decide(table, budget, pass1, None, 0.0, reliability=False)
+    decided = (decide(table, budget, pass1, shift, margin) if fallbacks
+               else decide(table, budget, pass1, None, 0.0, reliability=False))
     choices = {pid: ch for pid, (ch, _rule) in decided.items()}
     rules = {pid: rule for pid, (_ch, rule) in decided.items()}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
