@@ -47,8 +47,9 @@ def accuracy_cis(result: Any, confidence: float) -> tuple[list[float], dict[str,
     return overall.as_list(), {k: v.as_list() for k, v in per.items()}
 
 
-def _with_ci(acc: float, ci: list[float] | None) -> str:
-    return f"{acc:.1%}" if ci is None else f"{acc:.1%} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
+def _with_ci(acc: float, ci: list[float] | None, digits: int = 1) -> str:
+    text = f"{100 * acc:.{digits}f}%"
+    return text if ci is None else f"{text} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
 
 
 def result_table(result: Any, confidence: float = 0.95) -> Table:
@@ -266,7 +267,27 @@ def demo(
     printer.print(demo_table(result))
     printer.print(f"plot: {result.plot}")
     if as_json:
-        print(json.dumps(result.summary()))
+        print(json.dumps({**result.summary(), "intervals": demo_intervals(result)}))
+
+
+def demo_intervals(result: Any, confidence: float = 0.95) -> dict[str, dict[str, list[float]]]:
+    """Per level and "all" (stratified by level): intervals of CoT, majority@N and pass@N (bootstrap over
+    problems; exact binomial where a level has no variation). The curve at N is the majority run's own answer."""
+    from testtime.optimal.demo import level_label
+    from testtime.stats import accuracy_intervals
+
+    labels = [level_label(r.problem) for r in result.majority.results]
+    if not labels:
+        return {}
+    series = {"cot": [float(bool(r.trace.correct)) for r in result.cot.results],
+              f"majority@{result.n}": [float(bool(r.trace.correct)) for r in result.majority.results],
+              f"pass@{result.n}": [float(any(r.sample_correct)) for r in result.majority.results]}
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, values in series.items():
+        overall, per = accuracy_intervals(values, labels, confidence=confidence)
+        for label, iv in [*per.items(), ("all", overall)]:
+            out.setdefault(label, {})[name] = iv.as_list()
+    return out
 
 
 def demo_table(result: Any) -> Table:
@@ -277,10 +298,37 @@ def demo_table(result: Any) -> Table:
     for k in ks:
         table.add_column(f"maj@{k}", justify="right")
     table.add_column(f"pass@{result.n}", justify="right")
-    for label, curve in result.curves.items():
-        table.add_row(label, f"{result.cot_by_level[label]:.0%}", *[f"{curve[k]:.0%}" for k in ks],
-                      f"{result.pass_at_n[label]:.0%}")
+    ci = demo_intervals(result)
+    n_of = {label: 0 for label in result.curves}
+    for r in result.majority.results:
+        n_of[_level_label(r.problem)] = n_of.get(_level_label(r.problem), 0) + 1
+
+    def cell(acc: float, label: str, name: str) -> str:
+        return _with_ci(acc, ci.get(label, {}).get(name), digits=0)
+
+    rows = dict(result.curves)
+    total = sum(n_of.values())
+    if len(rows) > 1 and total:  # the all-problems row, weighting each level by its problems
+        rows["all"] = {k: sum(c[k] * n_of[lab] for lab, c in result.curves.items()) / total for k in ks}
+    for label, curve in rows.items():
+        cot = (result.cot_by_level[label] if label in result.cot_by_level
+               else sum(result.cot_by_level[lab] * n_of[lab] for lab in result.curves) / total)
+        pass_n = (result.pass_at_n[label] if label in result.pass_at_n
+                  else sum(result.pass_at_n[lab] * n_of[lab] for lab in result.curves) / total)
+        table.add_row(label, cell(cot, label, "cot"),
+                      *[cell(curve[k], label, f"majority@{k}") if k == result.n else f"{curve[k]:.0%}" for k in ks],
+                      cell(pass_n, label, f"pass@{result.n}"), style="bold" if label == "all" else None)
+    smallest = min(n_of.values(), default=0)
+    table.caption = ("[brackets]: 95% intervals over problems (bootstrap; exact binomial where a level has no "
+                     f"variation). Smallest level: {smallest} problems, so one problem moves it by "
+                     f"{100 / max(smallest, 1):.0f} points")
     return table
+
+
+def _level_label(problem: Any) -> str:
+    from testtime.optimal.demo import level_label
+
+    return level_label(problem)
 
 
 def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
