@@ -66,20 +66,29 @@ def auroc_ci(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.nd
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     names = list(dict.fromkeys(groups))
-    rows = {g: [] for g in names}
+    rows: dict[str, list[int]] = {g: [] for g in names}
     for i, g in enumerate(groups):
         rows[g].append(i)
     members = [np.asarray(rows[g]) for g in names]
+    if within_group:
+        # the grouped AUROC is a pair-weighted mean of per-group AUROCs: compute those once, resample them
+        per = [auroc(s[m], y[m]) for m in members]
+        a = np.array([0.0 if v is None else v for v in per])
+        w = np.array([0.0 if v is None else float(y[m].sum() * (len(m) - y[m].sum())) for v, m in zip(per, members,
+                                                                                                      strict=True)])
+        if w.sum() == 0:
+            return None
 
-    def stat(idx: np.ndarray) -> float:
-        take = np.concatenate([members[i] for i in idx])
-        if within_group:  # repeated problems must stay apart: relabel each copy as its own group
-            copies = [f"{k}" for k, i in enumerate(idx) for _ in members[i]]
-            a = grouped_auroc(s[take], y[take], copies)
-        else:
-            a = auroc(s[take], y[take])
-        return 0.5 if a is None else a
+        def stat(idx: np.ndarray) -> float:
+            total = w[idx].sum()
+            return float((a[idx] * w[idx]).sum() / total) if total else 0.5
+    else:
+        if auroc(s, y) is None:
+            return None
 
-    if (grouped_auroc(s, y, list(groups)) if within_group else auroc(s, y)) is None:
-        return None
+        def stat(idx: np.ndarray) -> float:
+            take = np.concatenate([members[i] for i in idx])
+            v = auroc(s[take], y[take])
+            return 0.5 if v is None else v  # a resample with one class only: chance
+
     return stats.statistic_ci(stat, len(names), confidence=confidence, seed=seed)
