@@ -94,8 +94,9 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
         print(json.dumps(s, default=str))
 
 
-def _pct_ci(acc: float, ci: list[float] | None) -> str:
-    return f"{acc:.1%}" if ci is None else f"{acc:.1%} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
+def _pct_ci(acc: float, ci: list[float] | None, digits: int = 1) -> str:
+    text = f"{100 * acc:.{digits}f}%"
+    return text if ci is None else f"{text} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
 
 
 def sweep(
@@ -292,13 +293,19 @@ def recalibrate(
     t.add_column("N", justify="right")
     for name in names:
         t.add_column(name, justify="right")
+    cis = res.heldout_intervals()
     for row in rows:
-        t.add_row(str(row["budget"]), *["-" if row[n] is None else f"{row[n]:.0%}" for n in names])
+        b = row["budget"]
+        t.add_row(str(b), *["-" if row[n] is None else _pct_ci(row[n], cis.get(b, {}).get(n), 0) for n in names])
+    t.caption = "[brackets]: 95% bootstrap intervals over the held-out problems"
     printer.print(t)
+    for w in res.warnings():
+        printer.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     printer.print(f"table: {res.table_path}  (use it: testtime run --strategy optimal --table {res.table_path} "
                   f"--budget {max(res.table.budgets)} ...)")
     if as_json:
         print(json.dumps({"table": str(res.table_path), "sweep": str(res.sweep_path), "heldout": rows,
+                          "heldout_ci": {str(b): v for b, v in cis.items()}, "warnings": res.warnings(),
                           "shrinkage": res.table.shrinkage, "n_problems": len(res.sweep.problems)}))
 
 
