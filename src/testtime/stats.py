@@ -227,26 +227,7 @@ def wins_headline(comparisons: Sequence[PairedComparison | None]) -> str:
     return text
 
 
-# --- seeds and warnings --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SeedSpread:
-    n_seeds: int
-    low: float
-    high: float
-    sd: float
-
-    def pct(self) -> str:
-        return f"seeds {100 * self.low:.0f}-{100 * self.high:.0f}% (sd {100 * self.sd:.1f} pts, {self.n_seeds} seeds)"
-
-
-def seed_spread(by_seed: Mapping[object, float]) -> SeedSpread | None:
-    """Range and standard deviation of a figure across sampling seeds (None with fewer than two seeds)."""
-    v = np.asarray(list(by_seed.values()), dtype=np.float64)
-    if len(v) < 2:
-        return None
-    return SeedSpread(len(v), float(v.min()), float(v.max()), float(v.std(ddof=1)))
+# --- warnings --------------------------------------------------------------------------
 
 
 def small_sample_warnings(n_heldout: int | None = None, bin_support: Mapping[str, int] | None = None,
