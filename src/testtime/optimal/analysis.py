@@ -28,7 +28,7 @@ import numpy as np
 
 from testtime import stats
 from testtime.optimal.calibrate import ALL, FIXED, HINDSIGHT, OPT_ORACLE, OPT_PRED, Table, evaluate, mean_accuracy
-from testtime.optimal.metrics import bin_accuracy, efficiency_gain, performance_gain
+from testtime.optimal.metrics import absolute_bins, bin_accuracy, efficiency_gain, performance_gain
 from testtime.optimal.sweep import SweepResult
 from testtime.search import CoT, Majority
 from testtime.store import Store
@@ -142,8 +142,8 @@ def calibrated_rows(sweep: SweepResult, table: Table) -> list[list[Any]]:
     """The calibrated table's rows: each choice with its accuracy on the bin's calibration problems and that
     accuracy's interval; a bin calibrated on fewer than ``stats.MIN_BIN_CALIBRATION`` problems is marked."""
     calib = set(table.calibration_ids)
-    bins = dict(zip(table.calibration_ids, table.profile.bins, strict=True)) \
-        if table.profile is not None and len(table.profile.bins) == len(table.calibration_ids) else {}
+    # the bins the table was chosen with: oracle pass@1 of the calibration problems at the table's thresholds
+    bins = absolute_bins({p.id: p.pass1 for p in sweep.problems if p.id in calib}, easy=table.easy, hard=table.hard)
     values: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     strata: dict[tuple[str, str, int], list[str]] = defaultdict(list)
     for c in sweep.cells:
