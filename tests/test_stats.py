@@ -275,3 +275,16 @@ def test_auroc_interval_resamples_problems():
     within = auroc_ci(informative, labels, groups, within_group=True)
     assert within is not None and within.low > 0.5
     assert auroc_ci([0.1, 0.2], [1, 1], ["a", "b"]) is None  # one class only: no AUROC, no interval
+
+
+def test_report_cli_prints_how_sure_and_json_intervals(tmp_path):
+    path = synthetic_sweep().save(tmp_path / "sweep-synthetic.json")
+    res = CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "report"), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert any("held-out problems (< 30)" in w for w in info["warnings"])
+    lo, hi = info["intervals"]["probe bin accuracy"]["ci"]
+    assert lo <= info["intervals"]["probe bin accuracy"]["estimate"] <= hi
+    per_budget = info["intervals"]["vs best fixed"].values()
+    assert per_budget and all({"difference", "ci", "p_value", "significant"} <= set(v) for v in per_budget)
+    assert "warning:" in res.output and "These figures rest on" in res.output  # the human part: stderr
