@@ -66,14 +66,13 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
         overall, per = accuracy_intervals([float(result.correct.get(i, False)) for i in ids],
                                           [result.bins.get(i, "none") for i in ids], confidence=ci)
         s["accuracy_ci"], s["ci"] = overall.as_list(), ci
-        for label, row in s["by_bin"].items():
-            row["accuracy_ci"] = per[label].as_list()
+        s["by_bin_ci"] = {label: per[label].as_list() for label in s["by_bin"]}  # by_bin stays the library's
     t = Table(title=f"compute-optimal at budget {budget} on {base.dataset}: {s['n_problems']} problems"
               + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
     for col in ("predicted bin", "problems", "accuracy", "configs run"):
         t.add_column(col, justify="right")
     for label, row in s["by_bin"].items():
-        t.add_row(label, str(row["n_problems"]), _pct_ci(row["accuracy"], row.get("accuracy_ci")),
+        t.add_row(label, str(row["n_problems"]), _pct_ci(row["accuracy"], s.get("by_bin_ci", {}).get(label)),
                   ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
     t.add_section()
     t.add_row("all", str(s["n_problems"]), _pct_ci(s["accuracy"], s.get("accuracy_ci")), "", style="bold")
