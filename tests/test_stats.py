@@ -288,3 +288,22 @@ def test_report_cli_prints_how_sure_and_json_intervals(tmp_path):
     per_budget = info["intervals"]["vs best fixed"].values()
     assert per_budget and all({"difference", "ci", "p_value", "significant"} <= set(v) for v in per_budget)
     assert "warning:" in res.output and "These figures rest on" in res.output  # the human part: stderr
+
+
+def test_step_auroc_reports_intervals_over_problems():
+    from testtime.probe.labels import LabeledSolution
+    from testtime.probe.pipeline import step_auroc
+
+    sols, rewards = [], []
+    rng = np.random.default_rng(0)
+    for i in range(12):  # 12 problems, a right and a wrong solution each, steps ranked mostly right
+        for ok in (1, 0):
+            sols.append(LabeledSolution(f"p{i}", "q", "5", "number", 1, ok, ["x", "y"], [ok, ok], [ok, ok], [4, 0],
+                                        bool(ok), "eos"))
+            rewards.append(list(0.3 * ok + rng.random(2)))
+    res = step_auroc(sols, rewards)
+    for key in ("auroc", "auroc_intermediate", "auroc_within_problem"):
+        lo, hi = res[f"{key}_ci"]
+        assert lo <= res[key] <= hi and hi - lo > 0.01, key
+    one_class = step_auroc(sols[:1], rewards[:1])  # one problem, positives only: no AUROC, no interval
+    assert one_class["auroc"] is None and one_class["auroc_ci"] is None
