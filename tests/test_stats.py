@@ -307,3 +307,20 @@ def test_step_auroc_reports_intervals_over_problems():
         assert lo <= res[key] <= hi and hi - lo > 0.01, key
     one_class = step_auroc(sols[:1], rewards[:1])  # one problem, positives only: no AUROC, no interval
     assert one_class["auroc"] is None and one_class["auroc_ci"] is None
+
+
+def test_curves_with_intervals_are_drawn_with_bands():
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from testtime.optimal.report import _draw_panel, _strategy_colors
+
+    pts = [{"budget": b, "accuracy": a, "flops": 1e9 * b, "ci": [a - 0.1, a + 0.1]} for b, a in ((1, 0.3), (4, 0.5))]
+    data = from_dict({"curves": {"all": {"x": pts, "y": [{k: v for k, v in p.items() if k != "ci"} for p in pts]}}})
+    fig, ax = plt.subplots()
+    _draw_panel(ax, data, "all", "budget", _strategy_colors(data))
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1  # "x" has intervals, "y" has none
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(20.0) and ys.max() == pytest.approx(60.0)  # percent, low and high
+    plt.close(fig)
