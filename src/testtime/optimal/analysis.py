@@ -144,13 +144,14 @@ def calibrated_rows(sweep: SweepResult, table: Table) -> list[list[Any]]:
     calib = set(table.calibration_ids)
     # the bins the table was chosen with: oracle pass@1 of the calibration problems at the table's thresholds
     bins = absolute_bins({p.id: p.pass1 for p in sweep.problems if p.id in calib}, easy=table.easy, hard=table.hard)
-    values: dict[tuple[str, str, int], list[float]] = defaultdict(list)
-    strata: dict[tuple[str, str, int], list[str]] = defaultdict(list)
+    # per problem first: a sweep over several seeds has one cell per seed, and the bootstrap is over problems
+    per_problem: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for c in sweep.cells:
         if c.problem_id in calib:
             for label in {bins.get(c.problem_id, "?"), ALL}:
-                values[(label, c.config, c.budget)].append(c.accuracy)
-                strata[(label, c.config, c.budget)].append(bins.get(c.problem_id, "?"))
+                per_problem[(label, c.config, c.budget)][c.problem_id].append(c.accuracy)
+    values = {k: [sum(v) / len(v) for v in by.values()] for k, by in per_problem.items()}
+    strata = {k: [bins.get(pid, "?") for pid in by] for k, by in per_problem.items()}
     support = table.bin_support()
     rows = []
     for label, row in table.table.items():
@@ -168,7 +169,7 @@ def calibrated_rows(sweep: SweepResult, table: Table) -> list[list[Any]]:
             if vals:
                 iv = stats.mean_ci(vals, strata[(label, ch.config, ch.budget)] if label == ALL else None)
                 cells.append(f"{ch.config} @ N={ch.budget} ({iv.pct()}, n={len(vals)})")
-            else:  # a thin bin took the all-problems choice, which it never measured on its own problems
+            else:  # the sweep has no cells of this choice on the bin's problems (a table from another sweep)
                 cells.append(f"{ch.config} @ N={ch.budget} ({ch.accuracy:.0%})")
         rows.append([name, *cells])
     return rows
