@@ -324,3 +324,28 @@ def test_curves_with_intervals_are_drawn_with_bands():
     ys = bands[0].get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(20.0) and ys.max() == pytest.approx(60.0)  # percent, low and high
     plt.close(fig)
+
+
+def test_run_optimal_json_has_intervals_overall_and_per_bin(tmp_path, monkeypatch):
+    from test_calibrate import _choice
+    from testtime.optimal.calibrate import ALL, Predictor, Table
+    from testtime.reward import ArithCheck
+
+    problems = load_dataset("arith", limit=2)
+    script = {problems[0].question: ["9"], problems[1].question: ["1", "2", "3", "4", "5"]}
+    monkeypatch.setattr(testtime.policy, "load_policy", lambda model=None, **_k: ScriptedPolicy(script))
+    cot, maj = _choice("cot", "cot", 1), _choice("majority", "majority", 4)
+    table = Table(policy=ScriptedPolicy.model_id, prm=ArithCheck().name, oracle_prm=False, dataset="arith", recipe="t",
+                  easy=0.5, hard=0.1, budgets=[1, 4], table={"easy": {4: cot}, "medium": {4: maj}, ALL: {4: maj}},
+                  fixed={}, predictor=Predictor(4, [0.0, 1.0, 0.0], True), calibration_ids=[], holdout_ids=[])
+    path = table.save(tmp_path / "t.json")
+    res = CliRunner().invoke(app, ["run", "--strategy", "optimal", "--table", str(path), "--budget", "4", "--prm",
+                                   "arith-check", "--limit", "2", "--fewshot", "0", "--max-tokens", "64", "--out",
+                                   str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout.strip().splitlines()[-1])
+    assert s["accuracy"] == 0.5 and s["ci"] == 0.95
+    assert s["accuracy_ci"][0] <= 0.5 <= s["accuracy_ci"][1]
+    assert set(s["by_bin_ci"]) == set(s["by_bin"]) == {"easy", "medium"}
+    lo, hi = s["by_bin_ci"]["easy"]  # one problem, right: the exact interval of 1 of 1
+    assert hi == 1.0 and lo == pytest.approx(0.025)
