@@ -349,3 +349,21 @@ def test_run_optimal_json_has_intervals_overall_and_per_bin(tmp_path, monkeypatc
     assert set(s["by_bin_ci"]) == set(s["by_bin"]) == {"easy", "medium"}
     lo, hi = s["by_bin_ci"]["easy"]  # one problem, right: the exact interval of 1 of 1
     assert hi == 1.0 and lo == pytest.approx(0.025)
+
+
+def test_prm_eval_compares_best_of_n_with_majority_on_the_same_problems():
+    from types import SimpleNamespace as NS
+
+    from testtime.probe.pipeline import _bon_vs_majority
+
+    def run(correct: list[int]) -> NS:
+        return NS(results=[NS(problem=NS(id=f"p{i}", level=1 + i % 2), trace=NS(correct=bool(c)))
+                           for i, c in enumerate(correct)])
+
+    bon, maj = [1] * 10 + [0] * 30, [0] * 10 + [0] * 30  # BoN right on 10 problems majority missed
+    out = _bon_vs_majority(run(bon), run(maj))
+    d = out["bon_minus_majority"]
+    assert (d["better"], d["worse"]) == (10, 0) and d["significant"] and d["ci"][0] > 0
+    assert d["p_value"] == pytest.approx(2 / 2**10)
+    assert out["bon_ci"][0] <= 0.25 <= out["bon_ci"][1] and out["majority_ci"][0] == 0.0
+    assert _bon_vs_majority(run(bon), run(maj[:5])) == {}  # not the same problems: no paired comparison
