@@ -367,3 +367,10 @@ def test_prm_eval_compares_best_of_n_with_majority_on_the_same_problems():
     assert d["p_value"] == pytest.approx(2 / 2**10)
     assert out["bon_ci"][0] <= 0.25 <= out["bon_ci"][1] and out["majority_ci"][0] == 0.0
     assert _bon_vs_majority(run(bon), run(maj[:5])) == {}  # not the same problems: no paired comparison
+
+
+def test_calibrate_cli_marks_thin_bins_and_warns(tmp_path):
+    path = synthetic_sweep().save(tmp_path / "sweep-synthetic.json")
+    res = CliRunner().invoke(app, ["calibrate", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "unreliable" in res.output and "(< 10)" in res.output and "held-out problems (< 30)" in res.output

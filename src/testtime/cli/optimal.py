@@ -171,10 +171,17 @@ def calibrate(
     t.add_column("bin")
     for b in table.budgets:
         t.add_column(f"N<={b}")
+    support = table.bin_support()
     for label, row in table.table.items():
-        t.add_row(label, *[f"{row[b].config}@{row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
-                           for b in table.budgets])
+        name = f"{label} (n={support[label]}{', unreliable' if table.unreliable(label) else ''})" \
+            if label in support else label
+        t.add_row(name, *[f"{row[b].config}@{row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
+                          for b in table.budgets])
     printer.print(t)
+    from testtime.stats import small_sample_warnings
+
+    for w in small_sample_warnings(len(table.holdout_ids), support):
+        printer.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     printer.print(f"table: {path}")
     if as_json:
         print(json.dumps({"table": str(path), "budgets": table.budgets,
