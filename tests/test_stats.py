@@ -67,6 +67,11 @@ def test_no_variation_gets_the_exact_binomial_interval_not_a_zero_width_one():
     # strata that are each constant would give a zero-width stratified interval: the strata are dropped
     mixed = stats.mean_ci([1.0] * 6 + [0.0] * 6, ["easy"] * 6 + ["hard"] * 6)
     assert mixed.low < 0.5 < mixed.high
+    # bins under 10 problems are not strata at all: the same interval as without them
+    small = [1.0] * 5 + [0.0, 1.0] * 3 + [0.0] * 6
+    assert stats.mean_ci(small, ["a"] * 5 + ["b"] * 6 + ["c"] * 6) == stats.mean_ci(small)
+    big = [1.0] * 9 + [0.0] + [0.0] * 9 + [1.0]
+    assert stats.mean_ci(big, ["a"] * 10 + ["b"] * 10) != stats.mean_ci(big)
 
 
 def test_bad_confidence_is_a_config_error_naming_the_field():

@@ -32,6 +32,7 @@ N_RESAMPLES = 2000  # accuracy intervals: cheap (vectorized), so enough for stab
 N_RESAMPLES_SLOW = 1000  # statistics recomputed per resample in Python (gains, AUROC)
 MIN_HELDOUT = 30  # fewer held-out problems than this: one problem moves a figure by > 3 points
 MIN_BIN_CALIBRATION = 10  # a bin chosen on fewer calibration problems than this is unreliable
+MIN_STRATUM = 10  # a bin this small says little about its own spread (none when all agree): no strata then
 UNBOUNDED = 1e12  # stands for "no upper limit" (a ratio over a resample whose denominator is 0)
 
 BOOTSTRAP = "bootstrap"
@@ -71,7 +72,8 @@ def check_confidence(confidence: float) -> float:
 
 
 def _groups(n: int, strata: Sequence[str] | None) -> list[np.ndarray]:
-    """Index arrays, one per stratum in first-seen order (one array: no strata)."""
+    """Index arrays, one per stratum in first-seen order; one array when there are no strata or when a stratum
+    holds fewer than ``MIN_STRATUM`` problems (6 problems all wrong would be resampled as certainly 0%)."""
     if strata is None:
         return [np.arange(n)]
     if len(strata) != n:
@@ -79,6 +81,8 @@ def _groups(n: int, strata: Sequence[str] | None) -> list[np.ndarray]:
     by: dict[str, list[int]] = {}
     for i, s in enumerate(strata):
         by.setdefault(s, []).append(i)
+    if min(len(v) for v in by.values()) < MIN_STRATUM:
+        return [np.arange(n)]
     return [np.asarray(v) for v in by.values()]
 
 
@@ -94,8 +98,8 @@ def mean_ci(values: Sequence[float] | np.ndarray, strata: Sequence[str] | None =
             confidence: float = DEFAULT_CONFIDENCE, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Interval:
     """The mean of per-problem values (accuracies in [0, 1], or differences) with a bootstrap interval.
 
-    `strata` (one label per value, e.g. the difficulty bin): resampled within each stratum. A stratum of
-    one problem cannot be resampled and is held fixed; when no stratum varies, the strata are dropped. No
+    `strata` (one label per value, e.g. the difficulty bin): resampled within each stratum, when every stratum
+    holds at least ``MIN_STRATUM`` problems and some stratum varies (else the strata are dropped). No
     variation at all: the exact binomial interval for 0/1 values, else the point itself (method "none")."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or len(x) == 0:
