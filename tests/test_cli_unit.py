@@ -296,8 +296,12 @@ def test_demo_json_table_and_plot_with_a_scripted_policy(tmp_path, monkeypatch):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     s = last_json(result.stdout)
-    assert set(s) == {"plot", "cot", "majority", "curves", "cot_by_level"}
+    assert set(s) == {"plot", "cot", "majority", "curves", "cot_by_level", "intervals"}
     assert s["cot"]["strategy"] == "cot" and s["majority"]["n"] == 4
+    # the always-right level alone: 1 of 1, whose exact interval is wide; all problems: between 0 and 1
+    lo, hi = s["intervals"][f"level {problems[0].level}"]["majority@4"]
+    assert 0.0 < lo < hi == 1.0
+    assert set(s["intervals"]["all"]) == {"cot", "majority@4", "pass@4"}
     assert (tmp_path / "accuracy_vs_n.png").is_file() and s["plot"] == str(tmp_path / "accuracy_vs_n.png")
     levels = {f"level {p.level}" for p in problems}
     assert set(s["curves"]) == levels == set(s["cot_by_level"])

@@ -39,6 +39,9 @@ def test_recalibrate_end_to_end_on_a_small_file(tmp_path):
     assert res.table.profile is not None and res.table.profile.kinds == {"number": len(res.table.calibration_ids)}
     rows_out = res.heldout_rows()
     assert [r["budget"] for r in rows_out] == [1, 2, 4] and all(r[OPT_PRED] is not None for r in rows_out)
+    cis = res.heldout_intervals()  # every held-out figure with its interval, and the sample-size warning
+    assert all(cis[r["budget"]][OPT_PRED][0] <= r[OPT_PRED] <= cis[r["budget"]][OPT_PRED][1] for r in rows_out)
+    assert any("held-out problems (< 30)" in w for w in res.warnings())
     # a rerun replays the pool from the store: nothing new is generated
     policy = ScriptedPolicy(script)
     with LocalExecutor(policy) as ex:

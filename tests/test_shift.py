@@ -64,6 +64,7 @@ def test_kind_and_prompt_changes_are_said():
 
 def test_decide_follows_the_table_without_shift_and_falls_back_with_it():
     table = calibrate(synthetic_sweep())
+    table.support = {"easy": 10, "hard": 10}  # bins big enough to be trusted (see test_stats for thin ones)
     pass1 = {"a": 0.9, "b": 0.0, "c": 0.52}  # c: within the margin of the easy threshold 0.5
     calm = check_shift(table.profile, table.profile.agreement, table.profile.probe_score, [])
     got = decide(table, 4, pass1, calm)

@@ -29,7 +29,7 @@ from testtime.errors import ConfigError
 
 
 def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: Any,
-                mapping: dict[str, Any], where: dict[str, Any], as_json: bool) -> None:
+                mapping: dict[str, Any], where: dict[str, Any], as_json: bool, ci: float = 0.95) -> None:
     """`run --strategy optimal`: the selector over `base` (a validated RunConfig template: dataset, seed,
     out, sampling and tree settings) with the calibrated table, at the budget."""
     from testtime.optimal.calibrate import Table as CalTable
@@ -59,15 +59,23 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     finally:
         ex.close()
     s = result.summary()
+    if result.problems:  # intervals over problems, stratified by predicted bin (the bins the selector acted on)
+        from testtime.stats import accuracy_intervals
+
+        ids = [p.id for p in result.problems]
+        overall, per = accuracy_intervals([float(result.correct.get(i, False)) for i in ids],
+                                          [result.bins.get(i, "none") for i in ids], confidence=ci)
+        s["accuracy_ci"], s["ci"] = overall.as_list(), ci
+        s["by_bin_ci"] = {label: per[label].as_list() for label in s["by_bin"]}  # by_bin stays the library's
     t = Table(title=f"compute-optimal at budget {budget} on {base.dataset}: {s['n_problems']} problems"
               + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
     for col in ("predicted bin", "problems", "accuracy", "configs run"):
         t.add_column(col, justify="right")
     for label, row in s["by_bin"].items():
-        t.add_row(label, str(row["n_problems"]), f"{row['accuracy']:.1%}",
+        t.add_row(label, str(row["n_problems"]), _pct_ci(row["accuracy"], s.get("by_bin_ci", {}).get(label)),
                   ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
     t.add_section()
-    t.add_row("all", str(s["n_problems"]), f"{s['accuracy']:.1%}", "", style="bold")
+    t.add_row("all", str(s["n_problems"]), _pct_ci(s["accuracy"], s.get("accuracy_ci")), "", style="bold")
     t.caption = (f"FLOPs {fmt_flops(s['flops'])} (probe {fmt_flops(s['probe_flops'])}) | generated tokens "
                  f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
     printer.print(t)
@@ -83,6 +91,11 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     print_failures(s.get("failures"), printer)
     if as_json:
         print(json.dumps(s, default=str))
+
+
+def _pct_ci(acc: float, ci: list[float] | None, digits: int = 1) -> str:
+    text = f"{100 * acc:.{digits}f}%"
+    return text if ci is None else f"{text} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
 
 
 def sweep(
@@ -158,10 +171,17 @@ def calibrate(
     t.add_column("bin")
     for b in table.budgets:
         t.add_column(f"N<={b}")
+    support = table.bin_support()
     for label, row in table.table.items():
-        t.add_row(label, *[f"{row[b].config}@{row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
-                           for b in table.budgets])
+        name = f"{label} (n={support[label]}{', unreliable' if table.unreliable(label) else ''})" \
+            if label in support else label
+        t.add_row(name, *[f"{row[b].config}@{row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
+                          for b in table.budgets])
     printer.print(t)
+    from testtime.stats import small_sample_warnings
+
+    for w in small_sample_warnings(len(table.holdout_ids), support):
+        printer.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     printer.print(f"table: {path}")
     if as_json:
         print(json.dumps({"table": str(path), "budgets": table.budgets,
@@ -220,13 +240,17 @@ def report(
     for k, v in data["metrics"].items():
         m.add_row(k, v)
     printer.print(m)
+    if data.get("how_sure"):
+        printer.print(data["how_sure"], highlight=False)
+    for w in data.get("warnings", []):
+        printer.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     printer.print(f"report: {files.html}")
     for png in files.pngs:
         printer.print(f"plot: {png}")
     if as_json:
         extra = {"paper": [_paper_json(r) for r in rows]} if paper else {}
         print(json.dumps({"html": str(files.html), "pngs": [str(p) for p in files.pngs], "metrics": data["metrics"],
-                          **extra}))
+                          "intervals": data.get("intervals", {}), "warnings": data.get("warnings", []), **extra}))
 
 
 def report_paper(sweep_files: list[Path], table: Path | None, out: Path, as_json: bool) -> None:
@@ -343,13 +367,19 @@ def recalibrate(
     t.add_column("N", justify="right")
     for name in names:
         t.add_column(name, justify="right")
+    cis = res.heldout_intervals()
     for row in rows:
-        t.add_row(str(row["budget"]), *["-" if row[n] is None else f"{row[n]:.0%}" for n in names])
+        b = row["budget"]
+        t.add_row(str(b), *["-" if row[n] is None else _pct_ci(row[n], cis.get(b, {}).get(n), 0) for n in names])
+    t.caption = "[brackets]: 95% bootstrap intervals over the held-out problems"
     printer.print(t)
+    for w in res.warnings():
+        printer.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     printer.print(f"table: {res.table_path}  (use it: testtime run --strategy optimal --table {res.table_path} "
                   f"--budget {max(res.table.budgets)} ...)")
     if as_json:
         print(json.dumps({"table": str(res.table_path), "sweep": str(res.sweep_path), "heldout": rows,
+                          "heldout_ci": {str(b): v for b, v in cis.items()}, "warnings": res.warnings(),
                           "shrinkage": res.table.shrinkage, "n_problems": len(res.sweep.problems)}))
 
 

@@ -142,8 +142,10 @@ def train(
         print(json.dumps({"probe": str(out), **{k: v for k, v in metrics.items() if k != "config"}}))
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _fmt(x: float | None, ci: list[float] | None = None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.3f}" if not ci else f"{x:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 @prm_app.command("eval")
@@ -210,7 +212,19 @@ def _print_eval(out: Console, s: dict[str, Any]) -> None:
         t.add_row(level, _fmt(s["auroc_by_level"].get(level)), f"{s['bon_by_level'][level]:.1%}",
                   f"{s['majority_by_level'][level]:.1%}")
     t.add_section()
-    t.add_row("all", _fmt(s["auroc"]), f"{s[f'bon@{n}']:.1%}", f"{s[f'majority@{n}']:.1%}", style="bold")
-    t.caption = (f"intermediate steps only: AUROC {_fmt(s['auroc_intermediate'])} | pass@{n} {s[f'pass@{n}']:.1%} "
-                 f"| {s['steps']} labelled steps, {s['positive_rate']:.1%} positive | {s['wall_s']:.0f} s")
+    t.add_row("all", _fmt(s["auroc"], s.get("auroc_ci")), _pct(s[f"bon@{n}"], s.get("bon_ci")),
+              _pct(s[f"majority@{n}"], s.get("majority_ci")), style="bold")
+    t.caption = (f"intermediate steps only: AUROC {_fmt(s['auroc_intermediate'], s.get('auroc_intermediate_ci'))} | "
+                 f"pass@{n} {s[f'pass@{n}']:.1%} | {s['steps']} labelled steps, {s['positive_rate']:.1%} positive | "
+                 f"{s['wall_s']:.0f} s | [95% bootstrap intervals over problems]")
     out.print(t)
+    d = s.get("bon_minus_majority")
+    if d:
+        verdict = "significant" if d["significant"] else "not significant"
+        out.print(f"BoN@{n} - majority@{n} on the same problems: {100 * d['difference']:+.1f} pts "
+                  f"[{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}], McNemar p={d['p_value']:.2g} "
+                  f"({d['better']} better, {d['worse']} worse: {verdict})", highlight=False)
+
+
+def _pct(x: float, ci: list[float] | None) -> str:
+    return f"{x:.1%}" if not ci else f"{x:.1%} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"

@@ -36,26 +36,44 @@ from testtime.cli.common import (
 from testtime.errors import ConfigError
 
 
-def result_table(result: Any) -> Table:
+def accuracy_cis(result: Any, confidence: float) -> tuple[list[float], dict[str, list[float]]]:
+    """[low, high] of the run's accuracy (bootstrap over problems, stratified by level) and of each level's."""
+    from testtime.stats import accuracy_intervals
+
+    if not result.results:
+        return [0.0, 0.0], {}
+    correct = [float(bool(r.trace.correct)) for r in result.results]
+    overall, per = accuracy_intervals(correct, [str(r.problem.level) for r in result.results], confidence=confidence)
+    return overall.as_list(), {k: v.as_list() for k, v in per.items()}
+
+
+def _with_ci(acc: float, ci: list[float] | None, digits: int = 1) -> str:
+    text = f"{100 * acc:.{digits}f}%"
+    return text if ci is None else f"{text} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
+
+
+def result_table(result: Any, confidence: float = 0.95) -> Table:
     s = result.summary()
+    ci_all, ci_level = accuracy_cis(result, confidence)
     title = f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems"
     if s.get("prm"):
         title += f", scored by {s['prm']}"
     if s.get("oracle_upper_bound"):
         title += " [ORACLE scorer: an upper bound, not a result]"
     t = Table(title=title)
-    for col in ("level", "problems", "accuracy", "pass@1", "gen tokens / problem", "FLOPs"):
+    for col in ("level", "problems", f"accuracy [{confidence:.0%} CI]", "pass@1", "gen tokens / problem", "FLOPs"):
         t.add_column(col, justify="right")
     levels = result.by_level()
     if len(levels) > 1 or None not in levels:
         for level, row in levels.items():
             t.add_row(
-                str(level), str(row["n_problems"]), f"{row['accuracy']:.1%}", f"{row['pass@1']:.1%}",
+                str(level), str(row["n_problems"]), _with_ci(row["accuracy"], ci_level.get(str(level))),
+                f"{row['pass@1']:.1%}",
                 f"{row['mean_generated_tokens']:.0f}", fmt_flops(row["flops"]),
             )
         t.add_section()
     t.add_row(
-        "all", str(s["n_problems"]), f"{s['accuracy']:.1%}", f"{s['pass@1']:.1%}",
+        "all", str(s["n_problems"]), _with_ci(s["accuracy"], ci_all), f"{s['pass@1']:.1%}",
         f"{s['mean_generated_tokens']:.0f}", fmt_flops(s["flops"]), style="bold",
     )
     t.caption = (
@@ -84,9 +102,9 @@ def selections_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
-def print_run(result: Any, out: Console) -> None:
+def print_run(result: Any, out: Console, confidence: float = 0.95) -> None:
     """A run's result table, its selections table (if scored) and any failed problems."""
-    out.print(result_table(result))
+    out.print(result_table(result, confidence))
     summary = result.summary()
     selections = selections_table(summary)
     if selections is not None:
@@ -146,6 +164,7 @@ def run(
     budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+    ci: Annotated[float, typer.Option("--ci", help="confidence level of the accuracy intervals")] = 0.95,
 ) -> None:
     """Run a strategy over a dataset with the policy and print the result table.
 
@@ -154,6 +173,7 @@ def run(
     """
     from testtime.engine import RunConfig
     from testtime.execution import require_prm
+    from testtime.stats import check_confidence
 
     mapping: dict[str, Any] = {"question_field": question_field, "answer_field": answer_field, "kind": kind} \
         if dataset.endswith(".jsonl") else {}
@@ -167,6 +187,7 @@ def run(
                   max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
                   answer_grouping=answer_grouping, beam_finish=beam_finish)
     try:
+        check_confidence(ci)  # before any model runs
         options = policy_options(policy_option)
         if strategy == "optimal":
             # the template every run of the selector starts from (its strategy and N come from the table)
@@ -183,28 +204,30 @@ def run(
     if strategy == "optimal":
         from testtime.cli.optimal import run_optimal
 
-        run_optimal(table, budget, prm, force, config, mapping, where, as_json)
+        run_optimal(table, budget, prm, force, config, mapping, where, as_json, ci)
         return
     problems = load_problems(dataset, limit, seed, level, **mapping)
     ex = open_policy(**where)
     try:
         if config.prm:
             check_prm(ex, config.prm)
-        result = run_with_progress(config, ex, problems, out_console(as_json))
+        result = run_with_progress(config, ex, problems, out_console(as_json), ci)
     finally:
         ex.close()
     if as_json:
         summary = result.summary()
-        summary["by_level"] = {str(k): v for k, v in result.by_level().items()}
+        summary["accuracy_ci"], by_level_ci = accuracy_cis(result, ci)
+        summary["ci"] = ci
+        summary["by_level"] = {str(k): {**v, "accuracy_ci": by_level_ci[str(k)]} for k, v in result.by_level().items()}
         print(json.dumps(summary))
 
 
-def run_with_progress(config: Any, executor: Any, problems: list, out: Console) -> Any:
+def run_with_progress(config: Any, executor: Any, problems: list, out: Console, confidence: float = 0.95) -> Any:
     """The run on the executor under a progress bar, then its tables and any failed problems."""
     with progress_bar(out) as progress:
         task = progress.add_task(f"{config.strategy}@{config.n}", total=len(problems))
         result = executor.run(config, problems, on_progress=lambda done, total: progress.update(task, completed=done))
-    print_run(result, out)
+    print_run(result, out, confidence)
     return result
 
 
@@ -254,7 +277,27 @@ def demo(
     printer.print(demo_table(result))
     printer.print(f"plot: {result.plot}")
     if as_json:
-        print(json.dumps(result.summary()))
+        print(json.dumps({**result.summary(), "intervals": demo_intervals(result)}))
+
+
+def demo_intervals(result: Any, confidence: float = 0.95) -> dict[str, dict[str, list[float]]]:
+    """Per level and "all" (stratified by level): intervals of CoT, majority@N and pass@N (bootstrap over
+    problems; exact binomial where a level has no variation). The curve at N is the majority run's own answer."""
+    from testtime.optimal.demo import level_label
+    from testtime.stats import accuracy_intervals
+
+    labels = [level_label(r.problem) for r in result.majority.results]
+    if not labels:
+        return {}
+    series = {"cot": [float(bool(r.trace.correct)) for r in result.cot.results],
+              f"majority@{result.n}": [float(bool(r.trace.correct)) for r in result.majority.results],
+              f"pass@{result.n}": [float(any(r.sample_correct)) for r in result.majority.results]}
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, values in series.items():
+        overall, per = accuracy_intervals(values, labels, confidence=confidence)
+        for label, iv in [*per.items(), ("all", overall)]:
+            out.setdefault(label, {})[name] = iv.as_list()
+    return out
 
 
 def demo_table(result: Any) -> Table:
@@ -265,10 +308,37 @@ def demo_table(result: Any) -> Table:
     for k in ks:
         table.add_column(f"maj@{k}", justify="right")
     table.add_column(f"pass@{result.n}", justify="right")
-    for label, curve in result.curves.items():
-        table.add_row(label, f"{result.cot_by_level[label]:.0%}", *[f"{curve[k]:.0%}" for k in ks],
-                      f"{result.pass_at_n[label]:.0%}")
+    ci = demo_intervals(result)
+    n_of = {label: 0 for label in result.curves}
+    for r in result.majority.results:
+        n_of[_level_label(r.problem)] = n_of.get(_level_label(r.problem), 0) + 1
+
+    def cell(acc: float, label: str, name: str) -> str:
+        return _with_ci(acc, ci.get(label, {}).get(name), digits=0)
+
+    rows = dict(result.curves)
+    total = sum(n_of.values())
+    if len(rows) > 1 and total:  # the all-problems row, weighting each level by its problems
+        rows["all"] = {k: sum(c[k] * n_of[lab] for lab, c in result.curves.items()) / total for k in ks}
+    for label, curve in rows.items():
+        cot = (result.cot_by_level[label] if label in result.cot_by_level
+               else sum(result.cot_by_level[lab] * n_of[lab] for lab in result.curves) / total)
+        pass_n = (result.pass_at_n[label] if label in result.pass_at_n
+                  else sum(result.pass_at_n[lab] * n_of[lab] for lab in result.curves) / total)
+        table.add_row(label, cell(cot, label, "cot"),
+                      *[cell(curve[k], label, f"majority@{k}") if k == result.n else f"{curve[k]:.0%}" for k in ks],
+                      cell(pass_n, label, f"pass@{result.n}"), style="bold" if label == "all" else None)
+    smallest = min(n_of.values(), default=0)
+    table.caption = ("[brackets]: 95% intervals over problems (bootstrap; exact binomial where a level has no "
+                     f"variation). Smallest level: {smallest} problems, so one problem moves it by "
+                     f"{100 / max(smallest, 1):.0f} points")
     return table
+
+
+def _level_label(problem: Any) -> str:
+    from testtime.optimal.demo import level_label
+
+    return level_label(problem)
 
 
 def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

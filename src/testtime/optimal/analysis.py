@@ -9,17 +9,26 @@ Everything shown is measured on the held-out problems (never the ones the table 
   single fixed config per budget;
 * the paper's metrics: performance gain over CoT, efficiency gain over majority voting, and whether
   compute-optimal beats the best fixed config at each budget.
+
+Every figure carries its uncertainty (``testtime.stats``): curve points a bootstrap interval over the
+held-out problems (stratified by oracle bin), the comparisons with the best fixed config, CoT and majority
+a paired difference with McNemar's exact test, the gains a bootstrap interval, and the report lists the
+claims the data cannot carry (too few held-out problems, thin bins, a gain whose interval includes 1x).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from testtime import stats
 from testtime.optimal.calibrate import ALL, FIXED, HINDSIGHT, OPT_ORACLE, OPT_PRED, Table, evaluate, mean_accuracy
-from testtime.optimal.metrics import bin_accuracy, efficiency_gain, performance_gain
+from testtime.optimal.metrics import absolute_bins, bin_accuracy, efficiency_gain, performance_gain
 from testtime.optimal.sweep import SweepResult
 from testtime.search import CoT, Majority
 from testtime.store import Store
@@ -55,7 +64,8 @@ def family_curves(sweep: SweepResult, table: Table, bins: dict[str, str]) -> dic
                     pts[c.budget].append(c)
             curve = [
                 {"budget": b, "accuracy": sum(c.accuracy for c in cs) / len(cs),
-                 "flops": sum(c.flops for c in cs) / len(cs), "tokens": sum(c.tokens for c in cs) / len(cs)}
+                 "flops": sum(c.flops for c in cs) / len(cs), "tokens": sum(c.tokens for c in cs) / len(cs),
+                 "ci": stats.mean_ci([c.accuracy for c in cs], _strata(cs, bins, label)).as_list()}
                 for b, cs in sorted(pts.items()) if len(cs) == len(ids)
             ]
             if curve:
@@ -64,10 +74,31 @@ def family_curves(sweep: SweepResult, table: Table, bins: dict[str, str]) -> dic
     return dict(out)
 
 
+def _strata(cells: Sequence[Any], bins: Mapping[str, str], label: str) -> list[str] | None:
+    """Oracle bins of the cells' problems for the all-problems panel (a bin's own panel is one stratum)."""
+    return [bins.get(c.problem_id, "?") for c in cells] if label == ALL else None
+
+
+def with_intervals(curve: list[dict], bins: Mapping[str, str], label: str) -> list[dict]:
+    """Curve points with a bootstrap interval over their problems ("ci"), their per-problem values dropped."""
+    out = []
+    for p in curve:
+        per = p.get("per_problem") or {}
+        q = {k: v for k, v in p.items() if k != "per_problem"}
+        if per:
+            strata = [bins.get(pid, "?") for pid in per] if label == ALL else None
+            q["ci"] = stats.mean_ci(list(per.values()), strata).as_list()
+        out.append(q)
+    return out
+
+
 def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None = None) -> dict[str, Any]:
     ev = evaluate(sweep, table)
     labels: list[str] = ev["labels"]
     oracle_bins: dict[str, str] = ev["oracle_bins"]
+    metrics, fig_rows, sure = _metrics(ev, table)
+    ev["curves"] = {label: {name: with_intervals(curve, oracle_bins, label) for name, curve in by.items()}
+                    for label, by in ev["curves"].items()}
     fam = family_curves(sweep, table, oracle_bins)
     curves: dict[str, dict[str, list[dict]]] = {}
     reference: dict[str, dict[str, Any]] = {}
@@ -83,12 +114,11 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
         frontier[label] = [
             {**pt, "strategy": _frontier_label(table, label, pt["budget"])} for pt in ev_curves.get(OPT_ORACLE, [])
         ]
-    metrics, fig_rows = _metrics(ev, table)
     tables = [
-        {"title": "Calibrated best config per difficulty bin and budget (chosen on the calibration problems)",
+        {"title": "Calibrated best config per difficulty bin and budget (chosen on the calibration problems; in "
+                  "brackets its accuracy on the bin's calibration problems, 95% bootstrap interval)",
          "columns": ["bin", *[f"N <= {b}" for b in table.budgets]],
-         "rows": [[label, *[f"{row[b].config} @ N={row[b].budget} ({row[b].accuracy:.0%})" if b in row else "-"
-                            for b in table.budgets]] for label, row in table.table.items()]},
+         "rows": calibrated_rows(sweep, table)},
         {"title": "Held-out accuracy per budget (all bins)", "columns": ["budget", *fig_rows["series"]],
          "rows": fig_rows["rows"]},
         {"title": "Held-out accuracy of every fixed config (strategy, selection, budget) that fits the budget",
@@ -104,7 +134,45 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
         "created": time.strftime("%Y-%m-%d %H:%M"), "oracle_prm": sweep.oracle_prm,
         "bins": labels, "curves": curves, "reference": reference, "frontier": frontier,
         "tables": tables, "metrics": metrics, "trees": _trees(sweep, store_dir),
+        "warnings": sure["warnings"], "how_sure": sure["paragraph"], "intervals": sure["intervals"],
     }
+
+
+def calibrated_rows(sweep: SweepResult, table: Table) -> list[list[Any]]:
+    """The calibrated table's rows: each choice with its accuracy on the bin's calibration problems and that
+    accuracy's interval; a bin calibrated on fewer than ``stats.MIN_BIN_CALIBRATION`` problems is marked."""
+    calib = set(table.calibration_ids)
+    # the bins the table was chosen with: oracle pass@1 of the calibration problems at the table's thresholds
+    bins = absolute_bins({p.id: p.pass1 for p in sweep.problems if p.id in calib}, easy=table.easy, hard=table.hard)
+    # per problem first: a sweep over several seeds has one cell per seed, and the bootstrap is over problems
+    per_problem: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for c in sweep.cells:
+        if c.problem_id in calib:
+            for label in {bins.get(c.problem_id, "?"), ALL}:
+                per_problem[(label, c.config, c.budget)][c.problem_id].append(c.accuracy)
+    values = {k: [sum(v) / len(v) for v in by.values()] for k, by in per_problem.items()}
+    strata = {k: [bins.get(pid, "?") for pid in by] for k, by in per_problem.items()}
+    support = table.bin_support()
+    rows = []
+    for label, row in table.table.items():
+        name = label
+        if label != ALL and label in support:
+            name = f"{label} ({support[label]} problems" + (": UNRELIABLE, selector uses the robust choice)"
+                                                            if table.unreliable(label) else ")")
+        cells = []
+        for b in table.budgets:
+            ch = row.get(b)
+            if ch is None:
+                cells.append("-")
+                continue
+            vals = values.get((label, ch.config, ch.budget))
+            if vals:
+                iv = stats.mean_ci(vals, strata[(label, ch.config, ch.budget)] if label == ALL else None)
+                cells.append(f"{ch.config} @ N={ch.budget} ({iv.pct()}, n={len(vals)})")
+            else:  # the sweep has no cells of this choice on the bin's problems (a table from another sweep)
+                cells.append(f"{ch.config} @ N={ch.budget} ({ch.accuracy:.0%})")
+        rows.append([name, *cells])
+    return rows
 
 
 def _fixed_rows(ev: dict[str, Any]) -> list[list[Any]]:
@@ -133,31 +201,146 @@ def _at(curve: list[dict], budget: int) -> float | None:
     return next((p["accuracy"] for p in curve if p["budget"] == budget), None)
 
 
-def _metrics(ev: dict[str, Any], table: Table) -> tuple[dict[str, str], dict[str, Any]]:
+def _per(curve: list[dict], budget: int) -> dict[str, float] | None:
+    return next((p.get("per_problem") for p in curve if p["budget"] == budget), None)
+
+
+def _paired(a: Mapping[str, float] | None, b: Mapping[str, float] | None, bins: Mapping[str, str],
+            confidence: float) -> stats.PairedComparison | None:
+    """a vs b on the problems both were measured on, stratified by oracle bin."""
+    if not a or not b:
+        return None
+    ids = sorted(a.keys() & b.keys())
+    if not ids:
+        return None
+    return stats.compare_paired([a[i] for i in ids], [b[i] for i in ids], [bins.get(i, "?") for i in ids],
+                                confidence=confidence)
+
+
+def _matrix(curve: list[dict], ids: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """(budgets, problems x budgets accuracies) of a curve, over `ids`, at the budgets that measured all of them."""
+    pts = [p for p in curve if p.get("per_problem") and all(i in p["per_problem"] for i in ids)]
+    return [p["budget"] for p in pts], np.array([[p["per_problem"][i] for p in pts] for i in ids]).reshape(
+        len(ids), len(pts))
+
+
+def efficiency_interval(maj: list[dict], opt: list[dict], ids: Sequence[str], bins: Mapping[str, str],
+                        confidence: float = stats.DEFAULT_CONFIDENCE) -> stats.Interval | None:
+    """The efficiency gain's bootstrap interval over problems: both curves recomputed on each resample. A
+    resample whose optimal curve never reaches majority's best counts as gain 0 (below any measured gain)."""
+    bm, am = _matrix(maj, ids)
+    bo, ao = _matrix(opt, ids)
+    if not bm or not bo:
+        return None
+
+    def gain(idx: np.ndarray) -> float:
+        e = efficiency_gain(list(zip(bm, am[idx].mean(axis=0), strict=True)),
+                            list(zip(bo, ao[idx].mean(axis=0), strict=True)))
+        return 0.0 if e.value is None else min(e.value, stats.UNBOUNDED)
+
+    return stats.statistic_ci(gain, len(ids), [bins.get(i, "?") for i in ids], confidence=confidence)
+
+
+def gain_interval(tts: Mapping[str, float], cot: Mapping[str, float], bins: Mapping[str, str],
+                  confidence: float = stats.DEFAULT_CONFIDENCE) -> stats.Interval | None:
+    """The performance gain over CoT, (acc - acc_cot) / acc_cot, with a bootstrap interval over problems (a
+    resample where CoT scores 0 counts as an unbounded gain, or 0 when neither scores)."""
+    ids = sorted(tts.keys() & cot.keys())
+    if not ids:
+        return None
+    a, c = np.array([tts[i] for i in ids]), np.array([cot[i] for i in ids])
+
+    def gain(idx: np.ndarray) -> float:
+        g = performance_gain(float(a[idx].mean()), float(c[idx].mean()))
+        return (stats.UNBOUNDED if a[idx].mean() > 0 else 0.0) if g is None else g
+
+    if c.mean() == 0:
+        return None  # the gain itself is undefined: "n/a (CoT 0%)"
+    return stats.statistic_ci(gain, len(ids), [bins.get(i, "?") for i in ids], confidence=confidence)
+
+
+def _ratio_text(iv: stats.Interval) -> str:
+    return f"[{stats.fmt_ratio(iv.low)}, {stats.fmt_ratio(iv.high)}]"
+
+
+def _gain_text(iv: stats.Interval) -> str:
+    high = "unbounded" if iv.high >= stats.UNBOUNDED / 10 else f"{iv.high:+.0%}"
+    return f"[{iv.low:+.0%}, {high}]"
+
+
+def _metrics(ev: dict[str, Any], table: Table, confidence: float = stats.DEFAULT_CONFIDENCE
+             ) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """The headline figures (formatted, with intervals), the held-out accuracy table, and "how sure": the
+    warnings, a paragraph generated from the numbers, and the intervals as data (for --json)."""
     allc = ev["curves"].get(ALL, {})
+    bins: dict[str, str] = ev["oracle_bins"]
+    ids = sorted(bins)
     opt, pred, fixed = allc.get(OPT_ORACLE, []), allc.get(OPT_PRED, []), allc.get(FIXED, [])
     maj, cot = allc.get(Majority.name, []), allc.get(CoT.name, [])
+    level = f"{confidence:.0%}"
     out: dict[str, str] = {"held-out problems": str(ev["n_holdout"]),
                            "calibration problems": str(len(table.calibration_ids))}
+    intervals: dict[str, dict[str, Any]] = {}
+    sentences: list[str] = []
+    efficiency: dict[str, stats.Interval | None] = {}
+    if pred:
+        b = pred[-1]["budget"]
+        per = _per(pred, b) or {}
+        if per:
+            iv = stats.mean_ci([per[i] for i in ids if i in per], [bins[i] for i in ids if i in per],
+                               confidence=confidence)
+            out[f"compute-optimal (predicted bins) accuracy at N={b}"] = iv.pct(1)
+            intervals[f"accuracy at N={b} (predicted bins)"] = {"estimate": iv.estimate, "ci": iv.as_list()}
+            sentences.append(f"At N={b} compute-optimal (predicted bins) reaches {iv.pct(1)} ({level} bootstrap "
+                             "interval over the held-out problems, stratified by difficulty bin).")
     if cot and pred:
         b = pred[-1]["budget"]
         g = performance_gain(pred[-1]["accuracy"], cot[0]["accuracy"])
-        out[f"performance gain over CoT at N={b} (predicted bins)"] = "n/a (CoT 0%)" if g is None else f"{g:+.1%}"
-    if maj and pred:
-        e = efficiency_gain([(p["budget"], p["accuracy"]) for p in maj], [(p["budget"], p["accuracy"]) for p in pred])
-        out["efficiency gain over majority voting (predicted bins)"] = str(e)
-    if maj and opt:
-        e = efficiency_gain([(p["budget"], p["accuracy"]) for p in maj], [(p["budget"], p["accuracy"]) for p in opt])
-        out["efficiency gain over majority voting (oracle bins)"] = str(e)
-    if fixed and pred:
-        wins = [(p["budget"], p["accuracy"], _at(fixed, p["budget"])) for p in pred]
-        ok = sum(1 for _b, a, f in wins if f is not None and a >= f - 1e-12)
-        out["compute-optimal (predicted) >= best fixed"] = f"at {ok} of {len(wins)} budgets"
-    hind = allc.get(HINDSIGHT, [])
-    if hind and pred:
-        wins = [(p["budget"], p["accuracy"], _at(hind, p["budget"])) for p in pred]
-        ok = sum(1 for _b, a, f in wins if f is not None and a >= f - 1e-12)
-        out["compute-optimal (predicted) >= best fixed in hindsight"] = f"at {ok} of {len(wins)} budgets"
+        name = f"performance gain over CoT at N={b} (predicted bins)"
+        if g is None:
+            out[name] = "n/a (CoT 0%)"
+        else:
+            iv = gain_interval(_per(pred, b) or {}, _per(cot, cot[0]["budget"]) or {}, bins, confidence)
+            out[name] = f"{g:+.1%}" + (f" {_gain_text(iv)}" if iv else "")
+            if iv:
+                intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list()}
+                sure = "excludes" if iv.low > 0 or iv.high < 0 else "includes"
+                sentences.append(f"The performance gain over CoT is {g:+.1%} {_gain_text(iv)}; the interval {sure} "
+                                 "no gain.")
+        pc = _paired(_per(pred, b), _per(cot, cot[0]["budget"]), bins, confidence)
+        if pc is not None:
+            out[f"compute-optimal (predicted) at N={b} - CoT (paired)"] = pc.describe()
+            intervals[f"vs CoT at N={b}"] = _paired_dict(pc)
+    for which, curve in (("predicted bins", pred), ("oracle bins", opt)):
+        if maj and curve:
+            e = efficiency_gain([(p["budget"], p["accuracy"]) for p in maj],
+                                [(p["budget"], p["accuracy"]) for p in curve])
+            name = f"efficiency gain over majority voting ({which})"
+            iv = efficiency_interval(maj, curve, ids, bins, confidence) if e.value is not None else None
+            efficiency[name] = iv
+            out[name] = str(e) + (f" {_ratio_text(iv)}" if iv else "")
+            if iv:
+                intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list(), "lower_bound": e.lower_bound}
+                if which == "predicted bins":
+                    sure = ("includes 1x: the data do not show that compute-optimal needs less compute than "
+                            "majority voting" if iv.low <= 1 else "excludes 1x")
+                    sentences.append(f"The efficiency gain over majority voting is {e} {_ratio_text(iv)}; the "
+                                     f"interval {sure}.")
+    for name, ref in (("best fixed", fixed), ("best fixed in hindsight", allc.get(HINDSIGHT, [])),
+                      ("majority", maj)):
+        if not (ref and pred):
+            continue
+        # only the budgets where both were measured (majority cannot spend every budget)
+        paired = {p["budget"]: c for p in pred
+                  if (c := _paired(_per(pred, p["budget"]), _per(ref, p["budget"]), bins, confidence)) is not None}
+        if not paired:
+            continue
+        head = stats.wins_headline(list(paired.values()))
+        out[f"compute-optimal (predicted) vs {name}"] = head
+        intervals[f"vs {name}"] = {str(b): _paired_dict(c) for b, c in paired.items()}
+        if name == "best fixed":
+            sentences.append(f"Against the best fixed config (chosen on the same calibration problems) it is {head} "
+                             f"(McNemar's exact test, p < {1 - confidence:.2g}).")
     if pred and ev.get("fixed_configs"):
         b = pred[-1]["budget"]
         accs = list(ev["fixed_configs"].get(b, {}).values())
@@ -169,13 +352,35 @@ def _metrics(ev: dict[str, Any], table: Table) -> tuple[dict[str, str], dict[str
         sh = ev["shift"]
         out["held-out shift score (> 1: shifted)"] = f"{sh['score']:.2f}" + (" SHIFTED" if sh["shifted"] else "")
     try:
-        out["probe bin accuracy"] = f"{bin_accuracy(ev['confusion']):.0%}"
+        acc = bin_accuracy(ev["confusion"])
+        hits = [float(ev["predicted_bins"].get(i) == bins[i]) for i in ids]
+        iv = stats.mean_ci(hits, [bins[i] for i in ids], confidence=confidence)
+        out["probe bin accuracy"] = f"{acc:.0%} {iv.pct_range()}"
+        intervals["probe bin accuracy"] = {"estimate": acc, "ci": iv.as_list()}
     except ValueError:
         pass
+    warnings = stats.small_sample_warnings(ev["n_holdout"], table.bin_support(), efficiency)
+    paragraph = " ".join([f"These figures rest on {ev['n_holdout']} held-out problems "
+                          f"({len(table.calibration_ids)} calibration problems chose the table).", *sentences,
+                          *(["Caution: " + "; ".join(warnings) + "."] if warnings else [])])
     series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, HINDSIGHT, *BASELINES) if allc.get(s)]
-    rows = [[b, *[(_at(allc[s], b) if _at(allc[s], b) is not None else None) for s in series]]
-            for b in table.budgets]
-    return out, {"series": series, "rows": rows}
+    rows = [[b, *[_cell_text(allc[s], b, bins, confidence) for s in series]] for b in table.budgets]
+    return out, {"series": series, "rows": rows}, {"warnings": warnings, "paragraph": paragraph,
+                                                   "intervals": intervals}
+
+
+def _paired_dict(c: stats.PairedComparison) -> dict[str, Any]:
+    return {"difference": c.difference.estimate, "ci": c.difference.as_list(), "p_value": c.test.p_value,
+            "better": c.test.better, "worse": c.test.worse, "significant": c.significant}
+
+
+def _cell_text(curve: list[dict], budget: int, bins: Mapping[str, str], confidence: float) -> str | None:
+    """A held-out accuracy with its interval, "62% [41, 80]"; None where the series has no point."""
+    per = _per(curve, budget)
+    if not per:
+        acc = _at(curve, budget)
+        return None if acc is None else f"{acc:.0%}"
+    return stats.mean_ci(list(per.values()), [bins.get(i, "?") for i in per], confidence=confidence).pct()
 
 
 def _trees(sweep: SweepResult, store_dir: str | Path | None) -> dict[str, Any]:

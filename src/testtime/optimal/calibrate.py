@@ -41,6 +41,7 @@ from testtime.optimal.metrics import absolute_bins, bin_order, confusion_matrix
 from testtime.optimal.shift import Profile, Shift, check_shift, kinds_of
 from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
 from testtime.search import CoT, Majority, strategy_class
+from testtime.stats import MIN_BIN_CALIBRATION
 
 TABLE_KIND = "testtime-calibration"
 TABLE_VERSION = 1
@@ -96,6 +97,19 @@ class Table:
     min_support: int = 1
     cv: dict[str, float] = field(default_factory=dict)  # lambda -> cross-validated accuracy
     predictor_source: str = "pass@1 of the calibration problems"  # or a label-free refit (optimal.recalibrate)
+    support: dict[str, int] = field(default_factory=dict)  # bin -> calibration problems in it
+
+    def bin_support(self) -> dict[str, int]:
+        """Calibration problems per bin (tables made before ``support`` count their profile's bins)."""
+        if self.support:
+            return dict(self.support)
+        return dict(Counter(self.profile.bins)) if self.profile is not None else {}
+
+    def unreliable(self, bin_label: str) -> bool:
+        """The bin's choices rest on fewer than ``MIN_BIN_CALIBRATION`` calibration problems (none counts as
+        fewer); False when the table does not know its support."""
+        support = self.bin_support()
+        return bool(support) and support.get(bin_label, 0) < MIN_BIN_CALIBRATION
 
     def choice(self, bin_label: str, budget: int) -> Choice:
         """The best config for a bin within `budget` (the largest calibrated budget <= budget)."""
@@ -325,21 +339,25 @@ def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None 
         profile=profile_of([info[i] for i in calib], bins, recipe) if calib else None, shrinkage=shrinkage,
         min_support=min_support,
         cv={str(k): v for k, v in cv.items()},
+        support=dict(Counter(bins[i] for i in calib)),
     )
 
 
 TABLE_RULE = "table"
 ROBUST_UNCERTAIN = "robust: uncertain bin"
 ROBUST_SHIFT = "robust: shift"
+ROBUST_UNRELIABLE = "robust: unreliable bin"
 PRM_FREE = "prm-free: PRM agreement moved"
 
 
 def decide(table: Table, budget: int, pass1: dict[str, float], shift: Shift | None,
-           margin: float = 0.05) -> dict[str, tuple[Choice, str]]:
+           margin: float = 0.05, reliability: bool = True) -> dict[str, tuple[Choice, str]]:
     """Each problem's config within `budget` and the rule that chose it (see the module docstring).
 
     Fallbacks need the table's ``robust`` / ``prm_free`` rows (tables calibrated before them have none and
-    always use their bins); ``margin`` 0 turns the uncertain-bin rule off."""
+    always use their bins); ``margin`` 0 turns the uncertain-bin rule off, ``reliability`` False the
+    unreliable-bin rule (a bin calibrated on fewer than ``MIN_BIN_CALIBRATION`` problems takes the robust
+    choice)."""
     if margin < 0:
         raise ConfigError("margin", margin, "must be >= 0")
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
@@ -350,6 +368,8 @@ def decide(table: Table, budget: int, pass1: dict[str, float], shift: Shift | No
             out[pid] = (free, PRM_FREE)
         elif shift is not None and shift.shifted and robust is not None:
             out[pid] = (robust, ROBUST_SHIFT)
+        elif reliability and robust is not None and table.unreliable(bins[pid]):  # too few problems to trust
+            out[pid] = (robust, ROBUST_UNRELIABLE)
         elif robust is not None and min(abs(p - table.easy), abs(p - table.hard)) < margin:
             out[pid] = (robust, ROBUST_UNCERTAIN)
         else:
@@ -404,7 +424,9 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
         n = len(got)
         return {"accuracy": sum(c.accuracy for c, _ in got) / n,
                 "tokens": sum(c.tokens + pc[0] for c, pc in got) / n,
-                "flops": sum(c.flops + pc[1] for c, pc in got) / n}
+                "flops": sum(c.flops + pc[1] for c, pc in got) / n,
+                # per problem, so the report can bootstrap and pair (same ids across series at a budget)
+                "per_problem": {c.problem_id: c.accuracy for c, _ in got}}
 
     for b in table.budgets:
         for label in [*labels, ALL]:

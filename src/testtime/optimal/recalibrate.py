@@ -52,6 +52,26 @@ class Recalibration:
             rows.append(row)
         return rows
 
+    def heldout_intervals(self) -> dict[int, dict[str, list[float]]]:
+        """Per budget and series: the 95% bootstrap interval of the held-out accuracy (stratified by oracle
+        bin), and the warnings the sample size calls for (``testtime.stats``)."""
+        from testtime import stats
+
+        bins = self.evaluation.get("oracle_bins", {})
+        out: dict[int, dict[str, list[float]]] = {}
+        for name, pts in self.evaluation["curves"].get(ALL, {}).items():
+            for p in pts:
+                per = p.get("per_problem")
+                if per:
+                    iv = stats.mean_ci(list(per.values()), [bins.get(i, "?") for i in per])
+                    out.setdefault(p["budget"], {})[name] = iv.as_list()
+        return out
+
+    def warnings(self) -> list[str]:
+        from testtime import stats
+
+        return stats.small_sample_warnings(len(self.table.holdout_ids), self.table.bin_support())
+
 
 def recalibration_recipe(dataset: str, *, prm: str | None, n_max: int = 8, holdout: float = 0.3,
                          out: str = "runs/recalibrate", name: str | None = None, **fields: Any) -> Recipe:

@@ -16,12 +16,16 @@ The report model (accuracy is always a fraction in [0, 1]; every key is optional
       "bins": [str, ...],            # display order of the difficulty bins: ["easy", "medium", "hard"],
                                      # ["q1", ...]; "all" is an extra panel, always shown last
       "curves": {bin_or_all: {strategy_label: [
-          {"budget": int, "accuracy": float, "flops": float | None, "tokens": float | None}, ...]}},
+          {"budget": int, "accuracy": float, "flops": float | None, "tokens": float | None,
+           "ci": [low, high] | None}, ...]}},   # ci: confidence interval of the accuracy (a band on the plots)
       "reference": {bin_or_all: {"cot": float | None,
                                  "majority": [{"budget": int, "accuracy": float, "flops": float | None}]}},
       "frontier": {bin_or_all: [{"budget": int, "accuracy": float, "flops": float | None, "strategy": str}]},
       "tables": [{"title": str, "columns": [str], "rows": [[str | float | int | None]]}],
       "metrics": {name: str},        # headline figures, already formatted; shown as a definition list
+      "warnings": [str],             # claims the data cannot carry (too few problems, ...): shown boxed
+      "how_sure": str,               # a paragraph on the figures' uncertainty, shown under the headline
+      "intervals": {name: any},      # the headline intervals as data (for --json); not rendered
       "trees": {problem_id: {"question": str, "answer": str, "strategy": str, "nodes": [
           {"id": int (required), "parent": int | None, "depth": int, "step": str,
            "reward": float | None, "kept": bool, "pruned": str | None (reason), "terminal": bool,
@@ -70,12 +74,14 @@ class CurvePoint(TypedDict):
     accuracy: float
     flops: float | None
     tokens: float | None
+    ci: list[float] | None
 
 
 class RefPoint(TypedDict):
     budget: int
     accuracy: float
     flops: float | None
+    ci: list[float] | None
 
 
 class Reference(TypedDict):
@@ -88,6 +94,7 @@ class FrontierPoint(TypedDict):
     accuracy: float
     flops: float | None
     strategy: str
+    ci: list[float] | None
 
 
 class Table(TypedDict):
@@ -129,6 +136,9 @@ class ReportData(TypedDict):
     tables: list[Table]
     metrics: dict[str, str]
     trees: dict[str, Tree]
+    warnings: list[str]
+    how_sure: str
+    intervals: dict[str, Any]
 
 
 class ReportDataError(ValueError):
@@ -203,13 +213,28 @@ def _budget(v: Any, path: str) -> int:
     return b
 
 
+def _ci(v: Any, path: str, accuracy: float) -> list[float] | None:
+    if v is None:
+        return None
+    bounds = _list(v, path)
+    if len(bounds) != 2:
+        raise _fail(path, f"expected [low, high], got {len(bounds)} values")
+    low, high = (_accuracy(b, f"{path}[{i}]") for i, b in enumerate(bounds))
+    # an interval that misses its own estimate was built from other data: refuse it (float slack allowed)
+    if not low - 1e-9 <= accuracy <= high + 1e-9:
+        raise _fail(path, f"[{low}, {high}] does not contain the accuracy {accuracy}")
+    return [low, high]
+
+
 def _point(v: Any, path: str) -> CurvePoint:
     p = _mapping(v, path)
+    acc = _accuracy(p.get("accuracy"), f"{path}.accuracy")
     return CurvePoint(
         budget=_budget(p.get("budget"), f"{path}.budget"),
-        accuracy=_accuracy(p.get("accuracy"), f"{path}.accuracy"),
+        accuracy=acc,
         flops=_float_or_none(p.get("flops"), f"{path}.flops"),
         tokens=_float_or_none(p.get("tokens"), f"{path}.tokens"),
+        ci=_ci(p.get("ci"), f"{path}.ci", acc),
     )
 
 
@@ -220,7 +245,7 @@ def _curve(v: Any, path: str) -> list[CurvePoint]:
 
 def _ref_curve(v: Any, path: str) -> list[RefPoint]:
     return [
-        RefPoint(budget=p["budget"], accuracy=p["accuracy"], flops=p["flops"]) for p in _curve(v, path)
+        RefPoint(budget=p["budget"], accuracy=p["accuracy"], flops=p["flops"], ci=p["ci"]) for p in _curve(v, path)
     ]
 
 
@@ -230,7 +255,7 @@ def _frontier(v: Any, path: str) -> list[FrontierPoint]:
         pp = f"{path}[{i}]"
         c = _point(p, pp)
         pts.append(FrontierPoint(budget=c["budget"], accuracy=c["accuracy"], flops=c["flops"],
-                                 strategy=_str(_mapping(p, pp).get("strategy"), f"{pp}.strategy", "?")))
+                                 strategy=_str(_mapping(p, pp).get("strategy"), f"{pp}.strategy", "?"), ci=c["ci"]))
     return sorted(pts, key=lambda p: p["budget"])
 
 
@@ -334,6 +359,9 @@ def from_dict(d: Mapping[str, Any]) -> ReportData:
         tables=[_table(t, f"tables[{i}]") for i, t in enumerate(_list(d.get("tables"), "tables"))],
         metrics={str(k): _str(v, f"metrics[{k!r}]") for k, v in _mapping(d.get("metrics"), "metrics").items()},
         trees={str(k): _tree(v, f"trees[{k!r}]") for k, v in _mapping(d.get("trees"), "trees").items()},
+        warnings=[_str(w, f"warnings[{i}]") for i, w in enumerate(_list(d.get("warnings"), "warnings"))],
+        how_sure=_str(d.get("how_sure"), "how_sure"),
+        intervals=dict(_mapping(d.get("intervals"), "intervals")),
     )
 
 
@@ -369,12 +397,21 @@ def _xy(points: Sequence[Mapping[str, Any]], x: str) -> tuple[list[float], list[
     return [float(p[x]) for p in pts], [100.0 * p["accuracy"] for p in pts]
 
 
+def _band(points: Sequence[Mapping[str, Any]], x: str) -> tuple[list[float], list[float], list[float]]:
+    """(x, low %, high %) of the points that carry an interval, in x order."""
+    pts = sorted((p for p in points if p.get(x) is not None and p[x] > 0 and p.get("ci")), key=lambda p: p[x])
+    return [float(p[x]) for p in pts], [100.0 * p["ci"][0] for p in pts], [100.0 * p["ci"][1] for p in pts]
+
+
 def _draw_panel(ax: Axes, data: ReportData, key: str, x: str, colors: Mapping[str, Any]) -> None:
     xs_seen: set[float] = set()
     for strategy, pts in data["curves"].get(key, {}).items():
         xs, ys = _xy(pts, x)
         if xs:
             ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.5, color=colors[strategy], label=strategy)
+            bx, lo, hi = _band(pts, x)
+            if bx:  # the accuracy's confidence interval, shaded in the curve's colour
+                ax.fill_between(bx, lo, hi, color=colors[strategy], alpha=0.12, linewidth=0)
             xs_seen.update(xs)
     ref = data["reference"].get(key)
     if ref is not None:
@@ -382,6 +419,9 @@ def _draw_panel(ax: Axes, data: ReportData, key: str, x: str, colors: Mapping[st
         if xs:
             ax.plot(xs, ys, marker="s", markersize=3, linestyle=":", linewidth=1.3, color="0.45",
                     label="majority vote (reference)")
+            bx, lo, hi = _band(ref["majority"], x)
+            if bx:
+                ax.fill_between(bx, lo, hi, color="0.45", alpha=0.08, linewidth=0)
             xs_seen.update(xs)
     frontier = data["frontier"].get(key, [])
     fxs, fys = _xy(frontier, x)
@@ -389,6 +429,9 @@ def _draw_panel(ax: Axes, data: ReportData, key: str, x: str, colors: Mapping[st
         fpts = sorted((p for p in frontier if p.get(x) is not None and p[x] > 0), key=lambda p: p[x])
         ax.plot(fxs, fys, color="black", linewidth=4, alpha=0.25, solid_capstyle="round", zorder=1,
                 label="compute-optimal frontier")
+        bx, lo, hi = _band(frontier, x)
+        if bx:
+            ax.fill_between(bx, lo, hi, color="black", alpha=0.08, linewidth=0, zorder=0)
         ax.scatter(fxs, fys, s=60, c=[colors[p["strategy"]] for p in fpts], edgecolors="black", linewidths=1.2,
                    zorder=5)
         previous = None
@@ -551,6 +594,8 @@ td.na { color: var(--muted); text-align: center; }
 .node .step { white-space: pre-wrap; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.85rem; }
 .node .answer { color: var(--done); font-weight: 600; margin-left: 0.4rem; }
 .muted { color: var(--muted); }
+ul.warnings { background: #fff4e5; border: 1px solid #d97706; color: #7a3e00; border-radius: 6px;
+              padding: 0.5rem 1rem 0.5rem 2rem; }
 """
 
 # The viewer: data only ever reaches the DOM through textContent, never innerHTML.
@@ -707,9 +752,10 @@ def frontier_table(data: ReportData) -> Table | None:
         row: list[str | float | int | None] = [k]
         for b in budgets:
             p = by_budget.get(b)
-            row.append(None if p is None else f"{p['strategy']} ({100 * p['accuracy']:.1f}%)")
+            ci = "" if p is None or not p["ci"] else f" [{100 * p['ci'][0]:.0f}, {100 * p['ci'][1]:.0f}]"
+            row.append(None if p is None else f"{p['strategy']} ({100 * p['accuracy']:.1f}%{ci})")
         rows.append(row)
-    return Table(title="Compute-optimal strategy per bin and budget (accuracy)",
+    return Table(title="Compute-optimal strategy per bin and budget (accuracy [95% interval])",
                  columns=["bin"] + [f"N={b}" for b in budgets], rows=rows)
 
 
@@ -734,6 +780,13 @@ def render_html(data: ReportData, pngs: Sequence[tuple[Path, str, str]]) -> str:
         parts.append("<h2>Headline figures</h2>")
         parts.append('<dl class="metrics">'
                      + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in data["metrics"].items()) + "</dl>")
+    if data["how_sure"] or data["warnings"]:
+        parts.append('<h2 id="how-sure">How sure</h2>')
+        if data["how_sure"]:
+            parts.append(f'<p class="how-sure">{_e(data["how_sure"])}</p>')
+        if data["warnings"]:
+            parts.append('<ul class="warnings" role="alert">'
+                         + "".join(f"<li>{_e(w)}</li>" for w in data["warnings"]) + "</ul>")
     if pngs:
         parts.append("<h2>Scaling curves</h2>")
         parts += [_png_figure(p, alt, cap) for p, alt, cap in pngs]
@@ -782,7 +835,7 @@ def write_report(data: ReportData | Mapping[str, Any], out_dir: str | Path) -> R
         (by_budget, "accuracy vs budget per difficulty bin",
          "Accuracy vs budget N (log2), one panel per difficulty bin. Thick grey line and outlined markers: the "
          "compute-optimal frontier, each point coloured and labelled by the strategy chosen there; dashed: CoT; "
-         "dotted: majority vote."),
+         "dotted: majority vote. Shaded bands: 95% bootstrap intervals over the held-out problems."),
         (by_flops, "accuracy vs FLOPs per difficulty bin",
          "The same against inference FLOPs per problem (log10), policy plus PRM, cache-aware: prompt tokens "
          "served from the prefix cache are not counted (the cache-independent figure: report --paper)."),

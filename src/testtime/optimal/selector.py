@@ -10,8 +10,9 @@
 4. checks, from the same probe, whether the problems look like the calibration problems
    (``optimal.shift``) and decides each problem's config (``decide``): the predicted bin's calibrated
    choice, unless a safe fallback applies -- the PRM-free choice (CoT / majority) when the PRM's agreement
-   with majority voting moved, the robust choice (best mean over bins) when the problems shifted or when a
-   problem's predicted pass@1 lies within ``margin`` of a bin threshold;
+   with majority voting moved, the robust choice (best mean over bins) when the problems shifted, when the
+   predicted bin was calibrated on fewer than 10 problems (unreliable), or when a problem's predicted
+   pass@1 lies within ``margin`` of a bin threshold;
 5. runs each config within ``budget`` on its problems (one engine run per distinct config, all its
    problems batched together);
 6. reports accuracy per predicted bin, the shift check and which rule decided how many problems, with the
@@ -159,7 +160,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
             [f.prm_agrees for f in features if f.prm_agrees is not None], [p.kind for p in live],
             {k: getattr(base, k) for k in PROMPT_KEYS})
     # without fallbacks (to measure what they buy): the bins alone, the shift still reported
-    decided = decide(table, budget, pass1, shift, margin) if fallbacks else decide(table, budget, pass1, None, 0.0)
+    decided = (decide(table, budget, pass1, shift, margin) if fallbacks
+               else decide(table, budget, pass1, None, 0.0, reliability=False))
     choices = {pid: ch for pid, (ch, _rule) in decided.items()}
     rules = {pid: rule for pid, (_ch, rule) in decided.items()}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}

@@ -1,10 +1,13 @@
-"""Small pure functions for PRM evaluation: AUROC with ties, Brier score."""
+"""Small pure functions for PRM evaluation: AUROC with ties (and its interval over problems), Brier score."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
+
+from testtime import stats
 
 
 def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float | None:
@@ -18,16 +21,7 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarr
     n_neg = int(len(y) - n_pos)
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over runs of equal scores
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    ranks = rankdata(s, method="average")  # ties share their average rank: they count one half
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
@@ -60,3 +54,41 @@ def grouped_auroc(
             wins += a * w
             pairs += w
     return wins / pairs if pairs else None
+
+
+def auroc_ci(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, groups: Sequence[str], *,
+             within_group: bool = False, confidence: float = stats.DEFAULT_CONFIDENCE,
+             seed: int = 0) -> stats.Interval | None:
+    """AUROC (or, ``within_group``, the grouped AUROC) with a bootstrap interval over groups (problems).
+
+    A problem's steps are correlated (one solution's steps share its prefix), so problems, not steps, are
+    resampled; a resample where a class is absent counts as chance (0.5). None when the AUROC is undefined."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    names = list(dict.fromkeys(groups))
+    rows: dict[str, list[int]] = {g: [] for g in names}
+    for i, g in enumerate(groups):
+        rows[g].append(i)
+    members = [np.asarray(rows[g]) for g in names]
+    if within_group:
+        # the grouped AUROC is a pair-weighted mean of per-group AUROCs: compute those once, resample them
+        per = [auroc(s[m], y[m]) for m in members]
+        a = np.array([0.0 if v is None else v for v in per])
+        w = np.array([0.0 if v is None else float(y[m].sum() * (len(m) - y[m].sum())) for v, m in zip(per, members,
+                                                                                                      strict=True)])
+        if w.sum() == 0:
+            return None
+
+        def stat(idx: np.ndarray) -> float:
+            total = w[idx].sum()
+            return float((a[idx] * w[idx]).sum() / total) if total else 0.5
+    else:
+        if auroc(s, y) is None:
+            return None
+
+        def stat(idx: np.ndarray) -> float:
+            take = np.concatenate([members[i] for i in idx])
+            v = auroc(s[take], y[take])
+            return 0.5 if v is None else v  # a resample with one class only: chance
+
+    return stats.statistic_ci(stat, len(names), confidence=confidence, seed=seed)

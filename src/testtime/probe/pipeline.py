@@ -27,7 +27,7 @@ from testtime.policy.prompts import PromptConfig
 from testtime.probe.features import CachedFeatures, FeatureExtractor, extractor_for
 from testtime.probe.head import ProbeArtifact
 from testtime.probe.labels import LabelConfig, LabeledSolution, label_problems, read_labels, write_labels
-from testtime.probe.metrics import auroc, grouped_auroc
+from testtime.probe.metrics import auroc, auroc_ci, grouped_auroc
 from testtime.probe.train import TrainConfig, TrainData, train_head
 from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel, ScoreRequest
@@ -182,7 +182,7 @@ def run_train(
 def step_auroc(labeled: Sequence[LabeledSolution], rewards: Sequence[Sequence[float]]) -> dict[str, Any]:
     """AUROC of step rewards against hard Monte-Carlo labels: every step, intermediate steps only (the
     last step's label is the outcome), within problems only (what Best-of-N needs), and per level."""
-    every_s, every_y, every_g, mid_s, mid_y = [], [], [], [], []
+    every_s, every_y, every_g, mid_s, mid_y, mid_g = [], [], [], [], [], []
     by_level: dict[str, tuple[list[float], list[int]]] = defaultdict(lambda: ([], []))
     for s, r in zip(labeled, rewards, strict=True):
         for k, (x, y) in enumerate(zip(r, s.hard, strict=True)):
@@ -194,11 +194,19 @@ def step_auroc(labeled: Sequence[LabeledSolution], rewards: Sequence[Sequence[fl
             if k < len(s.steps) - 1:
                 mid_s.append(x)
                 mid_y.append(y)
+                mid_g.append(s.problem_id)
+
+    def ci(sc: list[float], ys: list[int], gs: list[str], within: bool = False) -> list[float] | None:
+        iv = auroc_ci(sc, ys, gs, within_group=within) if ys else None  # bootstrap over problems, 95%
+        return None if iv is None else iv.as_list()
+
     return {
         "auroc": auroc(every_s, every_y), "auroc_intermediate": auroc(mid_s, mid_y),
         "auroc_within_problem": grouped_auroc(every_s, every_y, every_g),
         "steps": len(every_y), "positive_rate": float(np.mean(every_y)) if every_y else None,
         "auroc_by_level": {k: auroc(v[0], v[1]) for k, v in sorted(by_level.items())},
+        "auroc_ci": ci(every_s, every_y, every_g), "auroc_intermediate_ci": ci(mid_s, mid_y, mid_g),
+        "auroc_within_problem_ci": ci(every_s, every_y, every_g, within=True),
     }
 
 
@@ -294,9 +302,29 @@ class PrmEvaluation:
             "bon_by_level": {str(k): v["accuracy"] for k, v in self.bon.by_level().items()},
             "majority_by_level": {str(k): v["accuracy"] for k, v in self.majority.by_level().items()},
             "bon_selections": bon_s.get("selections") or {},
+            **_bon_vs_majority(self.bon, self.majority),
             "oracle_upper_bound": self.oracle_upper_bound,
             "wall_s": self.wall_s,
         }
+
+
+def _bon_vs_majority(bon: RunResult, majority: RunResult) -> dict[str, Any]:
+    """Accuracy intervals of both runs (bootstrap over problems, stratified by level) and their paired
+    comparison on the same problems (difference interval, McNemar's exact test)."""
+    from testtime import stats
+
+    ids = [r.problem.id for r in bon.results]
+    maj = {r.problem.id: float(bool(r.trace.correct)) for r in majority.results}
+    if not ids or set(ids) != set(maj):
+        return {}
+    b = [float(bool(r.trace.correct)) for r in bon.results]
+    m = [maj[i] for i in ids]
+    levels = [str(r.problem.level) for r in bon.results]
+    pc = stats.compare_paired(b, m, levels)
+    return {"bon_ci": stats.mean_ci(b, levels).as_list(), "majority_ci": stats.mean_ci(m, levels).as_list(),
+            "bon_minus_majority": {"difference": pc.difference.estimate, "ci": pc.difference.as_list(),
+                                   "p_value": pc.test.p_value, "better": pc.test.better, "worse": pc.test.worse,
+                                   "significant": pc.significant}}
 
 
 def evaluate_prm(
