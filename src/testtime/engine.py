@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from testtime.datasets import DatasetError, FewshotSet, load_dataset, load_fewshot_file
 from testtime.errors import ConfigError, ProblemFailure, one_line
+from testtime.extraction import DEFAULT_EXTRACTION, check_extraction
 from testtime.grading import grade_many
 from testtime.policy.base import Policy
 from testtime.policy.prompts import PromptConfig
@@ -69,6 +70,9 @@ class RunConfig:
     max_depth: int = 40  # tree searches: steps per path at most
     step_max_tokens: int = 256  # tree searches: a step longer than this is truncated and dropped
     rank_by: str = "last"  # tree searches: aggregation of path rewards that ranks nodes
+    # how a final answer is read from an output (extraction.EXTRACTIONS): it changes grading and voting,
+    # not the generations, so runs differing only here replay the same samples from the store
+    extraction: str = DEFAULT_EXTRACTION
 
     def __post_init__(self) -> None:
         cls = strategy_class(self.strategy)
@@ -84,6 +88,7 @@ class RunConfig:
             raise ConfigError("fewshot", self.fewshot, "must be >= 0")
         if self.batch_sequences < 1:
             raise ConfigError("batch_sequences", self.batch_sequences, "must be >= 1")
+        check_extraction(self.extraction)
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:
@@ -335,6 +340,7 @@ def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None,
         temperature=config.temperature,
         seed=config.seed,
         scorer=CachedScorer(scorer, store) if scorer is not None else None,
+        extraction=config.extraction,
     )
     for start in range(0, len(problems), per_call):
         yield solve(strategy, ctx, problems[start : start + per_call])

@@ -565,17 +565,24 @@ def grade(problem: Problem, text: str, timeout_s: float = 5.0, fallback_last_num
     return pred, is_equivalent(pred, problem.answer, problem.kind, timeout_s)
 
 
-def grade_outputs(items: Iterable[tuple[str, str, str]], policy: str,
-                  timeout_s: float = 5.0) -> list[tuple[str | None, bool]]:
-    """(whole model output, reference, kind) -> (extracted answer, verdict): the extraction and grading a run
-    does, batched (one extraction round trip, one grading round trip per kind)."""
+def grade_answers(items: Iterable[tuple[str | None, str, str]], timeout_s: float = 5.0) -> list[bool]:
+    """``grade_many`` over (pred, ref, kind) triples of mixed kinds: one batch per kind."""
     items = list(items)
-    preds = extract_answers([t for t, _, _ in items], policy, timeout_s)
     verdicts: list[bool] = [False] * len(items)
     for kind in dict.fromkeys(k for _, _, k in items):
         idx = [i for i, (_, _, k) in enumerate(items) if k == kind]
-        for i, ok in zip(idx, grade_many([(preds[i], items[i][1]) for i in idx], kind, timeout_s), strict=True):
+        for i, ok in zip(idx, grade_many([items[i][:2] for i in idx], kind, timeout_s), strict=True):
             verdicts[i] = ok
+    return verdicts
+
+
+def grade_outputs(items: Iterable[tuple[str, str, str]], policy: str,
+                  timeout_s: float = 5.0) -> list[tuple[str | None, bool]]:
+    """(whole model output, reference, kind) -> (extracted answer, verdict): the extraction and grading a run
+    does, batched (one extraction round trip, one grading batch per kind)."""
+    items = list(items)
+    preds = extract_answers([t for t, _, _ in items], policy, timeout_s)
+    verdicts = grade_answers(((p, r, k) for p, (_, r, k) in zip(preds, items, strict=True)), timeout_s)
     return list(zip(preds, verdicts, strict=True))
 
 
@@ -598,6 +605,7 @@ __all__ = [
     "extract_answer",
     "extract_answers",
     "grade",
+    "grade_answers",
     "grade_outputs",
     "grade_many",
     "integers_equal",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from testtime.engine import RunConfig
 from testtime.errors import ConfigError
+from testtime.extraction import DEFAULT_EXTRACTION, check_extraction
 from testtime.search.base import Strategy, options_from
 from testtime.search.registry import strategy_class
 
@@ -108,6 +109,7 @@ class Recipe(BaseModel):
     fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
     max_depth: int = 40
     step_max_tokens: int = 256  # tree searches: a longer step is truncated and dropped
+    extraction: str = DEFAULT_EXTRACTION  # how final answers are read: strict | fallback (extraction.EXTRACTIONS)
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")
@@ -123,6 +125,14 @@ class Recipe(BaseModel):
         if v is not None:
             load_fewshot_file(v)  # a DatasetError (a ValueError) names the file, the line and the field
         return v
+
+    @field_validator("extraction")
+    @classmethod
+    def _extraction(cls, v: str) -> str:
+        try:
+            return check_extraction(v)
+        except ConfigError as e:
+            raise ValueError(f"{v}: {e.message}") from None
 
     @field_validator("backend")
     @classmethod
@@ -161,7 +171,7 @@ class Recipe(BaseModel):
             fewshot=self.fewshot, system=self.system, instruction=self.instruction, fewshot_file=self.fewshot_file,
             prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
-            batch_sequences=max(64, 4 * n),
+            extraction=self.extraction, batch_sequences=max(64, 4 * n),
         )
 
 
