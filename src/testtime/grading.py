@@ -364,6 +364,7 @@ _stats = {"starts": 0, "kills": 0, "timeouts": 0, "calls": 0, "pairs": 0, "cache
 _cache: dict[tuple[str, str], bool] = {}
 _extract_cache: dict[str, str | None] = {}
 _CACHE_MAX = 200_000
+_EXTRACT_CACHE_MAX = 20_000  # keyed by whole outputs (kilobytes each), so fewer
 
 
 def _get_worker() -> _Worker:
@@ -416,17 +417,18 @@ def _inner_budget(timeout_s: float) -> float:
 def _math_verify_many(pairs: Sequence[tuple[str, str]], timeout_s: float) -> list[bool]:
     """(gold, pred) pairs through the worker: one request, results streamed back one per pair,
     each awaited at most ``timeout_s`` (so n pairs take at most ~n x timeout_s)."""
-    return _ask_worker("verify", pairs, timeout_s, _cache, False)
+    return _ask_worker("verify", pairs, timeout_s, _cache, False, _CACHE_MAX)
 
 
 def math_verify_extract_many(texts: Sequence[str], timeout_s: float = 5.0) -> list[str | None]:
     """math-verify's extraction of each text's final answer-bearing expression, as written (a substring
     of the text, or several joined with ", "); None where it finds none or takes over ``timeout_s``.
     One round trip for all texts; what ``extraction``'s ``fallback`` policy calls."""
-    return _ask_worker("extract", list(texts), timeout_s, _extract_cache, None)
+    return _ask_worker("extract", list(texts), timeout_s, _extract_cache, None, _EXTRACT_CACHE_MAX)
 
 
-def _ask_worker(op: str, items: Sequence[Any], timeout_s: float, cache: dict[Any, Any], failed: Any) -> list[Any]:
+def _ask_worker(op: str, items: Sequence[Any], timeout_s: float, cache: dict[Any, Any], failed: Any,
+                cache_max: int) -> list[Any]:
     """``op`` over ``items`` in the worker, cached answers first; an item that times out gets ``failed``."""
     results: list[Any] = [failed] * len(items)
     todo: list[int] = []
@@ -443,7 +445,7 @@ def _ask_worker(op: str, items: Sequence[Any], timeout_s: float, cache: dict[Any
             batch = [items[i] for i in todo]
             try:
                 worker.conn.send((op, batch, _inner_budget(timeout_s)))
-                done = _collect(worker, items, todo, results, timeout_s, cache)
+                done = _collect(worker, items, todo, results, timeout_s, cache, cache_max)
             except BaseException:
                 # Ctrl-C or a bug mid-batch: the worker still owes answers that the next call would
                 # misread as its own, so it must go.
@@ -461,7 +463,7 @@ def _describe(item: Any) -> str:
 
 
 def _collect(worker: _Worker, items: Sequence[Any], todo: list[int], results: list[Any], timeout_s: float,
-             cache: dict[Any, Any]) -> int:
+             cache: dict[Any, Any], cache_max: int = _CACHE_MAX) -> int:
     """Read the answers for ``todo`` in order; returns how many items are settled (a timeout settles
     the item it hit as failed and kills the worker; the caller resends the rest)."""
     done = 0
@@ -485,7 +487,7 @@ def _collect(worker: _Worker, items: Sequence[Any], todo: list[int], results: li
             log.warning("math-verify check exceeded its %.2fs budget; counting %s as failed",
                         _inner_budget(timeout_s), _describe(items[i]))
         else:  # only settled answers are cached: a timeout might pass on a quieter machine
-            if len(cache) >= _CACHE_MAX:
+            if len(cache) >= cache_max:
                 cache.clear()
             cache[items[i]] = out
         done = j + 1
