@@ -178,3 +178,11 @@ def test_grade_command_reads_whole_outputs(tmp_path) -> None:
     f.write_text(json.dumps({"text": "x", "pred": "1", "ref": "1"}) + "\n", encoding="utf-8")
     both = runner.invoke(app, ["grade", "--pairs", str(f)])
     assert both.exit_code == 2 and f"{f}:1:" in both.stderr and "'text'" in both.stderr
+
+
+@pytest.mark.parametrize("command", [["run"], ["demo"], ["sweep"]])
+def test_bad_extraction_is_one_line_naming_the_option(command: list[str]) -> None:
+    res = CliRunner().invoke(app, [*command, "--extraction", "loose"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "extraction" in lines[0] and "loose" in lines[0]
