@@ -351,7 +351,7 @@ def grade(
     # whole outputs: the run's extraction, in one batch; a pred is an answer (a solution in it is reduced to
     # its marked final answer)
     texts = [i for i, r in enumerate(rows) if r[4]]
-    answers: list[str | None] = [marked_answer(r[1]) or r[1] for r in rows]
+    answers: list[str | None] = [None if r[4] else marked_answer(r[1]) or r[1] for r in rows]
     for i, a in zip(texts, extract_answers([rows[i][1] for i in texts], extraction), strict=True):
         answers[i] = a
     verdicts = grade_answers([(a, r[2], r[3]) for a, r in zip(answers, rows, strict=True)])
