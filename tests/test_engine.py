@@ -46,7 +46,10 @@ def scripted(problems, **kw) -> ScriptedPolicy:
 
 
 def config(tmp_path, **kw) -> engine.RunConfig:
-    base = dict(dataset="arith", strategy="majority", n=4, limit=6, out=str(tmp_path / "runs"), max_tokens=64)
+    # strict: the fake's unmarked samples ("Step 2: I am not sure", tagged "(sample 12)") would give the fallback
+    # policy a number to read; these tests are about the engine, test_extraction_corpus about the policies
+    base = dict(dataset="arith", strategy="majority", n=4, limit=6, out=str(tmp_path / "runs"), max_tokens=64,
+                extraction="strict")
     return engine.RunConfig(**{**base, **kw})
 
 

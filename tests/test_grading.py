@@ -54,7 +54,7 @@ def _gone(pid: int) -> bool:
         (r"\boxed{\left\{ x+1 \right.}", r"\left\{ x+1 \right."),  # an unpaired \{ either
         (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"),
         (r"\boxed{3} and then a truncated \boxed{\frac{1}{", "3"),
-        (r"The answer is $\boxed{10}$. Later the answer is 11", "10"),  # boxed beats "answer is"
+        (r"The answer is $\boxed{10}$. Later the answer is 11", "11"),  # the last statement wins, whatever its form
         ("The answer is 42.", "42"),
         ("the answer is 3.5.", "3.5"),
         ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", r"\frac{3}{4}"),
@@ -62,7 +62,7 @@ def _gone(pid: int) -> bool:
         ("The final answer is: **12**", "12"),
         ("answer: 5\nmore text\nThe answer is 6", "6"),  # the last one wins
         ("Answer:\n\n$$x^2+1$$", "x^2+1"),
-        ("Natalia sold 48 clips.\n#### 1,234", "1234"),
+        ("Natalia sold 48 clips.\n#### 1,234", "1,234"),  # as written: grading reads the separator
         ("so #### 5 and then #### 72", "72"),
         ("I think it is 5, or maybe 7.", None),
         ("", None),
@@ -76,7 +76,7 @@ def test_extract_last_number_is_opt_in() -> None:
     text = "She pays 1,250 dollars, then 7 more."
     assert extract_answer(text) is None
     assert extract_answer(text, fallback_last_number=True) == "7"
-    assert extract_answer("It costs 1,250 dollars.", fallback_last_number=True) == "1250"
+    assert extract_answer("It costs 1,250 dollars.", fallback_last_number=True) == "1,250"
 
 
 def test_reference_answer() -> None:
@@ -226,7 +226,7 @@ def test_grade() -> None:
     assert grade(p, r"So \boxed{\frac{2}{3}}") == (r"\frac{2}{3}", False)
     assert grade(p, "I give up.") == (None, False)
     g = Problem("g1", "How much?", "1234", kind="gsm8k")
-    assert grade(g, "Total is 1,000 + 234.\n#### 1,234") == ("1234", True)
+    assert grade(g, "Total is 1,000 + 234.\n#### 1,234") == ("1,234", True)
     assert grade(g, "The answer is $1,235.") == ("1,235", False)
     a = Problem("a1", "Find it.", "25", kind="aime")
     assert grade(a, r"\boxed{025}") == ("025", True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from testtime.datasets import DatasetError, FewshotSet, load_dataset, load_fewshot_file
 from testtime.errors import ConfigError, ProblemFailure, one_line
+from testtime.extraction import DEFAULT_EXTRACTION, check_extraction
 from testtime.grading import grade_many
 from testtime.policy.base import Policy
 from testtime.policy.prompts import PromptConfig
@@ -77,6 +78,9 @@ class RunConfig:
     terminate_on: str = "answer"  # tree searches: a path also ends at a stated answer | only at a \boxed step
     beam_finish: str = "sal"  # beam: which finished paths count (sal | authors: search.beam)
     answer_grouping: str = "math"  # how answers form vote groups: math | string (search.selection.GROUPINGS)
+    # how a final answer is read from an output (extraction.EXTRACTIONS): it changes grading and voting,
+    # not the generations, so runs differing only here replay the same samples from the store
+    extraction: str = DEFAULT_EXTRACTION
 
     def __post_init__(self) -> None:
         cls = strategy_class(self.strategy)
@@ -103,6 +107,7 @@ class RunConfig:
         for name, valid in (("terminate_on", TERMINATE_ON), ("beam_finish", BEAM_FINISH)):
             if getattr(self, name) not in valid:
                 raise ConfigError(name, getattr(self, name), f"unknown (valid: {', '.join(valid)})")
+        check_extraction(self.extraction)
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:
@@ -362,6 +367,7 @@ def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None,
         seed=config.seed,
         scorer=CachedScorer(scorer, store) if scorer is not None else None,
         answer_grouping=config.answer_grouping,
+        extraction=config.extraction,
     )
     for start in range(0, len(problems), per_call):
         yield solve(strategy, ctx, problems[start : start + per_call])

@@ -2,7 +2,9 @@
 
 Layers, cheapest first:
 
-* ``extract_answer``: the final answer a model wrote (last ``\\boxed{}``, "The answer is X", ``#### X``).
+* ``extract_answer`` (``testtime.extraction``, re-exported here): the final answer a model wrote, read
+  from its marked statements, and under the ``fallback`` policy by math-verify's extraction (in the
+  worker below) when it marks none.
 * A normalized-string fast path and a pure-Python numeric comparator (``fractions.Fraction``, never
   sympy), run in-process. They settle the number kinds (aime, gsm8k, arith, number) alone, and most
   "math" pairs (identical strings, plain numbers) never reach sympy.
@@ -67,157 +69,6 @@ KINDS = MATH_KINDS | INTEGER_KINDS | NUMBER_KINDS | NUMBER_THEN_MATH_KINDS
 # numeric fast path never says True where math-verify would say False: 0.333333 == 1/3, 0.33 != 1/3,
 # and large integers must match exactly (a relative tolerance would make 123456789 == 123456790).
 NUMERIC_ABS_TOL = Fraction(1, 10**6)
-
-# ---------------------------------------------------------------------------------------------
-# Extraction
-# ---------------------------------------------------------------------------------------------
-
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_ANSWER_IS_RE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:\*\*)?\s*(?:is\s*:?|:)\s*(?:\*\*)?",
-    re.IGNORECASE,
-)
-_GSM8K_RE = re.compile(r"####\s*((?:(?!####)[^\n])*)")
-_THOUSANDS_RE = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d,])")
-_LAST_NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
-
-
-def _balanced_group(text: str, start: int) -> int | None:
-    """Index just past the ``}`` closing the ``{`` at ``start``; None when it is never closed.
-
-    A backslash escapes the next character, so ``\\{`` / ``\\}`` (set braces) do not count, while
-    ``\\\\}`` (a line break, then a real brace) does.
-    """
-    depth = 0
-    i = start
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last complete ``\\boxed{...}`` / ``\\fbox{...}`` (``\\boxed 5`` too)."""
-    found: str | None = None
-    for m in _BOXED_RE.finditer(text):
-        i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            end = _balanced_group(text, i)
-            if end is None:  # truncated generation: keep the last box that was closed
-                continue
-            found = text[i + 1 : end - 1]
-        elif m.end() < len(text) and text[m.end()] == " ":
-            # "\boxed 5": the argument is the next token.
-            tok = re.match(r"[^\s$]+", text[i:])
-            if tok:
-                found = tok.group(0)
-    return None if found is None else _clean_answer(found)
-
-
-def _clean_answer(s: str) -> str:
-    """Strip an answer's wrapping: whitespace, ``$``, ``**``, ``\\(..\\)``, a final '.'."""
-    prev = None
-    while prev != s:
-        prev = s
-        s = s.strip()
-        # Markdown bold, also when the regex already ate the opening "**" ("is: **12**").
-        s = s.removeprefix("**").removesuffix("**")
-        if s.startswith("\\(") and s.endswith("\\)") or s.startswith("\\[") and s.endswith("\\]"):
-            s = s[2:-2]
-        if s.startswith("$") and s.endswith("$") and len(s) >= 2:
-            s = s.strip("$")
-        elif s.count("$") == 1 and s.startswith("$"):  # "is $1,235.": currency, or a lost delimiter
-            s = s[1:]
-        if s.endswith(".") and not s.endswith(("..", "\\right.")):  # `\right.` is a delimiter
-            s = s[:-1]
-    return s
-
-
-def _answer_span(rest: str) -> str:
-    """The answer right after 'The answer is': a ``$..$`` span, or the sentence up to '. ' / newline."""
-    rest = rest.lstrip()
-    for open_, close in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if rest.startswith(open_):
-            end = rest.find(close, len(open_))
-            if end != -1:
-                return _clean_answer(rest[len(open_) : end])
-            break
-    line = rest.split("\n", 1)[0]
-    # A period followed by a space/end closes the sentence ("$5$. I hope it is correct."); a period
-    # between digits (3.5) does not.
-    m = re.search(r"\.(?:\s|$)", line)
-    if m:
-        line = line[: m.start()]
-    return _clean_answer(line)
-
-
-def _clean_number_text(s: str) -> str:
-    """Remove thousands separators and a currency sign: '$1,234' -> '1234' (GSM8K style)."""
-    s = _clean_answer(s).replace("\\$", "").lstrip("$").strip()
-    return _THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), s)
-
-
-def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
-    """The final answer a model wrote, or None.
-
-    Priority: the last complete ``\\boxed{}``/``\\fbox{}``; else the last "The (final) answer is X" /
-    "Answer: X"; else the last GSM8K ``#### X``; else (only with ``fallback_last_number``) the
-    last number in the text. No guessing by default: a solution without a marked answer is wrong.
-    """
-    if not text:
-        return None
-    boxed = last_boxed(text)
-    if boxed:
-        return boxed
-    for m in reversed(list(_ANSWER_IS_RE.finditer(text))):
-        ans = _answer_span(text[m.end() :])
-        if ans:
-            return ans
-    hashes = _GSM8K_RE.findall(text)
-    for raw in reversed(hashes):
-        ans = _clean_number_text(raw)
-        if ans:
-            return ans
-    if fallback_last_number:
-        nums = _LAST_NUMBER_RE.findall(text)
-        if nums:
-            return nums[-1].replace(",", "")
-    return None
-
-
-def reference_answer(problem_or_raw: Problem | str, kind: str | None = None) -> str:
-    """The clean reference answer from a dataset's raw answer field.
-
-    gsm8k: the worked solution's final line ``#### 1,234`` -> ``1234``. math: a full MATH solution
-    (it contains ``\\boxed``) -> the boxed content; an already-clean answer is returned stripped.
-    Given a Problem, its ``answer`` and (unless ``kind`` is passed) its ``kind`` are used.
-    """
-    if isinstance(problem_or_raw, str):
-        raw, kind = problem_or_raw, kind or "math"
-    else:
-        raw, kind = problem_or_raw.answer, kind or problem_or_raw.kind
-    if kind == "gsm8k" or "####" in raw:
-        hashes = _GSM8K_RE.findall(raw)
-        if hashes:
-            return _clean_number_text(hashes[-1])
-    if "\\boxed" in raw or "\\fbox" in raw:
-        boxed = last_boxed(raw)
-        if boxed is not None:
-            return boxed
-    return raw.strip()
-
 
 # ---------------------------------------------------------------------------------------------
 # Pure-Python comparators (no sympy, microseconds, safe in any thread)
@@ -355,12 +206,35 @@ def _wrap_latex(s: str) -> str:
     return "$" + s.strip().strip("$").strip() + "$"
 
 
+def _raw_span(text: str, match: re.Match[str]) -> str:
+    """The text a math-verify extraction regex matched, as written (not math-verify's normalized
+    LaTeX): each LaTeX group's span, several joined with ", "; for a plain number or expression, the
+    span from its first to its last group (``1,234.5``, ``50%``)."""
+    spans = [(name, match.span(name)) for name, val in match.groupdict().items() if val]
+    latex = [text[a:b].strip() for name, (a, b) in spans if "_latex" in name]
+    if latex:
+        return ", ".join(s for s in latex if s)
+    plain = [(a, b) for name, (a, b) in spans if name.rstrip("0123456789") in ("expr", "integer", "decimal", "percent")]
+    if not plain:
+        return text[match.start() : match.end()].strip()
+    return text[min(a for a, _ in plain) : max(b for _, b in plain)].strip()
+
+
 def _worker_main(fd: int) -> None:  # pragma: no cover - runs in the worker process
-    """Worker loop: ("verify", [(gold, pred), ...], budget_s) -> one (i, ok, timed_out) per pair."""
+    """Worker loop: ("verify", [(gold, pred), ...], budget_s) -> one (i, ok, timed_out) per pair;
+    ("extract", [text, ...], budget_s) -> one (i, answer or None, timed_out) per text."""
     logging.disable(logging.CRITICAL)  # math-verify warns on every timeout; the parent logs instead
     conn = Connection(fd)
     t0 = time.perf_counter()
+    from itertools import groupby
+
     from math_verify import parse, verify
+    from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig, extract_match, get_extraction_regexes
+
+    # math-verify's default targets for a prediction: LaTeX, then plain numbers and expressions.
+    patterns = sorted(((rx, target, prio) for rxs, target in get_extraction_regexes(
+        (LatexExtractionConfig(), ExprExtractionConfig())) for rx, prio in rxs), key=lambda x: x[2])
+    by_priority = [list(g) for _, g in groupby(patterns, key=lambda x: x[2])]
 
     armed = False
 
@@ -371,19 +245,33 @@ def _worker_main(fd: int) -> None:  # pragma: no cover - runs in the worker proc
     signal.signal(signal.SIGALRM, on_alarm)
     conn.send(("ready", time.perf_counter() - t0))
 
-    def one(gold: str, pred: str, budget: float) -> tuple[bool, bool]:
+    def check(gold: str, pred: str) -> bool:
+        # Timeouts None: the itimer bounds the whole pair; math-verify's alarm() would reset it.
+        g = parse(_wrap_latex(gold), parsing_timeout=None)
+        p = parse(_wrap_latex(pred), parsing_timeout=None)
+        return bool(g and p and verify(g, p, timeout_seconds=None))
+
+    def extract(text: str) -> str | None:
+        # math-verify's extract_target_from_pred, step for step (priority groups, rightmost match first,
+        # the first that parses wins), keeping the match so the answer is returned as the model wrote it.
+        for group in by_priority:
+            found = sorted(((m, target) for rx, target, _ in group for m in rx.finditer(text)),
+                           key=lambda x: (x[0].end(), -x[0].start()), reverse=True)
+            for m, target in found:
+                if extract_match(m, target)[0] is not None:
+                    return _raw_span(text, m) or None
+        return None
+
+    def one(fn: Any, args: tuple, budget: float, failed: Any) -> tuple[Any, bool]:
         nonlocal armed
         armed = True
         signal.setitimer(signal.ITIMER_REAL, budget)
         try:
-            # Timeouts None: the itimer bounds the whole pair; math-verify's alarm() would reset it.
-            g = parse(_wrap_latex(gold), parsing_timeout=None)
-            p = parse(_wrap_latex(pred), parsing_timeout=None)
-            return bool(g and p and verify(g, p, timeout_seconds=None)), False
+            return fn(*args), False
         except _PairTimeout:
-            return False, True
+            return failed, True
         except Exception:
-            return False, False
+            return failed, False
         finally:
             armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -396,14 +284,15 @@ def _worker_main(fd: int) -> None:  # pragma: no cover - runs in the worker proc
         op = msg[0]
         if op == "stop":
             return
-        if op == "verify":
-            _, pairs, budget = msg
-            for i, (gold, pred) in enumerate(pairs):
+        if op in ("verify", "extract"):
+            _, items, budget = msg
+            fn, failed = (check, False) if op == "verify" else (extract, None)
+            for i, item in enumerate(items):
                 try:
-                    ok, timed_out = one(gold, pred, budget)
+                    out, timed_out = one(fn, item if op == "verify" else (item,), budget, failed)
                 except _PairTimeout:  # the alarm landed between the body and `finally`
-                    ok, timed_out = False, True
-                conn.send((i, ok, timed_out))
+                    out, timed_out = failed, True
+                conn.send((i, out, timed_out))
 
 
 _WORKER_BOOT = (
@@ -473,7 +362,9 @@ _lock = threading.RLock()
 _worker: _Worker | None = None
 _stats = {"starts": 0, "kills": 0, "timeouts": 0, "calls": 0, "pairs": 0, "cache_hits": 0}
 _cache: dict[tuple[str, str], bool] = {}
+_extract_cache: dict[str, str | None] = {}
 _CACHE_MAX = 200_000
+_EXTRACT_CACHE_MAX = 20_000  # keyed by whole outputs (kilobytes each), so fewer
 
 
 def _get_worker() -> _Worker:
@@ -513,7 +404,7 @@ def worker_stats() -> dict[str, Any]:
     with _lock:
         out: dict[str, Any] = dict(_stats)
         out["worker_pid"] = _worker.proc.pid if _worker is not None else None
-        out["cache_size"] = len(_cache)
+        out["cache_size"] = len(_cache) + len(_extract_cache)
         return out
 
 
@@ -526,23 +417,35 @@ def _inner_budget(timeout_s: float) -> float:
 def _math_verify_many(pairs: Sequence[tuple[str, str]], timeout_s: float) -> list[bool]:
     """(gold, pred) pairs through the worker: one request, results streamed back one per pair,
     each awaited at most ``timeout_s`` (so n pairs take at most ~n x timeout_s)."""
-    results: list[bool] = [False] * len(pairs)
+    return _ask_worker("verify", pairs, timeout_s, _cache, False, _CACHE_MAX)
+
+
+def math_verify_extract_many(texts: Sequence[str], timeout_s: float = 5.0) -> list[str | None]:
+    """math-verify's extraction of each text's final answer-bearing expression, as written (a substring
+    of the text, or several joined with ", "); None where it finds none or takes over ``timeout_s``.
+    One round trip for all texts; what ``extraction``'s ``fallback`` policy calls."""
+    return _ask_worker("extract", list(texts), timeout_s, _extract_cache, None, _EXTRACT_CACHE_MAX)
+
+
+def _ask_worker(op: str, items: Sequence[Any], timeout_s: float, cache: dict[Any, Any], failed: Any,
+                cache_max: int) -> list[Any]:
+    """``op`` over ``items`` in the worker, cached answers first; an item that times out gets ``failed``."""
+    results: list[Any] = [failed] * len(items)
     todo: list[int] = []
     with _lock:
-        for i, key in enumerate(pairs):
-            hit = _cache.get(key)
-            if hit is None:
-                todo.append(i)
-            else:
-                results[i] = hit
+        for i, key in enumerate(items):
+            if key in cache:
+                results[i] = cache[key]
                 _stats["cache_hits"] += 1
+            else:
+                todo.append(i)
         _stats["calls"] += 1
         while todo:
             worker = _get_worker()
-            batch = [pairs[i] for i in todo]
+            batch = [items[i] for i in todo]
             try:
-                worker.conn.send(("verify", batch, _inner_budget(timeout_s)))
-                done = _collect(worker, pairs, todo, results, timeout_s)
+                worker.conn.send((op, batch, _inner_budget(timeout_s)))
+                done = _collect(worker, items, todo, results, timeout_s, cache, cache_max)
             except BaseException:
                 # Ctrl-C or a bug mid-batch: the worker still owes answers that the next call would
                 # misread as its own, so it must go.
@@ -552,10 +455,17 @@ def _math_verify_many(pairs: Sequence[tuple[str, str]], timeout_s: float) -> lis
     return results
 
 
-def _collect(worker: _Worker, pairs: Sequence[tuple[str, str]], todo: list[int], results: list[bool],
-             timeout_s: float) -> int:
-    """Read the verdicts for ``todo`` in order; returns how many pairs are settled (a timeout settles
-    the pair it hit as False and kills the worker; the caller resends the rest)."""
+def _describe(item: Any) -> str:
+    """An item in a log line: a (gold, pred) pair as "pred vs gold", a text by its end."""
+    if isinstance(item, tuple):
+        return f"{item[1][:80]!r} vs {item[0][:80]!r}"
+    return f"extraction from ...{item[-80:]!r}"
+
+
+def _collect(worker: _Worker, items: Sequence[Any], todo: list[int], results: list[Any], timeout_s: float,
+             cache: dict[Any, Any], cache_max: int = _CACHE_MAX) -> int:
+    """Read the answers for ``todo`` in order; returns how many items are settled (a timeout settles
+    the item it hit as failed and kills the worker; the caller resends the rest)."""
     done = 0
     for j, i in enumerate(todo):
         try:
@@ -563,24 +473,23 @@ def _collect(worker: _Worker, pairs: Sequence[tuple[str, str]], todo: list[int],
         except (EOFError, OSError):
             msg = None
         if msg is None or msg[0] != j:
-            log.warning("math-verify check exceeded %.1fs (or its worker died); killing the "
-                        "worker, counting %r vs %r as wrong", timeout_s, pairs[i][1][:80],
-                        pairs[i][0][:80])
+            log.warning("math-verify check exceeded %.1fs (or its worker died); killing the worker, counting "
+                        "%s as failed", timeout_s, _describe(items[i]))
             _stats["timeouts"] += 1
             _kill_worker()
-            done = j + 1  # this pair is False; resend the rest to a fresh worker
+            done = j + 1  # this item failed; resend the rest to a fresh worker
             break
-        _, ok, timed_out = msg
-        results[i] = ok
+        _, out, timed_out = msg
+        results[i] = out
         _stats["pairs"] += 1
         if timed_out:
             _stats["timeouts"] += 1
-            log.warning("math-verify check exceeded its %.2fs budget; counting %r vs %r as "
-                        "wrong", _inner_budget(timeout_s), pairs[i][1][:80], pairs[i][0][:80])
+            log.warning("math-verify check exceeded its %.2fs budget; counting %s as failed",
+                        _inner_budget(timeout_s), _describe(items[i]))
         else:  # only settled answers are cached: a timeout might pass on a quieter machine
-            if len(_cache) >= _CACHE_MAX:
-                _cache.clear()
-            _cache[pairs[i]] = ok
+            if len(cache) >= cache_max:
+                cache.clear()
+            cache[items[i]] = out
         done = j + 1
     return done
 
@@ -650,21 +559,61 @@ def grade_many(pairs: Iterable[tuple[str | None, str]], kind: str = "math",
     return [bool(v) for v in out]
 
 
-def grade(problem: Problem, text: str, timeout_s: float = 5.0,
-          fallback_last_number: bool = False) -> tuple[str | None, bool]:
-    """Extract the final answer from ``text`` and compare it with ``problem.answer`` by ``problem.kind``."""
-    pred = extract_answer(text, fallback_last_number=fallback_last_number)
+def grade(problem: Problem, text: str, timeout_s: float = 5.0, fallback_last_number: bool = False,
+          policy: str | None = None) -> tuple[str | None, bool]:
+    """Extract the final answer from ``text`` under ``policy`` (None: ``DEFAULT_EXTRACTION``, what runs
+    use) and compare it with ``problem.answer`` by ``problem.kind``."""
+    pred = extract_answer(text, fallback_last_number, policy=policy or DEFAULT_EXTRACTION, timeout_s=timeout_s)
     return pred, is_equivalent(pred, problem.answer, problem.kind, timeout_s)
 
 
+def grade_answers(items: Iterable[tuple[str | None, str, str]], timeout_s: float = 5.0) -> list[bool]:
+    """``grade_many`` over (pred, ref, kind) triples of mixed kinds: one batch per kind."""
+    items = list(items)
+    verdicts: list[bool] = [False] * len(items)
+    for kind in dict.fromkeys(k for _, _, k in items):
+        idx = [i for i, (_, _, k) in enumerate(items) if k == kind]
+        for i, ok in zip(idx, grade_many([items[i][:2] for i in idx], kind, timeout_s), strict=True):
+            verdicts[i] = ok
+    return verdicts
+
+
+def grade_outputs(items: Iterable[tuple[str, str, str]], policy: str,
+                  timeout_s: float = 5.0) -> list[tuple[str | None, bool]]:
+    """(whole model output, reference, kind) -> (extracted answer, verdict): the extraction and grading a run
+    does, batched (one extraction round trip, one grading batch per kind)."""
+    items = list(items)
+    preds = extract_answers([t for t, _, _ in items], policy, timeout_s)
+    verdicts = grade_answers(((p, r, k) for p, (_, r, k) in zip(preds, items, strict=True)), timeout_s)
+    return list(zip(preds, verdicts, strict=True))
+
+
+# Extraction lives in testtime.extraction; its public names stay importable from here. The math-verify
+# worker loads this file alone (no testtime package), and needs none of them.
+if __name__ != "_testtime_grading_worker":
+    from testtime.extraction import (  # noqa: E402
+        DEFAULT_EXTRACTION,
+        EXTRACTIONS,
+        extract_answer,
+        extract_answers,
+        last_boxed,
+        reference_answer,
+    )
+
 __all__ = [
+    "DEFAULT_EXTRACTION",
+    "EXTRACTIONS",
     "KINDS",
     "extract_answer",
+    "extract_answers",
     "grade",
+    "grade_answers",
+    "grade_outputs",
     "grade_many",
     "integers_equal",
     "is_equivalent",
     "last_boxed",
+    "math_verify_extract_many",
     "normalize_str",
     "numbers_equal",
     "parse_number",

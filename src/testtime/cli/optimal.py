@@ -101,6 +101,8 @@ def _pct_ci(acc: float, ci: list[float] | None, digits: int = 1) -> str:
 def sweep(
     config: Annotated[Path | None, typer.Option("--config", help="recipe YAML (see recipes/)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: key=value")] = None,
+    extraction: Annotated[str | None, typer.Option(
+        help="how final answers are read: strict | fallback (default: the recipe's extraction field)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every strategy x budget of a recipe over its problems (resumable), saved as a sweep file.
@@ -111,7 +113,7 @@ def sweep(
     from testtime.optimal.sweep import n_runs, plan, run_sweep, sweep_path
 
     try:
-        recipe = load_recipe(config, set_ or [])
+        recipe = load_recipe(config, [*(set_ or []), *([f"extraction={extraction}"] if extraction else [])])
         problems = load_dataset(recipe.dataset, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
     except (ValueError, DatasetError) as e:
         fail(str(e))

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from testtime.cli.common import (
@@ -34,6 +35,11 @@ from testtime.cli.common import (
     progress_bar,
 )
 from testtime.errors import ConfigError
+from testtime.extraction import DEFAULT_EXTRACTION, EXTRACTIONS
+
+ExtractionOpt = Annotated[str, typer.Option(
+    help=f"how final answers are read: {' | '.join(EXTRACTIONS)} (strict: answer markers only; fallback: "
+         "math-verify's extraction when an output marks no answer)")]
 
 
 def accuracy_cis(result: Any, confidence: float) -> tuple[list[float], dict[str, list[float]]]:
@@ -160,6 +166,7 @@ def run(
     kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",
     level_field: Annotated[str | None, typer.Option(
         help='JSONL: difficulty level field (dotted path; default: a "level" field where a row has one)')] = None,
+    extraction: ExtractionOpt = DEFAULT_EXTRACTION,
     table: Annotated[Path | None, typer.Option(help="optimal: the calibration table (testtime calibrate)")] = None,
     budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
@@ -185,7 +192,8 @@ def run(
                   max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
                   max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
-                  answer_grouping=answer_grouping, beam_finish=beam_finish)
+                  answer_grouping=answer_grouping, beam_finish=beam_finish,
+                  extraction=extraction)
     try:
         check_confidence(ci)  # before any model runs
         options = policy_options(policy_option)
@@ -239,6 +247,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
     fewshot_file: Annotated[Path | None, typer.Option(help="JSONL of worked examples (see run)")] = None,
+    extraction: ExtractionOpt = DEFAULT_EXTRACTION,
     backend: BackendOpt = "llamacpp",
     base_url: BaseUrlOpt = None,
     policy_option: PolicyOpt = None,
@@ -253,7 +262,7 @@ def demo(
     try:
         options = policy_options(policy_option)
         few = str(fewshot_file) if fewshot_file else None
-        demo_configs(dataset, n, limit, seed, model, out, few)  # the library checks N and the rest here
+        demo_configs(dataset, n, limit, seed, model, out, few, extraction)  # the library checks N and the rest here
     except ConfigError as e:
         fail_config(e)
     problems = load_problems(dataset, limit, seed, None)
@@ -269,7 +278,7 @@ def demo(
                 progress.update(tasks[label], completed=done)
 
             result = run_demo(ex, dataset, n=n, limit=limit, seed=seed, model=model, out=out, problems=problems,
-                              on_progress=on_progress, fewshot_file=few)
+                              on_progress=on_progress, fewshot_file=few, extraction=extraction)
     finally:
         ex.close()
     print_run(result.cot, printer)
@@ -374,16 +383,26 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 def grade(
-    pairs: Annotated[Path, typer.Option(help='JSONL, each line {"pred": ..., "ref": ..., "kind": optional}')],
+    pairs: Annotated[Path, typer.Option(help='JSONL, each line {"pred": an answer, "ref": ..., "kind": optional}, '
+                                             'or {"text": a whole model output, "ref": ..., "kind": optional}')],
     kind: Annotated[str, typer.Option(help="default answer kind")] = "math",
+    extraction: ExtractionOpt = DEFAULT_EXTRACTION,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show how answers are judged: each (pred, ref) pair's verdict."""
-    from testtime.grading import KINDS, extract_answer, is_equivalent
+    """Show how answers are judged: each line's extracted answer and verdict.
 
+    A "text" line goes through exactly the extraction (--extraction) and grading a run does; a "pred" line is an
+    answer (a whole solution in it is reduced to its marked final answer first)."""
+    from testtime.extraction import check_extraction, extract_answers, marked_answer
+    from testtime.grading import KINDS, grade_answers
+
+    try:
+        check_extraction(extraction)
+    except ConfigError as e:
+        fail_config(e)
     if not pairs.is_file():
         fail(f"--pairs {pairs}: no such file")
-    rows: list[tuple[int, str, str, str]] = []
+    rows: list[tuple[int, str, str, str, bool]] = []  # line, pred or text, ref, kind, is a whole output
     with pairs.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -394,25 +413,37 @@ def grade(
                 fail(f"{pairs}:{lineno}: invalid JSON ({e.msg} at column {e.colno})")
             if not isinstance(obj, dict):
                 fail(f"{pairs}:{lineno}: expected a JSON object")
-            for key in ("pred", "ref"):
+            if "text" in obj and "pred" in obj:
+                fail(f"{pairs}:{lineno}: fields 'pred' and 'text': give one (an answer, or a whole model output)")
+            is_text = "text" in obj
+            for key in ("text" if is_text else "pred", "ref"):
                 if key not in obj:
-                    fail(f"{pairs}:{lineno}: field '{key}': missing")
-                if not isinstance(obj[key], (str, int, float)) or isinstance(obj[key], bool):
+                    fail(f"{pairs}:{lineno}: field '{key}': missing" + (
+                        " (or give 'text', a whole model output)" if key == "pred" else ""))
+                if is_text and key == "text":
+                    if not isinstance(obj[key], str):
+                        fail(f"{pairs}:{lineno}: field 'text': expected a string")
+                elif not isinstance(obj[key], (str, int, float)) or isinstance(obj[key], bool):
                     fail(f"{pairs}:{lineno}: field '{key}': expected a string or number")
             k = obj.get("kind", kind)
             if k not in KINDS:
                 fail(f"{pairs}:{lineno}: field 'kind': unknown {k!r} (expected one of {sorted(KINDS)})")
-            rows.append((lineno, str(obj["pred"]), str(obj["ref"]), k))
-    verdicts = []
-    for lineno, pred, ref, k in rows:
-        # a pred holding a whole solution is reduced to its final answer first
-        extracted = extract_answer(pred) or pred
-        ok = is_equivalent(extracted, ref, k)
-        verdicts.append({"line": lineno, "pred": extracted, "ref": ref, "kind": k, "equivalent": ok})
-        out_console(as_json).print(
-            f"{lineno}: {'[green]equivalent[/green]' if ok else '[red]different[/red]'}  "
-            f"pred={extracted!r} ref={ref!r} kind={k}", highlight=False,
-        )
+            rows.append((lineno, str(obj["text" if is_text else "pred"]), str(obj["ref"]), k, is_text))
+    # whole outputs: the run's extraction, in one batch; a pred is an answer (a solution in it is reduced to
+    # its marked final answer)
+    texts = [i for i, r in enumerate(rows) if r[4]]
+    answers: list[str | None] = [None if r[4] else marked_answer(r[1]) or r[1] for r in rows]
+    for i, a in zip(texts, extract_answers([rows[i][1] for i in texts], extraction), strict=True):
+        answers[i] = a
+    verdicts = grade_answers([(a, r[2], r[3]) for a, r in zip(answers, rows, strict=True)])
+    printer = out_console(as_json)
+    out = []
+    for (lineno, _, ref, k, is_text), answer, ok in zip(rows, answers, verdicts, strict=True):
+        out.append({"line": lineno, "pred": answer, "ref": ref, "kind": k, "equivalent": ok, "from_text": is_text})
+        shown = (f"extracted={answer!r}" if answer is not None else "extracted=None (no answer found)") \
+            if is_text else f"pred={answer!r}"
+        printer.print(f"{lineno}: {'[green]equivalent[/green]' if ok else '[red]different[/red]'}  "
+                      f"{escape(shown)} ref={escape(repr(ref))} kind={k}", highlight=False)
     if as_json:
-        print(json.dumps({"n": len(verdicts), "equivalent": sum(v["equivalent"] for v in verdicts),
-                          "verdicts": verdicts}))
+        print(json.dumps({"n": len(out), "equivalent": sum(v["equivalent"] for v in out), "extraction": extraction,
+                          "verdicts": out}))

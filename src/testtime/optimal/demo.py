@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from testtime.engine import RunConfig, RunResult
+from testtime.extraction import DEFAULT_EXTRACTION
 from testtime.optimal.metrics import powers_of_two, selection_subset_scores, subsample_curves
 from testtime.search import CoT, Majority
 from testtime.search.selection import MAJORITY, Pool
@@ -54,10 +55,10 @@ class DemoResult:
 
 def demo_configs(dataset: str = "arith", n: int = 8, limit: int | None = 30, seed: int = 0,
                  model: str | None = None, out: str | Path = "runs/demo",
-                 fewshot_file: str | None = None) -> tuple[RunConfig, RunConfig]:
+                 fewshot_file: str | None = None, extraction: str = DEFAULT_EXTRACTION) -> tuple[RunConfig, RunConfig]:
     """The two runs (CoT at N=1, majority at N=n), validated (``ConfigError`` names the field)."""
     cot = RunConfig(dataset=dataset, strategy=CoT.name, n=1, limit=limit, seed=seed, model=model, out=str(out),
-                    fewshot_file=fewshot_file)
+                    fewshot_file=fewshot_file, extraction=extraction)
     return cot, cot.with_strategy(Majority.name, n)
 
 
@@ -108,13 +109,14 @@ def run_demo(
     on_progress: Callable[[str, int, int], None] | None = None,
     plot: bool = True,
     fewshot_file: str | None = None,
+    extraction: str = DEFAULT_EXTRACTION,
 ) -> DemoResult:
     """CoT and majority@n on `executor` (``testtime.execution``; left open), the curves, and the plot
     (``OUT/accuracy_vs_n.png``). ``on_progress(run label, done, total)`` after each recorded batch."""
     from testtime.optimal.report import plot_budget_curves
 
     runs: list[RunResult] = []
-    for config in demo_configs(dataset, n, limit, seed, model, out, fewshot_file):
+    for config in demo_configs(dataset, n, limit, seed, model, out, fewshot_file, extraction):
         label = f"{config.strategy}@{config.n}"
         report = (lambda done, total, label=label: on_progress(label, done, total)) if on_progress else None
         runs.append(executor.run(config, problems, on_progress=report))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from testtime.engine import MAX_SEED, RunConfig
 from testtime.errors import ConfigError
+from testtime.extraction import DEFAULT_EXTRACTION, check_extraction
 from testtime.search.base import Strategy, options_from
 from testtime.search.registry import strategy_class
 
@@ -114,6 +115,7 @@ class Recipe(BaseModel):
     step_max_tokens: int = Field(256, ge=1)  # tree searches: a longer step is truncated and dropped
     terminate_on: str = "answer"  # tree searches: answer | boxed (search.tree.TERMINATE_ON)
     answer_grouping: str = "math"  # vote groups: math | string (search.selection.GROUPINGS)
+    extraction: str = DEFAULT_EXTRACTION  # how final answers are read: strict | fallback (extraction.EXTRACTIONS)
     out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")
@@ -149,6 +151,13 @@ class Recipe(BaseModel):
         if v not in GROUPINGS:
             raise ValueError(f"unknown {v!r} (valid: {', '.join(GROUPINGS)})")
         return v
+    @field_validator("extraction")
+    @classmethod
+    def _extraction(cls, v: str) -> str:
+        try:
+            return check_extraction(v)
+        except ConfigError as e:
+            raise ValueError(f"{v}: {e.message}") from None
 
     @field_validator("backend")
     @classmethod
@@ -188,7 +197,7 @@ class Recipe(BaseModel):
             prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
             terminate_on=self.terminate_on, beam_finish=spec.beam_finish, answer_grouping=self.answer_grouping,
-            batch_sequences=max(64, 4 * n),
+            extraction=self.extraction, batch_sequences=max(64, 4 * n),
         )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from testtime.errors import ConfigError
-from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, Strategy
 from testtime.search.sampling import majority_trace
@@ -45,6 +44,7 @@ class AdaptiveMajority(Strategy):
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         params = ctx.sampling()
         drawn: list[list[Completion]] = [[] for _ in problems]
+        answers: list[list[str | None]] = [[] for _ in problems]
         live = list(range(len(problems)))
         while live:  # one batched call per window, for every problem still voting
             requests = [
@@ -52,9 +52,12 @@ class AdaptiveMajority(Strategy):
                                   ctx.problem_seed(problems[i]), params, first_index=len(drawn[i]))
                 for i in live
             ]
-            for i, comps in zip(live, ctx.generator.generate(requests), strict=True):
+            new = ctx.generator.generate(requests)
+            window = iter(ctx.answers([c.text for comps in new for c in comps]))  # the window's answers, one batch
+            for i, comps in zip(live, new, strict=True):
                 drawn[i].extend(comps)
+                answers[i].extend(next(window) for _ in comps)
             live = [i for i, req in zip(live, requests, strict=True) if len(drawn[i]) < self.budget
-                    and not settled([extract_answer(c.text) for c in drawn[i][-req.n :]])]
-        return [majority_trace(self, p, comps, ctx, samples_used=len(comps))
-                for p, comps in zip(problems, drawn, strict=True)]
+                    and not settled(answers[i][-req.n :])]
+        return [majority_trace(self, p, comps, ans, ctx, samples_used=len(comps))
+                for p, comps, ans in zip(problems, drawn, answers, strict=True)]

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from testtime.datasets import fewshot_for
 from testtime.errors import ConfigError
+from testtime.extraction import DEFAULT_EXTRACTION, extract_answers
 from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.replay import CachedGenerator
@@ -30,6 +31,12 @@ class SearchContext:
     # The step scorer for PRM-guided strategies (a CachedScorer in runs); None for CoT / majority.
     scorer: RewardModel | None = None
     answer_grouping: str = "math"  # how answers form vote groups (selection.GROUPINGS)
+    extraction: str = DEFAULT_EXTRACTION  # how candidates' final answers are read (extraction.EXTRACTIONS)
+
+    def answers(self, texts: Sequence[str]) -> list[str | None]:
+        """The final answers of whole outputs under the run's extraction policy, in one batch; the
+        grader grades exactly these, and voting groups them."""
+        return extract_answers(texts, self.extraction)
 
     def require_scorer(self, strategy: str) -> RewardModel:
         if self.scorer is None:

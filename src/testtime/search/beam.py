@@ -119,17 +119,24 @@ class TreeSearch(Strategy):
             work = []
             for ti, kids in by_tree.items():
                 work.extend(self.choose(trees[ti], states[ti], kids, done[ti]))
-        return [self._trace(t, d, ctx, scorer) for t, d in zip(trees, done, strict=True)]
+        finals = [d or self._fallback(t) for t, d in zip(trees, done, strict=True)]
+        # A step's own answer (node.answer) only ends its path; each final path's answer is read from its
+        # whole text under the run's extraction policy, for every problem in one batch.
+        answers = iter(ctx.answers(["".join(t.steps(n)) for t, fs in zip(trees, finals, strict=True) for n in fs]))
+        return [self._trace(t, fs, [next(answers) for _ in fs], len(d), ctx, scorer)
+                for t, fs, d in zip(trees, finals, done, strict=True)]
 
-    def _trace(self, tree: Tree, done: list[Node], ctx: SearchContext, scorer: RewardModel) -> Trace:
-        finals = done or self._fallback(tree)
+    def _trace(self, tree: Tree, finals: list[Node], answers: list[str | None], finished: int, ctx: SearchContext,
+               scorer: RewardModel) -> Trace:
         for n in finals:
             n.kept = True
         cands = [tree.candidate(n) for n in finals]
+        for cand, answer in zip(cands, answers, strict=True):
+            cand.answer = answer
         compute = tree.compute(ctx.n_params, scorer.n_params)
         return scored_trace(tree.problem, self, cands, [n.path_rewards for n in finals], scorer, compute,
                             grouping=ctx.answer_grouping, tree=tree.nodes,
-                            meta={"width": self.width, "finished": len(done)})
+                            meta={"width": self.width, "finished": finished})
 
     def _fallback(self, tree: Tree) -> list[Node]:
         """Nothing finished (every path truncated or pruned): the best scored node stands in."""

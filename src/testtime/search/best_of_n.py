@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from testtime.grading import extract_answer
 from testtime.reward.base import ScoreRequest
 from testtime.search.base import ScoredOptions, SearchContext, Strategy, candidate_of, compute_of, scored_trace
 from testtime.search.sampling import sample_solutions
@@ -26,7 +25,8 @@ class BestOfN(Strategy):
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         scorer = ctx.require_scorer(self.name)
         samples = sample_solutions(problems, ctx, self.budget, ctx.temperature)
-        cands = [[candidate_of(c, extract_answer(c.text)) for c in comps] for comps in samples]
+        answers = iter(ctx.answers([c.text for comps in samples for c in comps]))  # one batch, in order
+        cands = [[candidate_of(c, next(answers)) for c in comps] for comps in samples]
         # one scoring call for every candidate of every problem in the batch
         requests = [
             ScoreRequest(p.question, tuple(s.strip() for s in cand.steps), p.answer, p.kind)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from testtime.grading import extract_answer
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of
 from testtime.search.selection import MAJORITY, Pool, answer_groups, group_index
@@ -30,8 +29,9 @@ class CoT(Strategy):
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         traces = []
-        for problem, comps in zip(problems, sample_solutions(problems, ctx, 1, 0.0), strict=True):
-            answer = extract_answer(comps[0].text)
+        samples = sample_solutions(problems, ctx, 1, 0.0)
+        answers = ctx.answers([comps[0].text for comps in samples])
+        for problem, comps, answer in zip(problems, samples, answers, strict=True):
             traces.append(
                 Trace(problem.id, self.name, 1, [candidate_of(comps[0], answer)], answer,
                       compute=compute_of(comps, ctx.n_params))
@@ -49,13 +49,18 @@ class Majority(Strategy):
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         samples = sample_solutions(problems, ctx, self.budget, ctx.temperature)
-        return [majority_trace(self, p, comps, ctx) for p, comps in zip(problems, samples, strict=True)]
+        answers = ctx.answers([c.text for comps in samples for c in comps])  # one batch for every problem
+        out, pos = [], 0
+        for p, comps in zip(problems, samples, strict=True):
+            out.append(majority_trace(self, p, comps, answers[pos : pos + len(comps)], ctx))
+            pos += len(comps)
+        return out
 
 
-def majority_trace(strategy: Strategy, problem: Problem, comps: list[Completion], ctx: SearchContext,
-                   **meta: object) -> Trace:
-    """A voting strategy's trace: answers grouped once (``ctx.answer_grouping``), the largest group's answer."""
-    answers = [extract_answer(c.text) for c in comps]
+def majority_trace(strategy: Strategy, problem: Problem, comps: list[Completion], answers: list[str | None],
+                   ctx: SearchContext, **meta: object) -> Trace:
+    """A voting strategy's trace: the completions' answers (``ctx.answers``, the run's extraction policy)
+    grouped once (``ctx.answer_grouping``), the largest group's answer."""
     groups = answer_groups(answers, problem.kind, ctx.answer_grouping)
     pool = Pool.of(group_index(groups, len(answers)))
     chosen = pool.choose(MAJORITY)
