@@ -203,7 +203,8 @@ def test_answer_grouping_reaches_the_traces_and_the_run_identity(tmp_path):
 
     policy = ScriptedPolicy({"question a": ["4", None, None, "4.0", None]})
     problems = [engine.Problem("a", "question a", "4", kind="number")]
-    base = dict(dataset="arith", strategy="majority", n=5, out=str(tmp_path), fewshot=0)
+    # strict: the scripted samples without an answer hold step numbers that the fallback would read
+    base = dict(dataset="arith", strategy="majority", n=5, out=str(tmp_path), fewshot=0, extraction="strict")
     ours = engine.run(engine.RunConfig(**base), policy, problems)
     authors = engine.run(engine.RunConfig(**base, answer_grouping="string"), policy, problems)
     assert ours.results[0].trace.answer == "4" and ours.summary()["accuracy"] == 1.0
