@@ -87,6 +87,9 @@ def plan_request(req: ChatRequest | CompletionRequest, cfg: ServeConfig, nonce: 
     temperature = cfg.temperature if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
     prm = (tts.prm if tts and tts.prm else None) or cfg.prm
+    if prm != cfg.prm and prm not in cfg.allowed_prms:
+        allowed = ", ".join((cfg.prm, *cfg.allowed_prms))
+        raise PlanError("tts.prm", f"this server scores with {allowed} only (not {prm!r})")
     m = (tts.m if tts and tts.m else None) or cfg.m
     if isinstance(req, ChatRequest):
         messages = [{"role": "system" if m_.role == "developer" else m_.role, "content": m_.text()}

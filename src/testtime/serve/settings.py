@@ -32,6 +32,8 @@ class ServeConfig:
     budget: int = 4  # a request's budget N unless reasoning_effort or tts.budget says otherwise
     efforts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORTS))
     prm: str = "arith-check"  # the step scorer of PRM-guided strategies (and of auto)
+    # other scorer specs a request may name in tts.prm (a client never makes the server load anything else)
+    allowed_prms: tuple[str, ...] = ()
     table: str | None = None  # a calibrated table for auto (None: the one shipped for the embedded default)
     m: int = 4  # tree searches: beam width
     max_tokens: int = 384  # per solution, when a request does not say
@@ -50,6 +52,8 @@ class ServeConfig:
     retry_after_s: int = 1
 
     def __post_init__(self) -> None:
+        if not self.prm.strip():
+            raise ConfigError("prm", self.prm, "must not be empty")
         if not 0 <= self.port <= 65535:
             raise ConfigError("port", self.port, "must be in [0, 65535]")
         if self.api_key is not None and not self.api_key.strip():
