@@ -280,14 +280,22 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
                     ) -> list[Answer]:
         """The answers, watching for the client going away and for the deadline."""
         loop = asyncio.get_running_loop()
-        pending = set(futures)
-        while pending:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise Timeout(f"no answer within this server's deadline of {cfg.deadline_s:g} s")
-            _done, pending = await asyncio.wait(pending, timeout=min(0.5, left))
-            if pending and await request.is_disconnected():
-                raise Cancelled("the client went away")
+        pending: set[asyncio.Future] = set(futures)
+        # the request's body is read: the next message from the server is the client leaving
+        watcher = asyncio.ensure_future(request.receive())
+        try:
+            while pending:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise Timeout(f"no answer within this server's deadline of {cfg.deadline_s:g} s")
+                done, _ = await asyncio.wait(pending | {watcher}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if watcher in done:
+                    if watcher.result().get("type") == "http.disconnect":
+                        raise Cancelled("the client went away")
+                    watcher = asyncio.ensure_future(request.receive())
+                pending -= done
+        finally:
+            watcher.cancel()
         return [f.result() for f in futures]
 
     async def _stream(plan: Plan, jobs: list[Job], futures: list[asyncio.Future], progress: asyncio.Queue,
