@@ -445,3 +445,24 @@ def test_store_folder_is_created(tmp_path):
         assert c.post("/v1/chat/completions", json=chat()).status_code == 200
     assert (tmp_path / "deep" / "er" / "store").is_dir()
     shutil.rmtree(tmp_path / "deep")
+
+
+def test_a_stream_closed_early_cancels_its_work(tmp_path):
+    policy = GatedPolicy({Q: ["4"]})
+    app, _, _ = make(tmp_path, policy, strategy="majority", budget=1)
+    with ServerThread(app) as srv:
+        holder = threading.Thread(target=lambda: httpx.post(srv.url + "/v1/chat/completions", json=chat("hold"),
+                                                            timeout=30))
+        holder.start()
+        assert policy.entered.wait(10)
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", timeout=10,
+                          json=chat("gone", temperature=0.3, stream=True)) as r:
+            first = next(r.iter_lines())
+            assert first.startswith("data: ") and '"role": "assistant"' in first
+        time.sleep(0.5)
+        policy.gate.set()
+        holder.join(10)
+        depth = httpx.get(srv.url + "/health").json()["queue_depth"]
+    prompts = [call.prompt for calls in policy.calls for call in calls]
+    assert any("hold" in p for p in prompts) and not any("gone" in p for p in prompts)
+    assert depth == 0

@@ -317,6 +317,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
             return {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
 
         finished = False
+        gathered: asyncio.Future | None = None
         try:
             # the first chunk goes out at once: the client sees the answer has started
             yield chunk([delta(i, "", role=True) for i in range(len(jobs))])
@@ -357,6 +358,9 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
             if not finished:  # the client went away mid-stream: its jobs stop
                 for j in jobs:
                     j.cancelled.set()
+            if gathered is not None:
+                gathered.cancel()
+                gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)  # outermost: before auth reads anything
     return app

@@ -90,10 +90,12 @@ class Batcher:
             results = [e] * len(jobs)
         finally:
             self._set_depth(-len(jobs))
-        for (_job, fut), res in zip(batch, results, strict=True):
+        for (job, fut), res in zip(batch, results, strict=True):
             if fut.done():
                 continue
-            if isinstance(res, BaseException):
+            if job.cancelled.is_set():  # nobody waits for it any more
+                fut.cancel()
+            elif isinstance(res, BaseException):
                 fut.set_exception(res)
             else:
                 fut.set_result(res)
