@@ -150,6 +150,8 @@ def test_stop_n_and_seed_replay(tmp_path):
     # an identical seeded request replays from the store; an unseeded one samples afresh
     assert generated == 4 and policy.n_generated == 8
     assert [ch["message"]["content"] for ch in again["choices"]] == texts and again["tts"]["replayed"]
+    # nothing was generated for the replay: no completion tokens billed, the samples it used still reported
+    assert again["usage"]["completion_tokens"] == 0 and again["tts"]["policy_tokens"] == r["tts"]["policy_tokens"]
     assert not fresh["tts"]["replayed"]
 
 
@@ -287,9 +289,12 @@ def test_stream_format(tmp_path, include_usage):
     usage = [ch for ch in chunks if ch.get("usage")]
     if include_usage:
         assert chunks[-1]["choices"] == [] and usage == [chunks[-1]]
-        # the same tokens; the replayed (second) answer's prompt counts as cached
-        assert {**usage[0]["usage"], "prompt_tokens_details": None} == {**whole["usage"], "prompt_tokens_details": None}
+        u = usage[0]["usage"]
+        assert u["completion_tokens"] == final[0]["tts"]["policy_tokens"] > 0
+        assert u["prompt_tokens"] == whole["usage"]["prompt_tokens"]
+        # the second, identical request replayed the stream's samples: its prompt all cached, nothing generated
         assert whole["usage"]["prompt_tokens_details"]["cached_tokens"] == whole["usage"]["prompt_tokens"]
+        assert whole["usage"]["completion_tokens"] == 0
     else:
         assert usage == []
 
@@ -411,14 +416,18 @@ def test_auto_runs_the_selector_with_a_table(tmp_path):
     app, _, _ = make(tmp_path, policy, strategy="auto", budget=4, table=str(path))
     with TestClient(app) as c:
         r = c.post("/v1/chat/completions", json=chat(seed=5))
+        samples = list(policy.generated)
         small = c.post("/v1/chat/completions", json=chat(tts={"strategy": "auto", "budget": 1}))
     assert r.status_code == 200, r.text
     tts = r.json()["tts"]
     assert tts["requested"] == "auto" and tts["predicted_bin"] in ("easy", "medium", "hard")
     assert tts["decided_by"] and tts["strategy"] in ("cot", "majority", "best_of_n", "beam", "dvts", "rebase")
     assert 0.0 <= tts["predicted_pass1"] <= 1.0 and tts["budget"] <= 4
-    # the probe's samples count too: more tokens than the chosen config's own
-    assert r.json()["usage"]["completion_tokens"] > 0
+    # every sample generated for it counts once: the probe's, and the chosen config's beyond what it reused
+    prompt = policy.render_chat([{"role": "user", "content": Q}])
+    generated = sum(words(policy.text_for(p, s_, i)) for p, s_, i in samples if p == prompt)
+    assert r.json()["usage"]["completion_tokens"] == generated > 0
+    assert tts["policy_tokens"] >= generated
     assert small.status_code == 200 and small.json()["tts"]["budget"] == 1  # within the request's own budget
 
 

@@ -101,7 +101,9 @@ def _chunks(text: str, words: int = 4) -> list[str]:
 def usage(answers: list[Answer]) -> dict[str, Any]:
     """The request's prompt once; every token generated for it (all choices, samples and steps)."""
     prompt = answers[0].prompt_tokens
-    completion = sum(a.compute.generated_tokens for a in answers)
+    # generated now: a sample replayed from the store (an earlier identical request, or auto's probe reused by
+    # the chosen config) cost nothing and is not counted again; tts.policy_tokens counts every sample used
+    completion = sum(a.generated_now for a in answers)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": answers[0].cached_prompt_tokens}}
 
@@ -111,7 +113,7 @@ def tts_object(plan: Plan, answers: list[Answer]) -> dict[str, Any]:
         c = a.compute
         d: dict[str, Any] = {
             "strategy": a.strategy, "budget": a.budget, "candidates": a.candidates, "selection_rule": a.rule,
-            "answer": a.answer, "policy_tokens": c.generated_tokens,
+            "answer": a.answer, "policy_tokens": c.generated_tokens, "policy_tokens_generated": a.generated_now,
             "policy_prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
             "prm_tokens": c.prm_tokens, "policy_flops": c.policy_flops, "prm_flops": c.prm_flops,
             "wall_s": round(a.wall_s, 4), "trace_id": a.trace_id, "replayed": a.replayed,
@@ -126,7 +128,7 @@ def tts_object(plan: Plan, answers: list[Answer]) -> dict[str, Any]:
     out = one(answers[0])
     if len(answers) > 1:
         out["per_choice"] = [one(a) for a in answers]
-        for key in ("policy_tokens", "prm_tokens", "policy_flops", "prm_flops"):
+        for key in ("policy_tokens", "policy_tokens_generated", "prm_tokens", "policy_flops", "prm_flops"):
             out[key] = sum(x[key] for x in out["per_choice"])
     return out
 
@@ -272,7 +274,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
                              "choices": choices, "usage": usage(answers), "tts": tts_object(plan, answers)})
 
     def _count(answers: list[Answer]) -> None:
-        metrics.generated.inc(sum(a.compute.generated_tokens for a in answers))
+        metrics.generated.inc(sum(a.generated_now for a in answers))
         metrics.prompt.inc(answers[0].prompt_tokens)
         metrics.prm.inc(sum(a.compute.prm_tokens for a in answers))
 

@@ -67,6 +67,7 @@ class Answer:
     predicted_pass1: float | None = None
     decided_by: str | None = None  # auto: the selector's rule (bin, robust fallback, ...)
     answer: str | None = None  # the extracted final answer, when one was stated
+    generated_now: int = 0  # policy tokens generated for this answer now (replayed samples cost nothing)
 
 
 class TrackingPolicy:
@@ -80,6 +81,7 @@ class TrackingPolicy:
         self.listener: Callable[[int, int], None] | None = None  # (backend calls, samples) so far
         self.should_stop: Callable[[], bool] | None = None
         self.roots: set[str] = set()
+        self.generated: dict[str, int] = {}  # root prompt -> tokens generated now (not replayed) this batch
         self._prompt_tokens: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._remember = remember
         self._calls = self._samples = 0
@@ -90,6 +92,7 @@ class TrackingPolicy:
     def begin(self, roots: set[str], listener: Callable[[int, int], None] | None,
               should_stop: Callable[[], bool] | None) -> None:
         self.roots, self.listener, self.should_stop = roots, listener, should_stop
+        self.generated = dict.fromkeys(roots, 0)
         self._calls = self._samples = 0
 
     def end(self) -> None:
@@ -104,6 +107,10 @@ class TrackingPolicy:
             raise Cancelled("every client of this batch has gone")
         out = self.inner.generate(requests, on_chunk)
         for req, done in zip(requests, out, strict=True):
+            # a tree search extends its request's prompt: the longest root it starts with is its request's
+            root = max((r for r in self.roots if req.prompt.startswith(r)), key=len, default=None)
+            if root is not None:
+                self.generated[root] += sum(c.generated_tokens for c in done)
             if req.prompt in self.roots and done:
                 first = done[0]
                 # the first sample of a fresh prompt evaluates it; siblings reuse its KV (cached_prompt_tokens)
@@ -220,13 +227,21 @@ class Backend:
                 found = {r.problem.id: (r.trace, f"{res.run_id}/{r.problem.id}", r.trace.compute, {})
                          for r in res.results}
         finally:
+            generated = dict(self.policy.generated)
             self.policy.end()
         wall = time.perf_counter() - t0
+        # tokens generated now, per root prompt, shared by the problems with that prompt (one request's choices)
+        sharing: dict[str, int] = {}
+        for p in unique:
+            sharing[self._root_prompt(p)] = sharing.get(self._root_prompt(p), 0) + 1
         out: list[Answer | BaseException] = []
         for j in jobs:
             trace, trace_id, compute, extra = found[j.problem.id]
+            root = self._root_prompt(j.problem)
             try:
-                out.append(self._answer(j, trace, trace_id, compute, extra, wall))
+                answer = self._answer(j, trace, trace_id, compute, extra, wall)
+                answer.generated_now = round(generated.get(root, 0) / sharing[root])
+                out.append(answer)
             except RuntimeError as e:
                 out.append(e)
         return out
