@@ -158,7 +158,9 @@ def main() -> None:
             bodies = bon_bodies(args.requests, args.max_tokens)
             walls = {}
             for mode in ("one_at_a_time", "batched"):
-                srv = Server(f"{tmp}/{mode}", "--max-batch", str(args.requests), "--batch-window-ms", "200")
+                # one at a time: no window to wait for (nothing else is coming)
+                window = "200" if mode == "batched" else "0"
+                srv = Server(f"{tmp}/{mode}", "--max-batch", str(args.requests), "--batch-window-ms", window)
                 try:
                     walls[mode] = asyncio.run(post_all(srv.url, bodies, concurrent=mode == "batched"))
                 finally:
