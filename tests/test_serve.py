@@ -475,3 +475,24 @@ def test_a_stream_closed_early_cancels_its_work(tmp_path):
     prompts = [call.prompt for calls in policy.calls for call in calls]
     assert any("hold" in p for p in prompts) and not any("gone" in p for p in prompts)
     assert depth == 0
+
+
+def test_top_p_reaches_the_backend_and_keeps_old_run_ids(tmp_path):
+    from testtime.engine import RunConfig
+
+    seen = []
+
+    class Recording(ScriptedPolicy):
+        def generate(self, requests, on_chunk=None):
+            seen.extend(r.params.top_p for r in requests)
+            return super().generate(requests, on_chunk)
+
+    app, _, _ = make(tmp_path, Recording(), strategy="majority", budget=2)
+    with TestClient(app) as c:
+        assert c.post("/v1/chat/completions", json=chat(top_p=0.5)).status_code == 200
+        assert c.post("/v1/chat/completions", json=chat()).status_code == 200
+    assert seen == [0.5, 1.0]
+    assert "top_p" not in RunConfig().identity("m") and RunConfig(top_p=0.9).identity("m")["top_p"] == 0.9
+    with pytest.raises(ConfigError) as e:
+        RunConfig(top_p=0)
+    assert e.value.field == "top_p"
