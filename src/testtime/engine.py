@@ -63,6 +63,7 @@ class RunConfig:
     out: str = "runs"
     max_tokens: int = 384
     temperature: float = 0.7
+    top_p: float = 1.0  # nucleus sampling (1.0: off)
     fewshot: int = 3
     system: str | None = None  # the policy's system turn (None: the chat template's own default)
     instruction: str | None = None  # the user turn's text before the question (None: testtime's default)
@@ -92,6 +93,8 @@ class RunConfig:
             raise ConfigError("max_tokens", self.max_tokens, "must be >= 1")
         if not 0.0 <= self.temperature <= 100.0:
             raise ConfigError("temperature", self.temperature, "must be in [0, 100]")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("top_p", self.top_p, "must be in (0, 1]")
         if self.fewshot < 0:
             raise ConfigError("fewshot", self.fewshot, "must be >= 0")
         if self.batch_sequences < 1:
@@ -148,6 +151,8 @@ class RunConfig:
             # likewise, at their defaults
             if d[k] == default:
                 d.pop(k)
+        if d["top_p"] == 1.0:  # likewise the default top_p
+            d.pop("top_p")
         # the few-shot file by its examples' content, not its path (an edit is a new run, a move is not);
         # unset, or unused with fewshot=0, it keeps the run ids from before the option existed
         d.pop("fewshot_file")
@@ -364,6 +369,7 @@ def solve_batches(config: RunConfig, policy: Policy, scorer: RewardModel | None,
         prompt=config.prompt_config(),
         max_tokens=config.max_tokens,
         temperature=config.temperature,
+        top_p=config.top_p,
         seed=config.seed,
         scorer=CachedScorer(scorer, store) if scorer is not None else None,
         answer_grouping=config.answer_grouping,

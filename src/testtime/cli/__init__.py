@@ -3,7 +3,8 @@
 The commands only parse options, call a library workflow and print the dataclass it returns (tables, or
 one JSON line with --json); values are validated by the library, whose ``ConfigError`` the CLI spells as
 flags (``common.config_error``). ``run.py``: run, demo, grade, data list, models; ``optimal.py``: sweep,
-calibrate, report, recalibrate (and ``run --strategy optimal``); ``prm.py``: the ``prm`` group; ``store.py``:
+calibrate, report, recalibrate (and ``run --strategy optimal``); ``prm.py``: the ``prm`` group; ``serve.py``: serve;
+``store.py``:
 the ``store`` group (check, salvage). A store that cannot be used (damaged, locked too long) stops any command
 with one line (``guarded``).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import typer
 
-from testtime.cli import optimal, run
+from testtime.cli import optimal, run, serve
 from testtime.cli.common import fail
 from testtime.cli.prm import prm_app
 from testtime.cli.store import store_app
@@ -52,6 +53,7 @@ app.command()(optimal.recalibrate)
 data_app.command("list")(run.data_list)
 app.command()(run.models)
 app.command()(run.grade)
+app.command()(serve.serve)
 for _command in [*app.registered_commands, *prm_app.registered_commands]:
     _command.callback = guarded(_command.callback)
 

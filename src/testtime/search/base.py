@@ -44,6 +44,12 @@ class SearchContext:
         return self.scorer
 
     def prompt_for(self, problem: Problem) -> str:
+        # a served request brings its own prompt: raw text (completions) or a conversation (chat), which is
+        # rendered with the policy's chat template as it is, never flattened and without the few-shot turns
+        if "request_prompt" in problem.meta:
+            return str(problem.meta["request_prompt"])
+        if "request_messages" in problem.meta:
+            return self.generator.policy.render_chat(list(problem.meta["request_messages"]))
         k = self.prompt.fewshot
         examples = fewshot_for(problem, k=k, examples=self.prompt.examples) if k else []
         messages = build_messages(problem, examples, self.prompt)

@@ -1,0 +1,85 @@
+"""``ServeConfig``: everything ``testtime serve`` is told on its command line, validated once.
+
+Per-request settings (strategy, budget, sampling) are never stored here: a request's own values live in its
+``Plan`` (``serve.plan``) and die with it, so one request can never change what another one gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from testtime.errors import ConfigError
+from testtime.search.registry import STRATEGIES
+
+AUTO = "auto"
+EFFORTS = ("low", "medium", "high")
+# budgets ``reasoning_effort`` maps to unless the command line says otherwise
+DEFAULT_EFFORTS = {"low": 2, "medium": 4, "high": 16}
+
+
+def strategy_names() -> tuple[str, ...]:
+    return (AUTO, *STRATEGIES)
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000
+    api_key: str | None = None  # clients must send it; never forwarded upstream
+    model_name: str = "testtime"  # the id /v1/models lists
+    out: str = "runs/serve"  # the store: every generation and every answer's trace
+    strategy: str = AUTO  # a request's strategy unless it names one (tts.strategy)
+    budget: int = 4  # a request's budget N unless reasoning_effort or tts.budget says otherwise
+    efforts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORTS))
+    prm: str = "arith-check"  # the step scorer of PRM-guided strategies (and of auto)
+    # other scorer specs a request may name in tts.prm (a client never makes the server load anything else)
+    allowed_prms: tuple[str, ...] = ()
+    table: str | None = None  # a calibrated table for auto (None: the one shipped for the embedded default)
+    m: int = 4  # tree searches: beam width
+    max_tokens: int = 384  # per solution, when a request does not say
+    temperature: float = 0.7  # when a request does not say
+    answer_kind: str = "number"  # how answers are grouped for voting (testtime.grading kinds)
+    # limits: a request over one is refused with 400 naming the field
+    max_tokens_cap: int = 2048
+    max_budget: int = 64
+    max_n: int = 8
+    max_body_bytes: int = 1_000_000
+    # the queue and the cross-request batches
+    queue_size: int = 256  # answers waiting or running; more are refused with 429
+    batch_window_ms: float = 20.0  # how long the first request of a batch waits for others
+    max_batch: int = 16  # answers solved together at most
+    deadline_s: float = 600.0  # per request, from arrival to the answer
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.prm.strip():
+            raise ConfigError("prm", self.prm, "must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port", self.port, "must be in [0, 65535]")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key", message="must not be empty")
+        if self.strategy not in strategy_names():
+            raise ConfigError("strategy", self.strategy, f"unknown (available: {', '.join(strategy_names())})")
+        for name in ("budget", "m", "max_tokens", "max_tokens_cap", "max_budget", "max_n", "max_body_bytes",
+                     "queue_size", "max_batch", "retry_after_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1")
+        if set(self.efforts) != set(EFFORTS):
+            raise ConfigError("efforts", self.efforts, f"needs exactly {', '.join(EFFORTS)}")
+        for effort, b in self.efforts.items():
+            if not 1 <= b <= self.max_budget:
+                raise ConfigError(f"efforts.{effort}", b, f"must be in [1, max_budget={self.max_budget}]")
+        if self.budget > self.max_budget:
+            raise ConfigError("budget", self.budget, f"must be <= max_budget={self.max_budget}")
+        if self.max_tokens > self.max_tokens_cap:
+            raise ConfigError("max_tokens", self.max_tokens, f"must be <= max_tokens_cap={self.max_tokens_cap}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError("temperature", self.temperature, "must be in [0, 2]")
+        if self.batch_window_ms < 0:
+            raise ConfigError("batch_window_ms", self.batch_window_ms, "must be >= 0")
+        if self.deadline_s <= 0:
+            raise ConfigError("deadline_s", self.deadline_s, "must be > 0")
+        from testtime.grading import KINDS
+
+        if self.answer_kind not in KINDS:
+            raise ConfigError("answer_kind", self.answer_kind, f"unknown (available: {', '.join(sorted(KINDS))})")
