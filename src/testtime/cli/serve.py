@@ -54,6 +54,9 @@ def serve(
         envvar="TESTTIME_API_KEY", help="clients must send Authorization: Bearer KEY (all but /health)")] = None,
     model_name: Annotated[str, typer.Option(help="the model id /v1/models lists")] = "testtime",
     max_tokens: Annotated[int, typer.Option(help="tokens per solution when a request does not say")] = 384,
+    extraction: Annotated[str, typer.Option(
+        help="how final answers are read: strict (answer markers only) | fallback (also math-verify's extraction)")]
+        = "strict",
     max_tokens_cap: Annotated[int, typer.Option(help="refuse requests asking for more max_tokens")] = 2048,
     max_budget: Annotated[int, typer.Option(help="refuse requests asking for a larger budget")] = 64,
     max_n: Annotated[int, typer.Option(help="refuse requests asking for more choices n")] = 8,
@@ -79,7 +82,8 @@ def serve(
         cfg = ServeConfig(host=host, port=port, api_key=api_key, model_name=model_name, out=str(out),
                           strategy=strategy, budget=budget, efforts=parse_efforts(effort, DEFAULT_EFFORTS), prm=prm,
                           allowed_prms=tuple(allow_prm or ()), table=str(table) if table else None, m=m,
-                          max_tokens=max_tokens, max_tokens_cap=max_tokens_cap, max_budget=max_budget, max_n=max_n,
+                          max_tokens=max_tokens, extraction=extraction,
+                          max_tokens_cap=max_tokens_cap, max_budget=max_budget, max_n=max_n,
                           max_body_bytes=max_body_bytes, queue_size=queue_size, batch_window_ms=batch_window_ms,
                           max_batch=max_batch, deadline_s=deadline_s)
         spec = policy_spec(model, backend, base_url, options)

@@ -101,7 +101,7 @@ def plan_request(req: ChatRequest | CompletionRequest, cfg: ServeConfig, nonce: 
             raise PlanError("prompt", "one prompt per request (send n for several answers)")
         kind, meta, question = "text", {"request_prompt": prompts[0]}, prompts[0]
     common = dict(dataset="serve", seed=0, out=cfg.out, max_tokens=max_tokens, temperature=temperature,
-                  top_p=top_p, fewshot=0, max_depth=40, step_max_tokens=min(256, max_tokens))
+                  top_p=top_p, fewshot=0, extraction=cfg.extraction, max_depth=40, step_max_tokens=min(256, max_tokens))
     try:
         if strategy == AUTO:
             config = RunConfig(strategy="majority", n=1, **common)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from testtime.errors import ConfigError
+from testtime.extraction import check_extraction
 from testtime.search.registry import STRATEGIES
 
 AUTO = "auto"
@@ -39,6 +40,9 @@ class ServeConfig:
     max_tokens: int = 384  # per solution, when a request does not say
     temperature: float = 0.7  # when a request does not say
     answer_kind: str = "number"  # how answers are grouped for voting (testtime.grading kinds)
+    # strict by default: a chat reply without an answer marker (a poem, an explanation) must not have a
+    # number from its prose taken for its final answer, which math-verify's fallback would do
+    extraction: str = "strict"
     # limits: a request over one is refused with 400 naming the field
     max_tokens_cap: int = 2048
     max_budget: int = 64
@@ -81,5 +85,6 @@ class ServeConfig:
             raise ConfigError("deadline_s", self.deadline_s, "must be > 0")
         from testtime.grading import KINDS
 
+        check_extraction(self.extraction)
         if self.answer_kind not in KINDS:
             raise ConfigError("answer_kind", self.answer_kind, f"unknown (available: {', '.join(sorted(KINDS))})")
