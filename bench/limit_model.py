@@ -12,10 +12,10 @@ For a run, the floor is the time the llama.cpp backend needs at the very least:
 
 Each strategy (CoT, majority@N, Best-of-N@N with arith-check, beam@N with arith-check, and the LLM judge
 scoring a pool of solutions) runs once per schedule on a fresh server and a fresh store: ``lanes``
-(testtime's prefix-aware scheduling) and ``scatter`` (every request at once, the server picks the slot:
-the schedule before issue 20). The table prints, per run: prompt tokens evaluated / distinct, wall time
-/ floor. On a shared CPU the timings move with the load: compare rows of one run only, and read the
-token ratios, which load does not change, first.
+(testtime's prefix-aware scheduling) and ``scatter`` (the policy before issue 20: every request at once,
+the server picks the slot, idle slots cleared as llama.cpp does by default). The table prints, per run:
+prompt tokens evaluated / distinct, and wall time / floor. On a shared CPU the timings move with the
+load: compare rows of one run only, and read the token ratios, which load does not change, first.
 
     python bench/limit_model.py [--problems 30] [--n 8] [--strategies cot,majority,best_of_n,beam,judge]
         [--schedules lanes,scatter] [--max-tokens 384] [--slots 16]
@@ -144,10 +144,10 @@ def distinct_tokens(tokenize: Tokenizer, prompts: list[str]) -> int:
 
 
 def prompt_eval_rate(policy: LlamaCppPolicy) -> float:
-    """Prompt tokens per second: a long prompt no cache holds, evaluated once (best of three)."""
+    """Prompt tokens per second: a long prompt no cache holds, evaluated once (best of two)."""
     rates = []
-    for k in range(3):
-        text = f"[{k}] " + " ".join(f"item {i} is {i * 7 % 13}." for i in range(160))
+    for k in range(2):
+        text = f"[{k}] " + " ".join(f"item {i} is {i * 7 % 13}." for i in range(80))
         resp = policy._server.handle_completions({"prompt": text, "n": 1, "max_tokens": 1, "temperature": 0.0,
                                                   "cache_prompt": False})
         t = resp["timings"]
@@ -204,7 +204,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for name in args.strategies.split(","):
         for schedule in args.schedules.split(","):
-            base = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot)
+            # scatter reproduces the policy before issue 20: llama.cpp's default of clearing idle slots too
+            base = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot,
+                               clear_idle_slots=schedule == "scatter")
             policy = Recorder(base if schedule == "lanes" else ScatterPolicy(base), args.slots, overhead)
             t0 = time.perf_counter()
             try:
