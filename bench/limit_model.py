@@ -206,8 +206,8 @@ def main() -> None:
         for schedule in args.schedules.split(","):
             # scatter reproduces the policy before issue 20: llama.cpp's default of clearing idle slots too
             base = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot,
-                               clear_idle_slots=schedule == "scatter")
-            policy = Recorder(base if schedule == "lanes" else ScatterPolicy(base), args.slots, overhead)
+                               clear_idle_slots=schedule == "scatter", pin_lanes=schedule != "lanes-unpinned")
+            policy = Recorder(base if schedule.startswith("lanes") else ScatterPolicy(base), args.slots, overhead)
             t0 = time.perf_counter()
             try:
                 run_strategy(name, args, policy, problems)
@@ -216,7 +216,7 @@ def main() -> None:
                 policy.close()
             # P: the generated-token-weighted mean of the sequences in flight, rounded to a measured width
             gen = sum(g for _, g in policy.parallel) or 1
-            width = max(1, round(sum(p * g for p, g in policy.parallel) / gen)) if schedule == "lanes" else args.slots
+            width = max(1, round(sum(p * g for p, g in policy.parallel) / gen)) if schedule != "scatter" else args.slots
             if width not in decode:
                 decode[width] = decode_rate(probe, width)
                 print(f"decode at {width} sequences: {decode[width]:.0f} tok/s", flush=True)

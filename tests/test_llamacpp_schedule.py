@@ -108,6 +108,7 @@ def _policy(server: ScriptedServer, slots: int = 8) -> LlamaCppPolicy:
     policy.info = _Info()
     policy.slots = slots
     policy.prefix_overhead = 0.05
+    policy.pin_lanes = True
     policy._server = server
     policy._pool = ThreadPoolExecutor(max_workers=slots)
     return policy

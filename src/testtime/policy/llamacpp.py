@@ -54,6 +54,7 @@ class LlamaCppPolicy:
         verbose: bool = False,
         prefix_overhead: float = 0.2,
         clear_idle_slots: bool = False,
+        pin_lanes: bool = True,
     ):
         import xllamacpp
 
@@ -64,6 +65,9 @@ class LlamaCppPolicy:
         # prompt text a call may evaluate twice to run more lanes in parallel, as a share of its distinct
         # prompt text (plan_lanes): 0 = one lane per group of prompts that share a prefix
         self.prefix_overhead = prefix_overhead
+        # lanes pinned to slots 0..L-1 (id_slot), or left to the server's pick by cached-prefix similarity
+        # (which follows a tree search's paths across calls; see the README's performance note)
+        self.pin_lanes = pin_lanes
         self._chat = gguf_chat(self.info)
         p = server_params(model_path, slots, ctx_per_slot, threads, verbose)
         p.n_batch = 2048
@@ -170,7 +174,7 @@ class LlamaCppPolicy:
 
         def run_lane(slot: int, lane: list[int]) -> None:
             for i in lane:
-                out[i] = self._next_token(prompts[i], top_k, slot)
+                out[i] = self._next_token(prompts[i], top_k, slot if self.pin_lanes else None)
 
         for fut in [self._pool.submit(run_lane, slot, lane) for slot, lane in enumerate(plan.lanes)]:
             fut.result()
@@ -203,7 +207,7 @@ class LlamaCppPolicy:
                 while start < end:
                     n = min(self.slots, end - start)
                     try:
-                        done.put((ri, start, self._call(req, start, n, slot)))
+                        done.put((ri, start, self._call(req, start, n, slot if self.pin_lanes else None)))
                     except BaseException as err:  # reported in the caller's thread, the lane stops
                         done.put((ri, start, err))
                         return
