@@ -54,7 +54,7 @@ class LlamaCppPolicy:
         verbose: bool = False,
         prefix_overhead: float = 0.2,
         clear_idle_slots: bool = False,
-        pin_lanes: bool = True,
+        pin_lanes: bool = False,
     ):
         import xllamacpp
 
