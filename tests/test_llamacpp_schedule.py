@@ -89,7 +89,7 @@ class ScriptedServer:
     def handle_completions(self, body: dict) -> dict:
         with self.lock:
             self.bodies.append(body)
-            slot = body["id_slot"]
+            slot = body.get("id_slot", -1)  # unpinned: one shared cache stands in for the server's pick
             cached = common_prefix_len(self.cache.get(slot, ""), body["prompt"])
             self.cache[slot] = body["prompt"]
         if self.fail_on and self.fail_on in body["prompt"]:
@@ -177,3 +177,16 @@ def test_next_token_logprobs_runs_a_solutions_growing_prompts_in_one_slot():
     # each prompt after the first of a chain evaluates only its new step: the question repeats at most
     evaluated = sum(r.prompt_tokens - r.cached_prompt_tokens for r in out)
     assert distinct_chars(prompts) <= evaluated <= 1.5 * distinct_chars(prompts) < sum(map(len, prompts)) / 2
+
+
+def test_unpinned_lanes_leave_the_slot_to_the_server_but_keep_lane_order():
+    server = ScriptedServer()
+    policy = _policy(server)
+    policy.pin_lanes = False
+    prompts = _prompts(2)
+    out = policy.generate([GenerationRequest(p, 1, 0, SamplingParams()) for p in prompts])
+    assert len(out) == len(prompts) and all("id_slot" not in b for b in server.bodies)
+    plan = plan_lanes(prompts, policy.slots, policy.prefix_overhead)
+    for lane in plan.lanes:  # each lane's requests reached the server in sorted order
+        sent = [b["prompt"] for b in server.bodies if b["prompt"] in {prompts[i] for i in lane}]
+        assert sent == sorted(sent)
