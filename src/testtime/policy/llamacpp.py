@@ -18,12 +18,13 @@ Two things the server does not give directly, recovered here:
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from testtime.backends.llamacpp import quiet_stderr, server_params
+from testtime.backends.llamacpp import in_slot, plan_lanes, quiet_stderr, server_params
 from testtime.errors import ConfigError
 from testtime.policy.base import ChunkCallback, GenerationRequest, NextTokenLogprobs
 from testtime.policy.gguf_meta import GGUFInfo, read_gguf_info
@@ -52,21 +53,36 @@ class LlamaCppPolicy:
         ctx_per_slot: int = 4096,
         threads: int | None = None,
         verbose: bool = False,
+        prefix_overhead: float = 0.2,
+        clear_idle_slots: bool = False,
+        pin_lanes: bool = False,
     ):
         import xllamacpp
 
         for name, value in (("slots", slots), ("ctx_per_slot", ctx_per_slot), ("threads", threads)):
             if value is not None and value < 1:  # a backend option: spelled --policy-option by front ends
                 raise ConfigError("policy_option", f"{name}={value}", f"{name} must be >= 1")
+        if not prefix_overhead >= 0:  # also refuses NaN
+            raise ConfigError("policy_option", f"prefix_overhead={prefix_overhead}", "prefix_overhead must be >= 0")
         self.info: GGUFInfo = read_gguf_info(model_path)
         self.model_id = self.info.model_id
         self.n_params = self.info.n_params
         self.slots = slots
+        # prompt text a call may evaluate twice to run more lanes in parallel, as a share of its distinct
+        # prompt text (plan_lanes): 0 = one lane per group of prompts that share a prefix
+        self.prefix_overhead = prefix_overhead
+        # lanes pinned to slots 0..L-1 (id_slot), or left to the server's pick by cached-prefix similarity
+        # (which follows a tree search's paths across calls; see the README's performance note)
+        self.pin_lanes = pin_lanes
         self._chat = gguf_chat(self.info)
         p = server_params(model_path, slots, ctx_per_slot, threads, verbose)
         p.n_batch = 2048
         p.kv_unified = True  # n children of one prompt share its KV cells instead of copying per slot
         p.cache_prompt = True
+        # llama.cpp's default saves every idle slot to its host prompt cache and clears it whenever another
+        # task starts (unified KV), and a lane's next request then found nothing cached (measured: 0 of
+        # 100 prompt tokens reused, vs 100 with this off): keep each slot's prompt where it is
+        p.cache_idle_slots = clear_idle_slots
         with quiet_stderr(not verbose):
             self._server = xllamacpp.Server(p)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="testtime-llama")
@@ -104,8 +120,8 @@ class LlamaCppPolicy:
             "cache_prompt": True,
         }
 
-    def _call(self, req: GenerationRequest, first: int, n: int) -> list[Completion]:
-        resp = self._server.handle_completions(self._body(req, first, n))
+    def _call(self, req: GenerationRequest, first: int, n: int, slot: int | None = None) -> list[Completion]:
+        resp = self._server.handle_completions(in_slot(self._body(req, first, n), slot))
         if not isinstance(resp, dict) or "choices" not in resp:
             raise RuntimeError(f"llama.cpp completion failed: {str(resp)[:300]}")
         timings = resp.get("timings") or {}
@@ -138,12 +154,12 @@ class LlamaCppPolicy:
             raise RuntimeError(f"llama.cpp returned {len(out)} samples, asked for {n}")
         return out
 
-    def _next_token(self, prompt: str, top_k: int) -> NextTokenLogprobs:
+    def _next_token(self, prompt: str, top_k: int, slot: int | None = None) -> NextTokenLogprobs:
         body = {
             "prompt": prompt, "n": 1, "max_tokens": 1, "temperature": 0.0, "seed": 0,
             "n_probs": top_k, "cache_prompt": True,
         }
-        resp = self._server.handle_completions(body)
+        resp = self._server.handle_completions(in_slot(body, slot))
         if not isinstance(resp, dict) or "choices" not in resp:
             raise RuntimeError(f"llama.cpp completion failed: {str(resp)[:300]}")
         content = (resp["choices"][0].get("logprobs") or {}).get("content") or []
@@ -155,31 +171,69 @@ class LlamaCppPolicy:
         )
 
     def next_token_logprobs(self, prompts: list[str], top_k: int = 20) -> list[NextTokenLogprobs]:
-        """The top-k log-probabilities of the token after each prompt, all prompts batched by the server."""
-        futures = [self._pool.submit(self._next_token, p, top_k) for p in prompts]
-        return [f.result() for f in futures]
+        """The top-k log-probabilities of the token after each prompt, in prefix-sharing lanes.
+
+        A judge's prompts about steps 1..k of one solution extend each other; a lane runs them one
+        after another in one slot, so each adds only its own step (see `plan_lanes`)."""
+        plan = plan_lanes(prompts, self.slots, self.prefix_overhead)
+        out: list[NextTokenLogprobs | None] = [None] * len(prompts)
+
+        def run_lane(slot: int, lane: list[int]) -> None:
+            for i in lane:
+                out[i] = self._next_token(prompts[i], top_k, slot if self.pin_lanes else None)
+
+        for fut in [self._pool.submit(run_lane, slot, lane) for slot, lane in enumerate(plan.lanes)]:
+            fut.result()
+        return [r for r in out if r is not None]
 
     def generate(
         self, requests: list[GenerationRequest], on_chunk: ChunkCallback | None = None
     ) -> list[list[Completion]]:
-        """All requests go to the server at once; a request with more samples than slots is split.
+        """Every request is sent in one call, in prefix-sharing lanes; a request with more samples than
+        slots is split into pieces that follow each other in its lane.
+
+        A lane (see `plan_lanes`) runs its requests one after another in one slot, in sorted prompt
+        order, so a shared few-shot prefix or a shared partial solution is evaluated once per lane, not
+        once per request. The n samples of one request share its prompt's KV cells, taking n - 1 more
+        slots while it runs, so lanes are capped at slots // n.
 
         `on_chunk(request_index, first_index, completions)` runs in the caller's thread as each piece
         finishes, so the store can commit finished samples before the rest of the call is done.
         """
-        jobs: list[tuple[int, int, Any]] = []
-        for ri, req in enumerate(requests):
-            start = req.first_index
-            end = req.first_index + req.n
-            while start < end:
-                n = min(self.slots, end - start)
-                jobs.append((ri, start, self._pool.submit(self._call, req, start, n)))
-                start += n
-        if on_chunk is not None:
-            where = {fut: (ri, first) for ri, first, fut in jobs}
-            for fut in as_completed(where):
-                on_chunk(*where[fut], fut.result())
-        results: list[list[Completion]] = [[] for _ in requests]
-        for ri, _first, fut in jobs:  # submission order keeps sample order within a request
-            results[ri].extend(fut.result())
-        return results
+        if not requests:
+            return []
+        widest = max(min(self.slots, r.n) for r in requests)
+        plan = plan_lanes([r.prompt for r in requests], max(1, self.slots // widest), self.prefix_overhead)
+        done: queue.Queue[tuple[int, int, list[Completion] | BaseException]] = queue.Queue()
+
+        def run_lane(slot: int, lane: list[int]) -> None:
+            for ri in lane:
+                req = requests[ri]
+                start, end = req.first_index, req.first_index + req.n
+                while start < end:
+                    n = min(self.slots, end - start)
+                    try:
+                        done.put((ri, start, self._call(req, start, n, slot if self.pin_lanes else None)))
+                    except BaseException as err:  # reported in the caller's thread, the lane stops
+                        done.put((ri, start, err))
+                        return
+                    start += n
+
+        futures = [self._pool.submit(run_lane, slot, lane) for slot, lane in enumerate(plan.lanes)]
+        pieces: dict[int, dict[int, list[Completion]]] = {ri: {} for ri in range(len(requests))}
+        expected = sum(-(-r.n // self.slots) for r in requests)
+        received = 0
+        while received < expected:
+            ri, first, got = done.get()
+            if isinstance(got, BaseException):
+                for fut in futures:
+                    fut.cancel()
+                raise got
+            received += 1
+            pieces[ri][first] = got
+            if on_chunk is not None:
+                on_chunk(ri, first, got)
+        for fut in futures:
+            fut.result()
+        # pieces in sample order within each request
+        return [[c for first in sorted(pieces[ri]) for c in pieces[ri][first]] for ri in range(len(requests))]

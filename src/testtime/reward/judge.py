@@ -2,8 +2,10 @@
 
 Works over any policy backend that exposes ``next_token_logprobs`` (the llama.cpp default does), so a
 CPU-only user has a neural step scorer without any PRM checkpoint. The prompt for step k shows the
-question and steps 1..k and asks about step k; the prompt for step k+1 extends it, so the backend's
-prefix cache serves most of each solution's prompts.
+question and steps 1..k and asks about step k; the prompt for step k+1 shares all of it but the
+question's last line, so the backend's prefix cache serves most of each solution's prompts. All prompts
+of a batch go in one ``next_token_logprobs`` call, so the backend can schedule them: the llama.cpp policy
+runs one solution's prompts one after another in one slot (a lane) and different solutions side by side.
 
 Reward = P(yes) / (P(yes) + P(no)), each summed over the spellings found in the top-k tokens ("Yes",
 " yes", ...). When neither appears in the top k the step gets ``neutral`` and the miss is counted in
