@@ -13,12 +13,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from testtime.types import Completion, Node, Problem, Trace
+from testtime.types import Completion, Confidence, Node, Problem, Trace
 
 SCHEMA_VERSION = 1
 
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS generations (
     prompt_tokens INTEGER NOT NULL,
     cached_prompt_tokens INTEGER NOT NULL,
     generated_tokens INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    confidence TEXT
 );
 CREATE TABLE IF NOT EXISTS rewards (
     key TEXT PRIMARY KEY,
@@ -165,12 +167,19 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._add_columns()
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         if int(found) != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: store schema version {found}, this testtime reads {SCHEMA_VERSION}")
+
+    def _add_columns(self) -> None:
+        """Columns added since a store was created (additive: older rows read them as NULL)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}
+        if "confidence" not in have:  # per-sample confidence summaries (JSON), from backends with logprobs
+            self._db.execute("ALTER TABLE generations ADD COLUMN confidence TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -192,11 +201,12 @@ class Store:
                 chunk = keys[i : i + 500]
                 rows = self._db.execute(
                     "SELECT key, text, finish_reason, stop, prompt_tokens, cached_prompt_tokens, "
-                    f"generated_tokens FROM generations WHERE key IN ({','.join('?' * len(chunk))})",
+                    f"generated_tokens, confidence FROM generations WHERE key IN ({','.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
-                for key, text, finish, stop, pt, cpt, gt in rows:
-                    out[key] = Completion(text, finish, pt, cpt, gt, stop=stop, from_store=True)
+                for key, text, finish, stop, pt, cpt, gt, conf in rows:
+                    out[key] = Completion(text, finish, pt, cpt, gt, stop=stop, from_store=True,
+                                          confidence=Confidence(**json.loads(conf)) if conf else None)
         return out
 
     def put_generations(self, rows: list[tuple[str, str, str, dict, int, int, Completion]]) -> None:
@@ -206,12 +216,14 @@ class Store:
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO generations (key, model, prompt, params, seed, sample_index, text, "
+                    "finish_reason, stop, prompt_tokens, cached_prompt_tokens, generated_tokens, created, confidence) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (
                             key, model, prompt, json.dumps(params, sort_keys=True), seed, idx,
                             c.text, c.finish_reason, c.stop, c.prompt_tokens, c.cached_prompt_tokens,
-                            c.generated_tokens, now,
+                            c.generated_tokens, now, None if c.confidence is None else json.dumps(asdict(c.confidence)),
                         )
                         for key, model, prompt, params, seed, idx, c in rows
                     ],

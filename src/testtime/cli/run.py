@@ -70,6 +70,12 @@ def selections_table(s: dict[str, Any]) -> Table | None:
     sel = s.get("selections")
     if not sel:
         return None
+    if "prm" not in s:  # an unscored pool: majority and the policy-confidence votes
+        t = Table(title=f"{s['strategy']}@{s['n']}: accuracy per selection (no PRM)")
+        for name in sel:
+            t.add_column(name, justify="right")
+        t.add_row(*(f"{v:.1%}" for v in sel.values()))
+        return t
     title = f"{s['strategy']}@{s['n']} with {s['prm']}: accuracy per aggregation x selection"
     if s.get("oracle_upper_bound"):
         title += " [ORACLE: upper bound, looks at the reference answer]"
@@ -79,7 +85,8 @@ def selections_table(s: dict[str, Any]) -> Table | None:
         t.add_column(col, justify="right")
     for agg in ("last", "min", "mean", "prod"):
         t.add_row(agg, f"{sel[f'prm_{agg}_max']:.1%}", f"{sel[f'prm_{agg}_vote']:.1%}")
-    t.caption = (f"majority (no scores): {sel['majority']:.1%} | reported answer: {s['selection']} | "
+    free = " | ".join(f"{k}: {v:.1%}" for k, v in sel.items() if not k.startswith("prm_"))
+    t.caption = (f"no scores: {free} | reported answer: {s['selection']} | "
                  f"PRM tokens {s['prm_tokens']}, PRM FLOPs {fmt_flops(s['prm_flops'])}")
     return t
 
