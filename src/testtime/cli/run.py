@@ -207,8 +207,8 @@ def run_with_progress(config: Any, executor: Any, problems: list, out: Console) 
 
 def demo(
     dataset: Annotated[str, typer.Option(help="dataset spec (see run)")] = "arith",
-    limit: Annotated[int, typer.Option(help="problems")] = 30,
-    n: Annotated[int, typer.Option(help="majority budget N_max")] = 8,
+    limit: Annotated[int, typer.Option(help="problems (half calibrate, half are held out)")] = 30,
+    n: Annotated[int, typer.Option(help="samples per problem: the pool N_max")] = 8,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
@@ -221,13 +221,15 @@ def demo(
     actors: ActorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """CoT vs majority voting at every N <= N_max, per difficulty level, with a plot."""
-    from testtime.optimal.demo import demo_configs, run_demo
+    """The main job in small: one sample pool per problem (majority, Best-of-N with arith-check, confidence
+    voting, adaptive voting), CoT, calibration on half the problems, the compute-optimal selector on the other
+    half, and the HTML report."""
+    from testtime.optimal.demo import demo_recipe, run_demo
 
     try:
         options = policy_options(policy_option)
         few = str(fewshot_file) if fewshot_file else None
-        demo_configs(dataset, n, limit, seed, model, out, few)  # the library checks N and the rest here
+        demo_recipe(dataset, n, limit, seed, model, out, few)  # the library checks N and the rest here
     except ConfigError as e:
         fail_config(e)
     problems = load_problems(dataset, limit, seed, None)
@@ -246,26 +248,44 @@ def demo(
                               on_progress=on_progress, fewshot_file=few)
     finally:
         ex.close()
-    print_run(result.cot, printer)
-    print_run(result.majority, printer)
-    printer.print(demo_table(result))
-    printer.print(f"plot: {result.plot}")
+    for t in demo_tables(result):
+        printer.print(t)
+    printer.print(f"HTML report (plots, per-bin curves, search trees): {result.files.html}")
     if as_json:
         print(json.dumps(result.summary()))
 
 
-def demo_table(result: Any) -> Table:
+def demo_tables(result: Any) -> list[Table]:
+    """The held-out accuracy per budget (one row per strategy family, then compute-optimal), the paper's
+    metrics, and what the selector chose per bin."""
     ks = result.budgets
-    table = Table(title=f"accuracy vs samples per problem ({result.dataset}, {result.n_problems} problems)")
-    table.add_column("level")
-    table.add_column("CoT", justify="right")
+    s = result.summary()
+    acc = Table(title=f"held-out accuracy vs samples per problem N ({result.dataset}: "
+                      f"{s['held_out_problems']} held-out problems; calibrated on {s['calibration_problems']})")
+    acc.add_column("strategy")
     for k in ks:
-        table.add_column(f"maj@{k}", justify="right")
-    table.add_column(f"pass@{result.n}", justify="right")
-    for label, curve in result.curves.items():
-        table.add_row(label, f"{result.cot_by_level[label]:.0%}", *[f"{curve[k]:.0%}" for k in ks],
-                      f"{result.pass_at_n[label]:.0%}")
-    return table
+        acc.add_column(f"N={k}", justify="right")
+    for name, curve in result.rows().items():
+        style = "bold green" if name == "compute-optimal" else None
+        acc.add_row(name, *[f"{curve[k]:.0%}" if k in curve else "" for k in ks], style=style)
+    used = result.samples_used()
+    if used:
+        acc.caption = "adaptive_majority drew on average " + ", ".join(
+            f"{v:.1f} of {b}" for b, v in used.items()) + " samples"
+    metrics = Table(title="compute-optimal vs the paper's baselines (held-out)")
+    metrics.add_column("figure")
+    metrics.add_column("value", justify="right")
+    for k, v in s["metrics"].items():
+        metrics.add_row(k, v)
+    sel = s["selector"]
+    metrics.add_row(f"selector run at N <= {result.n} (replayed from the store)", f"{sel['accuracy']:.0%}")
+    chosen = Table(title="what the selector chose per predicted difficulty bin (held-out)")
+    for col in ("bin", "problems", "accuracy", "configs"):
+        chosen.add_column(col)
+    for label, b in sel["by_bin"].items():
+        chosen.add_row(label, str(b["n_problems"]), f"{b['accuracy']:.0%}",
+                       ", ".join(f"{c} x{k}" for c, k in b["configs"].items()))
+    return [acc, metrics, chosen]
 
 
 def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

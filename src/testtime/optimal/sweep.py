@@ -258,24 +258,27 @@ def run_sweep(
     scorer: Any = None,
     problems: list[Problem] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    on_batch: Callable[[str, int, int], None] | None = None,
 ) -> SweepResult:
     """Run (or replay from the store) every engine run the recipe needs; write the sweep file.
 
     `policy` is a policy (run here, with `scorer` for the scored runs, or the recipe's prm loaded over it)
     or an executor (``testtime.execution.open_executor``: it builds the recipe's prm itself).
-    `problems` replaces the recipe's datasets (one problem list for every seed)."""
+    `problems` replaces the recipe's datasets (one problem list for every seed). ``on_progress(run index,
+    runs, label)`` before each run; ``on_batch(label, problems done, problems)`` after each recorded batch."""
     from testtime.execution import as_executor
 
     executor = as_executor(policy, scorer)
     try:
-        return _run_sweep(recipe, executor, scorer, problems, on_progress)
+        return _run_sweep(recipe, executor, scorer, problems, on_progress, on_batch)
     finally:
         if executor is not policy:
             executor.close()
 
 
 def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Problem] | None,
-               on_progress: Callable[[int, int, str], None] | None) -> SweepResult:
+               on_progress: Callable[[int, int, str], None] | None,
+               on_batch: Callable[[str, int, int], None] | None = None) -> SweepResult:
     t0 = time.perf_counter()
     names = recipe.datasets or [recipe.dataset]
     if problems is not None:
@@ -293,7 +296,8 @@ def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Proble
         label = f"{dataset} seed {seed} {spec.label}@{n}"
         if on_progress:
             on_progress(i, len(jobs), label)
-        result = executor.run(recipe.run_config(dataset, seed, spec, n), ps)
+        report = (lambda done, total, label=label: on_batch(label, done, total)) if on_batch else None
+        result = executor.run(recipe.run_config(dataset, seed, spec, n), ps, on_progress=report)
         run_ids.append(result.run_id)
         for r in result.results:
             if r.failed:
