@@ -61,3 +61,16 @@ def test_particle_filter_on_the_step_loop(smollm2, tmp_path):
     again = engine.run(config, smollm2, problems, scorer=ArithCheck())
     assert again.summary()["new_generations"] == 0
     assert [r.trace.tree for r in again.results] == [r.trace.tree for r in first.results]
+
+
+def test_deepconf_online_thresholds_from_real_confidences(smollm2, tmp_path):
+    problems = load_dataset("arith", limit=1, levels=[2])
+    config = engine.RunConfig(dataset="arith", strategy="deepconf_online", n=6, out=str(tmp_path), max_tokens=96)
+    first = engine.run(config, smollm2, problems)
+    t = first.results[0].trace
+    assert t.meta["threshold"] is not None and t.meta["threshold"] > 0  # llama.cpp gave every warm-up sample one
+    assert len(t.candidates) + t.meta["stopped"] == 6
+    assert "confidence_vote" in t.selections and t.answer == t.selections["confidence_vote"]
+    assert t.compute.generated_tokens == sum(c.generated_tokens for c in t.candidates) + t.meta["stopped_tokens"]
+    again = engine.run(config, smollm2, problems)
+    assert again.summary()["new_generations"] == 0 and again.results[0].trace.answer == t.answer
