@@ -6,6 +6,9 @@ reported through `on_chunk(request_index, first_sample_index, completions)` as i
 i of a prompt is a pure function of (prompt, seed + i) -- so asking for the tail of a group reproduces
 the tail of the whole group.
 
+With ``confidences`` (question needle -> per-sample values, cycled) a sample carries a Confidence whose
+lowest-group value is the scripted one, as a backend with log-probabilities would report.
+
 Texts are "Step 1: ...\\n\\nThe answer is A." with A taken from a script (the problem's question found
 in the last user turn -> one answer per sample index, cycled; None = a solution without an answer) or,
 for prompts the script does not name, from a hash. Tokens are whitespace-separated words.
@@ -23,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from testtime.policy.base import ChunkCallback, GenerationRequest
-from testtime.types import Completion
+from testtime.types import Completion, Confidence
 
 USER = "<|user|>\n"
 ASSISTANT = "<|assistant|>\n"
@@ -75,8 +78,11 @@ class ScriptedPolicy:
         crash_after: int | None = None,
         crash_with: str = "raise",
         model_id: str | None = None,
+        confidences: Mapping[str, Sequence[float]] | None = None,
     ):
         self.script = dict(script or {})
+        # question needle -> each sample's confidence (cycled), reported like a backend with logprobs
+        self.confidences = dict(confidences or {})
         self.n_params = n_params
         self.chunk_size = chunk_size
         self.crash_after = crash_after
@@ -151,4 +157,13 @@ class ScriptedPolicy:
             cached_prompt_tokens=0 if index == 0 else prompt_tokens,
             generated_tokens=words(text),
             stop=None,
+            confidence=self.confidence_for(req.prompt, index),
         )
+
+    def confidence_for(self, prompt: str, index: int) -> Confidence | None:
+        turn = last_user_turn(prompt)
+        for needle, values in self.confidences.items():
+            if needle in turn:
+                c = float(values[index % len(values)])
+                return Confidence(mean=c + 1.0, lowest_group=c, tail=c + 0.5, tokens=8)
+        return None

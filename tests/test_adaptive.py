@@ -47,6 +47,8 @@ def test_stops_each_problem_when_its_window_agrees(tmp_path):
     res = engine.run(config(tmp_path), policy, PROBLEMS)
     used = {r.problem.id: r.trace.meta["samples_used"] for r in res.results}
     assert used == {"easy": 4, "split": 16, "late": 8}
+    s = res.summary()  # --json: the samples actually drawn, of N = 16 per problem
+    assert s["samples_used"] == 28 and s["mean_samples_used"] == pytest.approx(28 / 3)
     assert all(r.trace.correct for r in res.results)
     # one batched call per window, carrying every problem still voting, each asking for the next window
     assert [len(call) for call in policy.calls] == [3, 2, 1, 1]

@@ -51,10 +51,11 @@ def test_aggregate_refuses_nan():
 
 def test_selection_names_are_registry_keys():
     # the report name is the key: nothing is composed and parsed back
-    assert list(SELECTIONS) == ["majority"] + [f"prm_{a}_{r}" for a in AGGREGATIONS for r in ("max", "vote")]
+    assert list(SELECTIONS) == (["majority"] + [f"prm_{a}_{r}" for a in AGGREGATIONS for r in ("max", "vote")]
+                                + ["confidence_vote", "confidence_top"])
     for name, sel in SELECTIONS.items():
         assert sel.name == name
-        assert sel.uses_scores == (name != "majority")
+        assert sel.uses_scores == name.startswith("prm_")  # PRM step rewards; confidence votes use none
     assert selection_of("min", "prm_vote") is SELECTIONS["prm_min_vote"]
     assert selection_of("prod", "majority") is MAJORITY  # majority ignores the aggregation
     with pytest.raises(ConfigError) as e:
@@ -120,7 +121,7 @@ def test_all_selections_hand_computed():
     answers = ["3", "5", "3", None]
     rewards = [[0.9, 0.2], [0.6, 0.7], [0.3, 0.4], [1.0, 1.0]]
     out = all_selections(answers, rewards)
-    assert list(out) == list(SELECTIONS)
+    assert list(out) == [k for k, s in SELECTIONS.items() if not s.uses_confidence]  # no confidences given
     assert out["majority"] == "3"
     # last: 0.2, 0.7, 0.4 -> max "5"; vote 3: 0.6, 5: 0.7 -> "5"
     assert out["prm_last_max"] == "5"
@@ -148,6 +149,9 @@ def test_all_selections_consistent_with_individual_selections():
     for eq in (None, equivalent):
         out = all_selections(answers, rewards, eq)
         for name, sel in SELECTIONS.items():
+            if sel.uses_confidence:  # this pool has no per-sample confidences (tests/test_confidence.py)
+                assert name not in out
+                continue
             assert out[name] == select(answers, rewards, sel, eq), (name, eq)
             # the same rule over flat scores of that aggregation
             if sel.uses_scores:

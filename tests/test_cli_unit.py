@@ -282,49 +282,7 @@ def test_unscored_strategy_ignores_prm_options(tmp_path, monkeypatch):
     assert s["n_problems"] == len(problems) and "prm" not in s
 
 
-# --- demo over a scripted policy ----------------------------------------------------------------
-
-
-def test_demo_json_table_and_plot_with_a_scripted_policy(tmp_path, monkeypatch):
-    problems = load_dataset("arith", limit=4)
-    right = [p.answer for p in problems]
-    script = {problems[0].question: [right[0]] * 4,  # always right
-              problems[1].question: ["x1", right[1], "x2", right[1]],  # right by majority of the pool
-              problems[2].question: ["x"] * 4}  # never right
-    monkeypatch.setattr(testtime.policy, "load_policy", lambda model=None, **_k: ScriptedPolicy(script))
-    args = ["demo", "--limit", "4", "--n", "4", "--out", str(tmp_path), "--json"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    s = last_json(result.stdout)
-    assert set(s) == {"plot", "cot", "majority", "curves", "cot_by_level", "intervals"}
-    assert s["cot"]["strategy"] == "cot" and s["majority"]["n"] == 4
-    # the always-right level alone: 1 of 1, whose exact interval is wide; all problems: between 0 and 1
-    lo, hi = s["intervals"][f"level {problems[0].level}"]["majority@4"]
-    assert 0.0 < lo < hi == 1.0
-    assert set(s["intervals"]["all"]) == {"cot", "majority@4", "pass@4"}
-    assert (tmp_path / "accuracy_vs_n.png").is_file() and s["plot"] == str(tmp_path / "accuracy_vs_n.png")
-    levels = {f"level {p.level}" for p in problems}
-    assert set(s["curves"]) == levels == set(s["cot_by_level"])
-    assert all(set(c) == {"1", "2", "4"} for c in s["curves"].values())
-    lvl = f"level {problems[0].level}"
-    assert s["curves"][lvl]["1"] >= s["curves"][f"level {problems[2].level}"]["4"]
-    assert "maj@4" in result.stderr and "pass@4" in result.stderr and "plot: " in result.stderr
-
-
-def test_demo_curves_count_a_failed_problem_as_wrong():
-    from testtime.engine import ProblemResult, RunConfig, RunResult
-    from testtime.optimal.demo import majority_curves
-    from testtime.types import Trace
-
-    p_ok, p_bad = load_dataset("arith", limit=2, levels=[1])
-    ok = Trace(p_ok.id, "majority", 2, [], "3", correct=True, answer_groups=[0, 0])
-    bad = Trace(p_bad.id, "majority", 2, [], None, correct=False, error="GenerationFailed: down")
-    cot = [ProblemResult(p, Trace(p.id, "cot", 1, [], "3", correct=c), [c]) for p, c in ((p_ok, True), (p_bad, True))]
-    maj = [ProblemResult(p_ok, ok, [True, True]), ProblemResult(p_bad, bad, [])]
-    curves, cot_by_level, pass_n = majority_curves(
-        RunResult("c", RunConfig(strategy="cot", n=1), cot, 0.0), RunResult("m", RunConfig(n=2), maj, 0.0), 2)
-    assert curves == {"level 1": {1: 0.5, 2: 0.5}}
-    assert cot_by_level == {"level 1": 1.0} and pass_n == {"level 1": 0.5}
+# --- demo over a scripted policy: tests/test_demo.py ---------------------------------------------------
 
 
 # --- prm eval: the library checks its options before any model loads --------------------------------

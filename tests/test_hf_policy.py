@@ -418,3 +418,21 @@ def test_store_round_trip(lm, tmp_path):
     fresh = variant(lm).generate([GenerationRequest(PROMPTS[0], 5, 1, reqs[0].params)])[0]
     assert summary(more[0]) == summary(fresh)
     assert [c.from_store for c in more[0]] == [True] * 3 + [False] * 2
+
+
+@torch.no_grad()
+def test_each_sample_carries_its_deepconf_confidence(policy, lm):
+    from testtime.confidence import TOP_K, summarize
+
+    model, _tok = lm
+    req = GenerationRequest(PROMPTS[0], 1, 0, SamplingParams(max_tokens=6, temperature=0.0))
+    (c,) = policy.generate([req])[0]
+    seq, confs = prompt_ids(policy, req.prompt), []
+    for _ in range(c.generated_tokens):  # the reference: a full forward per token, no cache
+        logits = model(torch.tensor([seq])).logits[0, -1].float()
+        confs.append(float(-logits.log_softmax(-1).topk(TOP_K).values.mean()))
+        seq.append(int(logits.argmax()))
+    want = summarize(confs)
+    assert c.confidence is not None and c.confidence.tokens == c.generated_tokens == len(confs)
+    for field in ("mean", "lowest_group", "tail"):
+        assert getattr(c.confidence, field) == pytest.approx(getattr(want, field), abs=1e-3)

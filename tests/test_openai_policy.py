@@ -69,7 +69,7 @@ def test_body_fields_seeds_and_split(serve):
     assert body["model"] == "org/model" and body["prompt"] == "P" and body["max_tokens"] == 32
     assert body["temperature"] == 0.8 and body["top_p"] == 0.95 and body["stop"] == ["\n\n"]
     assert body["top_k"] == -1 and body["min_p"] == 0.0
-    assert body["logprobs"] == 1  # per-sample token counts (llama.cpp's usage counts only the first choice)
+    assert body["logprobs"] == 5  # per-sample token counts and top-5 for the confidence
     assert set(srv.paths) == {"/v1/completions"}
     assert srv.headers[0]["Authorization"] == "Bearer k3y"
     pol.close()

@@ -25,7 +25,7 @@ from testtime.optimal.metrics import (
 )
 from testtime.search.selection import MAJORITY, SELECTIONS, Pool, all_selections
 
-BON_KEYS = list(SELECTIONS)
+BON_KEYS = [k for k, s in SELECTIONS.items() if not s.uses_confidence]  # a scored pool without confidences
 
 
 def bon_subset_scores(answers, correct, rewards, equivalent=None):

@@ -106,6 +106,7 @@ def make_fake_vllm(version: str = "0.11.0", *, report_cached: bool = True, templ
         stop: list[str] | str | None = None
         max_tokens: int | None = 16
         include_stop_str_in_output: bool = False
+        logprobs: int | None = None
 
         def __post_init__(self) -> None:
             if self.top_k == 0 or self.top_k < -1:
@@ -285,6 +286,7 @@ def test_sampling_parameters_are_mapped(install):
     assert first.stop == ["\n\n", "END"] and first.include_stop_str_in_output is False
     assert (first.min_p, first.repetition_penalty) == (0.0, 1.0)
     assert second.top_k == 5 and second.stop == []
+    assert first.logprobs == second.logprobs == 5  # the top-5 behind each sample's confidence
 
 
 def test_temperature_zero_is_greedy(install):

@@ -217,19 +217,25 @@ class RunResult:
         cls = self.config.strategy_class
         ok = [r for r in self.results if not r.failed]
         extra: dict[str, Any] = {}
+        # every selection some problem reported (PRM-scored pools; confidence votes over sampled pools)
+        names = list(dict.fromkeys(k for r in ok for k in r.trace.selections_correct))
+        if names:
+            extra["selections"] = {k: sum(bool(r.trace.selections_correct.get(k)) for r in self.results) / n
+                                   for k in names}
         scoring = ok[0].trace.scoring if ok else None
         if scoring is not None:
-            names = list(ok[0].trace.selections_correct)
-            extra = {
+            extra.update({
                 "prm": scoring.scorer,
                 # an oracle looked at the reference: its accuracy is an upper bound (pass@N), not a result
                 "oracle_upper_bound": scoring.oracle,
                 "selection": scoring.selection,
-                "selections": {k: sum(bool(r.trace.selections_correct.get(k)) for r in self.results) / n
-                               for k in names},
                 "prm_tokens": c.prm_tokens,
                 "prm_flops": c.prm_flops,
-            }
+            })
+        used = [r.trace.meta["samples_used"] for r in ok if "samples_used" in r.trace.meta]
+        if used:  # strategies that stop early (adaptive_majority): the samples actually drawn, of N per problem
+            extra["samples_used"] = sum(used)
+            extra["mean_samples_used"] = sum(used) / len(used)
         return {
             "run_id": self.run_id,
             "dataset": self.config.dataset,

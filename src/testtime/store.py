@@ -22,13 +22,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from testtime.types import Completion, Node, Problem, Trace
+from testtime.types import Completion, Confidence, Node, Problem, Trace
 
 SCHEMA_VERSION = 1
 
@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS generations (
     prompt_tokens INTEGER NOT NULL,
     cached_prompt_tokens INTEGER NOT NULL,
     generated_tokens INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    confidence TEXT
 );
 CREATE TABLE IF NOT EXISTS rewards (
     key TEXT PRIMARY KEY,
@@ -239,6 +240,7 @@ class Store:
                 raise damaged(self.path, "; ".join(problems))
             _CHECKED.add(key)
         self._db.executescript(_SCHEMA)
+        self._add_columns()
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
@@ -299,6 +301,12 @@ class Store:
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._retrying(lambda: fn(self._db))
 
+    def _add_columns(self) -> None:
+        """Columns added since a store was created (additive: older rows read them as NULL)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}
+        if "confidence" not in have:  # per-sample confidence summaries (JSON), from backends with logprobs
+            self._db.execute("ALTER TABLE generations ADD COLUMN confidence TEXT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -320,11 +328,12 @@ class Store:
                 chunk = keys[i : i + 500]
                 rows = db.execute(
                     "SELECT key, text, finish_reason, stop, prompt_tokens, cached_prompt_tokens, "
-                    f"generated_tokens FROM generations WHERE key IN ({','.join('?' * len(chunk))})",
+                    f"generated_tokens, confidence FROM generations WHERE key IN ({','.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
-                for key, text, finish, stop, pt, cpt, gt in rows:
-                    out[key] = Completion(text, finish, pt, cpt, gt, stop=stop, from_store=True)
+                for key, text, finish, stop, pt, cpt, gt, conf in rows:
+                    out[key] = Completion(text, finish, pt, cpt, gt, stop=stop, from_store=True,
+                                          confidence=Confidence(**json.loads(conf)) if conf else None)
             return out
 
         return self._read(read)
@@ -336,12 +345,14 @@ class Store:
             (
                 key, model, prompt, json.dumps(params, sort_keys=True), seed, idx,
                 c.text, c.finish_reason, c.stop, c.prompt_tokens, c.cached_prompt_tokens,
-                c.generated_tokens, now,
+                c.generated_tokens, now, None if c.confidence is None else json.dumps(asdict(c.confidence)),
             )
             for key, model, prompt, params, seed, idx, c in rows
         ]
         self._write(lambda db: db.executemany(
-            "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", values))
+            "INSERT OR IGNORE INTO generations (key, model, prompt, params, seed, sample_index, text, "
+            "finish_reason, stop, prompt_tokens, cached_prompt_tokens, generated_tokens, created, confidence) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values))
 
     def count_generations(self) -> int:
         return self._read(lambda db: db.execute("SELECT COUNT(*) FROM generations").fetchone()[0])

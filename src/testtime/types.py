@@ -30,6 +30,18 @@ class Problem:
         return self.meta.get("level")
 
 
+@dataclass(frozen=True)
+class Confidence:
+    """How sure the policy was while writing one sample (DeepConf, arXiv 2508.15260), from its per-token
+    top-k log-probabilities. A token's confidence is minus the mean log-probability of its top-k candidates:
+    high when the distribution is peaked. Summaries (``testtime.confidence.summarize``):"""
+
+    mean: float  # over every generated token
+    lowest_group: float  # the lowest mean over a sliding window of tokens (the weakest stretch)
+    tail: float  # the mean over the last tokens (where the answer is written)
+    tokens: int  # tokens with log-probabilities behind these figures
+
+
 @dataclass
 class Completion:
     """One sampled continuation of a prompt, with exact token accounting."""
@@ -41,6 +53,7 @@ class Completion:
     generated_tokens: int
     stop: str | None = None  # the stop string that ended it, if any
     from_store: bool = False  # True when replayed from the store, not generated now
+    confidence: Confidence | None = None  # None: the backend gave no log-probabilities
 
 
 @dataclass
@@ -96,6 +109,7 @@ class Candidate:
     finish_reason: FinishReason
     generated_tokens: int
     correct: bool | None = None  # graded against the reference when known
+    confidence: Confidence | None = None  # its sample's, where the backend gave log-probabilities
 
     @property
     def text(self) -> str:
@@ -174,7 +188,8 @@ class Trace:
         store, as a rerun of it would."""
         d = dict(record)
         meta = dict(d.pop("meta", None) or {})
-        d["candidates"] = [Candidate(**c) for c in d["candidates"]]
+        d["candidates"] = [Candidate(**{**c, "confidence": Confidence(**c["confidence"]) if c.get("confidence")
+                                        else None}) for c in d["candidates"]]
         compute = Compute(**{k: v for k, v in d["compute"].items() if k not in ("flops", "flops_uncached")})
         compute.cached_generations += compute.new_generations
         compute.new_generations = 0

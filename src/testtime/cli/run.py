@@ -94,6 +94,12 @@ def selections_table(s: dict[str, Any]) -> Table | None:
     sel = s.get("selections")
     if not sel:
         return None
+    if "prm" not in s:  # an unscored pool: majority and the policy-confidence votes
+        t = Table(title=f"{s['strategy']}@{s['n']}: accuracy per selection (no PRM)")
+        for name in sel:
+            t.add_column(name, justify="right")
+        t.add_row(*(f"{v:.1%}" for v in sel.values()))
+        return t
     title = f"{s['strategy']}@{s['n']} with {s['prm']}: accuracy per aggregation x selection"
     if s.get("oracle_upper_bound"):
         title += " [ORACLE: upper bound, looks at the reference answer]"
@@ -103,7 +109,8 @@ def selections_table(s: dict[str, Any]) -> Table | None:
         t.add_column(col, justify="right")
     for agg in ("last", "min", "mean", "prod"):
         t.add_row(agg, f"{sel[f'prm_{agg}_max']:.1%}", f"{sel[f'prm_{agg}_vote']:.1%}")
-    t.caption = (f"majority (no scores): {sel['majority']:.1%} | reported answer: {s['selection']} | "
+    free = " | ".join(f"{k}: {v:.1%}" for k, v in sel.items() if not k.startswith("prm_"))
+    t.caption = (f"no scores: {free} | reported answer: {s['selection']} | "
                  f"PRM tokens {s['prm_tokens']}, PRM FLOPs {fmt_flops(s['prm_flops'])}")
     return t
 
@@ -241,8 +248,8 @@ def run_with_progress(config: Any, executor: Any, problems: list, out: Console, 
 
 def demo(
     dataset: Annotated[str, typer.Option(help="dataset spec (see run)")] = "arith",
-    limit: Annotated[int, typer.Option(help="problems")] = 30,
-    n: Annotated[int, typer.Option(help="majority budget N_max")] = 8,
+    limit: Annotated[int, typer.Option(help="problems (half calibrate, half are held out)")] = 30,
+    n: Annotated[int, typer.Option(help="samples per problem: the pool N_max")] = 8,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
@@ -256,13 +263,15 @@ def demo(
     actors: ActorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """CoT vs majority voting at every N <= N_max, per difficulty level, with a plot."""
-    from testtime.optimal.demo import demo_configs, run_demo
+    """The main job in small: one sample pool per problem (majority, Best-of-N with arith-check, confidence
+    voting, adaptive voting), CoT, calibration on half the problems, the compute-optimal selector on the other
+    half, and the HTML report."""
+    from testtime.optimal.demo import demo_recipe, run_demo
 
     try:
         options = policy_options(policy_option)
         few = str(fewshot_file) if fewshot_file else None
-        demo_configs(dataset, n, limit, seed, model, out, few, extraction)  # the library checks N and the rest here
+        demo_recipe(dataset, n, limit, seed, model, out, few, extraction)  # the library checks N and the rest here
     except ConfigError as e:
         fail_config(e)
     problems = load_problems(dataset, limit, seed, None)
@@ -281,10 +290,9 @@ def demo(
                               on_progress=on_progress, fewshot_file=few, extraction=extraction)
     finally:
         ex.close()
-    print_run(result.cot, printer)
-    print_run(result.majority, printer)
-    printer.print(demo_table(result))
-    printer.print(f"plot: {result.plot}")
+    for t in demo_tables(result):
+        printer.print(t)
+    printer.print(f"HTML report (plots, per-bin curves, search trees): {result.files.html}")
     if as_json:
         print(json.dumps({**result.summary(), "intervals": demo_intervals(result)}))
 
@@ -309,39 +317,37 @@ def demo_intervals(result: Any, confidence: float = 0.95) -> dict[str, dict[str,
     return out
 
 
-def demo_table(result: Any) -> Table:
+def demo_tables(result: Any) -> list[Table]:
+    """The held-out accuracy per budget (one row per strategy family, then compute-optimal), the paper's
+    metrics, and what the selector chose per bin."""
     ks = result.budgets
-    table = Table(title=f"accuracy vs samples per problem ({result.dataset}, {result.n_problems} problems)")
-    table.add_column("level")
-    table.add_column("CoT", justify="right")
+    s = result.summary()
+    acc = Table(title=f"held-out accuracy vs samples per problem N ({result.dataset}: "
+                      f"{s['held_out_problems']} held-out problems; calibrated on {s['calibration_problems']})")
+    acc.add_column("strategy")
     for k in ks:
-        table.add_column(f"maj@{k}", justify="right")
-    table.add_column(f"pass@{result.n}", justify="right")
-    ci = demo_intervals(result)
-    n_of = {label: 0 for label in result.curves}
-    for r in result.majority.results:
-        n_of[_level_label(r.problem)] = n_of.get(_level_label(r.problem), 0) + 1
-
-    def cell(acc: float, label: str, name: str) -> str:
-        return _with_ci(acc, ci.get(label, {}).get(name), digits=0)
-
-    rows = dict(result.curves)
-    total = sum(n_of.values())
-    if len(rows) > 1 and total:  # the all-problems row, weighting each level by its problems
-        rows["all"] = {k: sum(c[k] * n_of[lab] for lab, c in result.curves.items()) / total for k in ks}
-    for label, curve in rows.items():
-        cot = (result.cot_by_level[label] if label in result.cot_by_level
-               else sum(result.cot_by_level[lab] * n_of[lab] for lab in result.curves) / total)
-        pass_n = (result.pass_at_n[label] if label in result.pass_at_n
-                  else sum(result.pass_at_n[lab] * n_of[lab] for lab in result.curves) / total)
-        table.add_row(label, cell(cot, label, "cot"),
-                      *[cell(curve[k], label, f"majority@{k}") if k == result.n else f"{curve[k]:.0%}" for k in ks],
-                      cell(pass_n, label, f"pass@{result.n}"), style="bold" if label == "all" else None)
-    smallest = min(n_of.values(), default=0)
-    table.caption = ("[brackets]: 95% intervals over problems (bootstrap; exact binomial where a level has no "
-                     f"variation). Smallest level: {smallest} problems, so one problem moves it by "
-                     f"{100 / max(smallest, 1):.0f} points")
-    return table
+        acc.add_column(f"N={k}", justify="right")
+    for name, curve in result.rows().items():
+        style = "bold green" if name == "compute-optimal" else None
+        acc.add_row(name, *[f"{curve[k]:.0%}" if k in curve else "" for k in ks], style=style)
+    used = result.samples_used()
+    if used:
+        acc.caption = "adaptive_majority drew on average " + ", ".join(
+            f"{v:.1f} of {b}" for b, v in used.items()) + " samples"
+    metrics = Table(title="compute-optimal vs the paper's baselines (held-out)")
+    metrics.add_column("figure")
+    metrics.add_column("value", justify="right")
+    for k, v in s["metrics"].items():
+        metrics.add_row(k, v)
+    sel = s["selector"]
+    metrics.add_row(f"selector run at N <= {result.n} (replayed from the store)", f"{sel['accuracy']:.0%}")
+    chosen = Table(title="what the selector chose per predicted difficulty bin (held-out)")
+    for col in ("bin", "problems", "accuracy", "configs"):
+        chosen.add_column(col)
+    for label, b in sel["by_bin"].items():
+        chosen.add_row(label, str(b["n_problems"]), f"{b['accuracy']:.0%}",
+                       ", ".join(f"{c} x{k}" for c, k in b["configs"].items()))
+    return [acc, metrics, chosen]
 
 
 def _level_label(problem: Any) -> str:

@@ -181,7 +181,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
         res = executor.run(base.with_strategy(strategy, n, **kw), members)
         run_ids.append(res.run_id)
         for r in res.results:
-            correct[r.problem.id] = bool(r.trace.correct)
+            # the calibrated selection's answer (a confidence vote over a majority pool is one of its selections)
+            correct[r.problem.id] = bool(r.trace.selections_correct.get(ch.selection or "", r.trace.correct))
             compute[r.problem.id].add(r.trace.compute)
             if r.failed:
                 failed[r.problem.id] = f"{ch.config}@{n}: {r.error}"

@@ -37,6 +37,7 @@ from testtime.optimal.artifact import read_artifact
 from testtime.optimal.metrics import selection_subset_scores, subsample_curves
 from testtime.optimal.recipe import Recipe, StrategySpec
 from testtime.search import Majority, Pool, Strategy
+from testtime.search.base import confidences_of
 from testtime.search.selection import MAJORITY, SELECTIONS
 from testtime.types import Problem
 
@@ -129,6 +130,8 @@ def config_name(cls: type[Strategy], options: Any, selection: str | None) -> str
     """A cell's config: the strategy's label, and for PRM-scored strategies the selection that chose the
     answer ("cot", "majority", "best_of_n/prm_min_vote", "beam(m=4)/prm_last_max")."""
     label = cls.label(options)
+    if selection and not cls.needs_scorer and SELECTIONS[selection].uses_confidence:
+        return selection  # a PRM-free vote over the policy's confidence: a family of its own
     return f"{label}/{selection}" if cls.needs_scorer and selection else label
 
 
@@ -170,7 +173,7 @@ def _pool_cells(
         n = len(correct)
         rewards = t.scoring.rewards if t.scoring is not None else None
         # the strategy grouped the pool by math equivalence once; subsets reuse its groups
-        pool = Pool.of(t.answer_groups or [None] * n, rewards)
+        pool = Pool.of(t.answer_groups or [None] * n, rewards, confidences_of(t.candidates))
         per_sample_tokens = t.compute.generated_tokens / max(1, n)
         per_sample_flops = t.compute.flops / max(1, n)
         policy_flops = t.compute.policy_flops / max(1, n)  # majority needs no PRM: it is not charged one
@@ -181,12 +184,13 @@ def _pool_cells(
                                   samples=recipe.subsamples, seed=seed)
         for sel in pool.selections():
             cls = spec.cls if sel.uses_scores else Majority
-            config = config_name(cls, cls.Options(), sel.name)
+            named = None if sel is MAJORITY else sel.name  # majority's own answer needs no selection name
+            config = config_name(cls, cls.Options(), named)
             for k, acc in curves[sel.name].items():
                 flops = (per_sample_flops if sel.uses_scores else policy_flops) * k
                 full = (per_sample_full if sel.uses_scores else policy_full) * k
-                cells.append(Cell(r.problem.id, config, cls.name, None, sel.name if sel.uses_scores else None, k, acc,
-                                  per_sample_tokens * k, flops, full))
+                cells.append(Cell(r.problem.id, config, cls.name, None, named, k, acc, per_sample_tokens * k, flops,
+                                  full))
         probe = min(recipe.difficulty.probe_n, n)
         f = probe_features(list(pool.group_of)[:probe], rewards[:probe] if rewards is not None else None)
         infos.append(ProblemInfo(r.problem.id, r.problem.level, sum(correct) / max(1, n), f.agreement, f.score,
@@ -259,24 +263,27 @@ def run_sweep(
     scorer: Any = None,
     problems: list[Problem] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    on_batch: Callable[[str, int, int], None] | None = None,
 ) -> SweepResult:
     """Run (or replay from the store) every engine run the recipe needs; write the sweep file.
 
     `policy` is a policy (run here, with `scorer` for the scored runs, or the recipe's prm loaded over it)
     or an executor (``testtime.execution.open_executor``: it builds the recipe's prm itself).
-    `problems` replaces the recipe's datasets (one problem list for every seed)."""
+    `problems` replaces the recipe's datasets (one problem list for every seed). ``on_progress(run index,
+    runs, label)`` before each run; ``on_batch(label, problems done, problems)`` after each recorded batch."""
     from testtime.execution import as_executor
 
     executor = as_executor(policy, scorer)
     try:
-        return _run_sweep(recipe, executor, scorer, problems, on_progress)
+        return _run_sweep(recipe, executor, scorer, problems, on_progress, on_batch)
     finally:
         if executor is not policy:
             executor.close()
 
 
 def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Problem] | None,
-               on_progress: Callable[[int, int, str], None] | None) -> SweepResult:
+               on_progress: Callable[[int, int, str], None] | None,
+               on_batch: Callable[[str, int, int], None] | None = None) -> SweepResult:
     t0 = time.perf_counter()
     names = recipe.datasets or [recipe.dataset]
     if problems is not None:
@@ -294,7 +301,8 @@ def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Proble
         label = f"{dataset} seed {seed} {spec.label}@{n}"
         if on_progress:
             on_progress(i, len(jobs), label)
-        result = executor.run(recipe.run_config(dataset, seed, spec, n), ps)
+        report = (lambda done, total, label=label: on_batch(label, done, total)) if on_batch else None
+        result = executor.run(recipe.run_config(dataset, seed, spec, n), ps, on_progress=report)
         run_ids.append(result.run_id)
         for r in result.results:
             if r.failed:

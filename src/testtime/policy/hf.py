@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from testtime.backends.hf import MissingExtraError, fingerprint, from_pretrained, import_hf, quiet, torch_dtype
+from testtime.confidence import TOP_K, summarize
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
 from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
 from testtime.types import Completion
@@ -99,6 +100,7 @@ class _Row:
     text: str = ""  # detokenised so far (rows with stop strings only)
     prefix_offset: int = 0
     read_offset: int = 0
+    confidences: list[float] = field(default_factory=list)  # per generated token (testtime.confidence)
 
     def start(self, prompt_ids: list[int]) -> None:
         self.seq = list(prompt_ids[-_CONTEXT:])
@@ -333,12 +335,15 @@ class HFPolicy:
             live = list(range(len(rows)))  # batch slot -> row index
             for step in range(steps):
                 tokens = sampler(logits, step)
+                # DeepConf's token confidence from the raw distribution: minus the mean top-k log-probability
+                confs = (-logits.log_softmax(-1).topk(min(TOP_K, logits.shape[-1]), dim=-1).values.mean(-1)).tolist()
                 done = False
-                for ri, tok in zip(live, tokens.tolist(), strict=True):
+                for ri, tok, conf in zip(live, tokens.tolist(), confs, strict=True):
                     row = rows[ri]
                     if row.finish is not None:  # finished, still in the batch until the next compaction
                         continue
                     row.seq.append(tok)
+                    row.confidences.append(conf)
                     if tok in eos:
                         row.finish = "eos"
                     elif stops[ri] and self._check_stop(row, stops[ri]):
@@ -381,6 +386,7 @@ class HFPolicy:
             cached_prompt_tokens=prompt_tokens if cached else 0,
             generated_tokens=row.generated,
             stop=row.stop,
+            confidence=summarize(row.confidences),
         )
 
     def _decode(self, ids: list[int]) -> str:

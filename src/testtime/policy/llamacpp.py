@@ -10,8 +10,9 @@ each slot keeps its KV cache and reuses the longest common prefix, and the respo
 prompt tokens came from that cache.
 
 Two things the server does not give directly, recovered here:
-- per-sample token counts (its `usage` covers only the first child): we ask for `n_probs=1`, whose
-  per-token entries count the generated tokens exactly;
+- per-sample token counts (its `usage` covers only the first child): we ask for `n_probs`, whose
+  per-token entries count the generated tokens exactly and give each token's top-k log-probabilities,
+  summarised into the sample's confidence (``testtime.confidence``; k=5 costs no measurable time);
 - whether a sample ended at end-of-generation or at a stop string (both say "stop"): the last token's
   id is checked against the model's end-of-generation ids read from the GGUF.
 """
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from testtime.backends.llamacpp import in_slot, plan_lanes, quiet_stderr, server_params
+from testtime.confidence import TOP_K, summarize, token_confidence
 from testtime.errors import ConfigError
 from testtime.policy.base import ChunkCallback, GenerationRequest, NextTokenLogprobs
 from testtime.policy.gguf_meta import GGUFInfo, read_gguf_info
 from testtime.policy.prompts import plain_chat, render_jinja_chat
-from testtime.types import Completion
+from testtime.types import Completion, Confidence
 
 
 def gguf_chat(info: GGUFInfo):
@@ -37,6 +39,14 @@ def gguf_chat(info: GGUFInfo):
     if info.chat_template:
         return render_jinja_chat(info.chat_template, info.bos_text, info.eos_text)
     return plain_chat
+
+
+def content_confidence(content: list[dict[str, Any]]) -> Confidence | None:
+    """A sample's confidence from the server's per-token entries (None when they carry no top-k)."""
+    tops = [[t["logprob"] for t in tok.get("top_logprobs") or []] for tok in content]
+    if not tops or not all(tops):
+        return None
+    return summarize([token_confidence(t) for t in tops])
 
 
 class LlamaCppPolicy:
@@ -116,7 +126,7 @@ class LlamaCppPolicy:
             "typical_p": 1.0,
             "repeat_penalty": 1.0,
             "stop": list(sp.stop),
-            "n_probs": 1,
+            "n_probs": TOP_K,
             "cache_prompt": True,
         }
 
@@ -148,6 +158,7 @@ class LlamaCppPolicy:
                     cached_prompt_tokens=cached if k == 0 else prompt_tokens,
                     generated_tokens=len(content),
                     stop=stop,
+                    confidence=content_confidence(content),
                 )
             )
         if len(out) != n:

@@ -9,9 +9,11 @@ Decisions that differ between servers, and the rule used here:
   as with the in-process llama.cpp backend and regardless of how a request is split. Other servers may
   seed the n children differently (e.g. one generator drawn n times); for them pass
   ``max_n_per_request=1`` so every sample is its own request with its own seed.
-- Token counts: each request asks for ``logprobs=1`` (``exact_token_counts``), whose per-choice token list
+- Token counts: each request asks for ``logprobs=5`` (``exact_token_counts``), whose per-choice token list
   (OpenAI / vLLM ``logprobs.tokens``, llama.cpp ``logprobs.content``) counts each sample's generated
-  tokens exactly; llama.cpp's ``usage`` counts only the first of n choices. Prompt counts come from ``usage``:
+  tokens exactly, and whose per-token top-5 (``logprobs.top_logprobs``, llama.cpp ``content[].top_logprobs``)
+  gives the sample's confidence (``testtime.confidence``); llama.cpp's ``usage`` counts only the first of n
+  choices. Prompt counts come from ``usage``:
   ``prompt_tokens`` (the prompt, counted once per request),
   ``prompt_tokens_details.cached_tokens`` when the server reports it (vLLM needs
   ``--enable-prompt-tokens-details``), else 0. The first sample of a request is charged the uncached
@@ -36,11 +38,12 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 
+from testtime.confidence import TOP_K, summarize, token_confidence
 from testtime.errors import ConfigError, ProblemFailure
 from testtime.netretry import post_json
 from testtime.policy.base import ChunkCallback, GenerationRequest
 from testtime.policy.prompts import plain_chat, render_jinja_chat
-from testtime.types import Completion
+from testtime.types import Completion, Confidence
 
 
 class GenerationFailed(ProblemFailure):
@@ -54,6 +57,20 @@ class GenerationFailed(ProblemFailure):
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         super().__init__(f"{len(failures)} generation request(s) failed; first: request {ri} samples "
                          f"[{first}, {first + n}): {err}{more}")
+
+
+def choice_confidence(logprobs: dict[str, Any]) -> Confidence | None:
+    """A choice's confidence from its per-token top-k (OpenAI / vLLM: ``top_logprobs``, a token -> logprob
+    dict per token; llama.cpp: ``content[].top_logprobs``, a list of entries); None when a token has none."""
+    if isinstance(logprobs.get("top_logprobs"), list):
+        tops = [list((t or {}).values()) for t in logprobs["top_logprobs"]]
+    elif isinstance(logprobs.get("content"), list):
+        tops = [[e["logprob"] for e in tok.get("top_logprobs") or []] for tok in logprobs["content"]]
+    else:
+        return None
+    if not tops or not all(tops):
+        return None
+    return summarize([token_confidence(t) for t in tops])
 
 
 class OpenAICompatPolicy:
@@ -135,7 +152,7 @@ class OpenAICompatPolicy:
             "top_k": sp.top_k if sp.top_k > 0 else -1,
             "min_p": 0.0,  # llama.cpp's server defaults to 0.05, which would change the distribution
             "stop": list(sp.stop),
-            **({"logprobs": 1} if self.exact_token_counts else {}),
+            **({"logprobs": TOP_K} if self.exact_token_counts else {}),
         }
 
     def _call(self, req: GenerationRequest, first: int, n: int) -> list[Completion]:
@@ -170,6 +187,7 @@ class OpenAICompatPolicy:
                     cached_prompt_tokens=cached if k == 0 else prompt_tokens,
                     generated_tokens=generated,
                     stop=stop,
+                    confidence=choice_confidence(logprobs),
                 )
             )
         return out

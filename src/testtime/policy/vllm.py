@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from testtime.backends.vllm import VLLMUnsupported, count_params, import_vllm, require_gpu
+from testtime.confidence import TOP_K, summarize, token_confidence
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
 from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
-from testtime.types import Completion
+from testtime.types import Completion, Confidence
 
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
@@ -106,6 +107,17 @@ def _model_config(llm: Any) -> Any:
         if mc is not None:
             return getattr(mc, "hf_text_config", None) or getattr(mc, "hf_config", None)
     return None
+
+
+def sample_confidence(logprobs: Any) -> Confidence | None:
+    """A sample's confidence from vLLM's per-token {token id: Logprob} dicts (the sampled token is added
+    when it is not among the top k, so the k best are taken); None without log-probabilities."""
+    if not logprobs:
+        return None
+    tops = [sorted((lp.logprob for lp in (d or {}).values()), reverse=True)[:TOP_K] for d in logprobs]
+    if not all(tops):
+        return None
+    return summarize([token_confidence(t) for t in tops])
 
 
 class VLLMPolicy:
@@ -188,6 +200,7 @@ class VLLMPolicy:
             max_tokens=sp.max_tokens,
             stop=list(sp.stop),
             include_stop_str_in_output=False,
+            logprobs=TOP_K,  # per-token top-k: the sample's confidence (testtime.confidence)
         )
 
     @staticmethod
@@ -259,6 +272,7 @@ class VLLMPolicy:
             cached_prompt_tokens=cached if j == 0 else prompt_tokens,
             generated_tokens=len(sample.token_ids),
             stop=stop,
+            confidence=sample_confidence(getattr(sample, "logprobs", None)),
         )
 
     # -- lifetime -----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel, ScoreRequest
 from testtime.search import BestOfN, Majority
 from testtime.search.base import SearchContext
-from testtime.search.selection import MAJORITY, RULES, selection_of
+from testtime.search.selection import CONFIDENCE_RULES, MAJORITY, RULES, selection_of
 from testtime.store import Store
 from testtime.types import Problem
 
@@ -224,7 +224,7 @@ def exclude_seen(problems: list[Problem], digests: Sequence[str]) -> tuple[list[
 
 
 # Best-of-N against majority: the rules that read the PRM (majority would ignore it)
-EVAL_SELECTIONS = tuple(rule for rule in RULES if rule != MAJORITY.rule)
+EVAL_SELECTIONS = tuple(rule for rule in RULES if rule != MAJORITY.rule and rule not in CONFIDENCE_RULES)
 
 
 def eval_configs(

@@ -90,7 +90,9 @@ class ScoredOptions:
     selection: str = "prm_max"
 
     def __post_init__(self) -> None:
-        self.choice  # noqa: B018 - validates both fields (ConfigError names the bad one)
+        if self.choice.uses_confidence:  # step-level candidates carry no per-sample confidence
+            raise ConfigError("selection", self.selection, "a PRM-scored strategy reports majority or a prm_* rule "
+                              "(confidence selections are majority voting's)")
 
     @property
     def choice(self) -> Selection:
@@ -203,7 +205,13 @@ def candidate_of(completion: Completion, answer: str | None) -> Candidate:
         answer=answer,
         finish_reason=completion.finish_reason,
         generated_tokens=completion.generated_tokens,
+        confidence=completion.confidence,
     )
+
+
+def confidences_of(candidates: Sequence[Candidate]) -> list[float | None]:
+    """Each candidate's confidence as selections use it: its sample's lowest-group confidence."""
+    return [None if c.confidence is None else c.confidence.lowest_group for c in candidates]
 
 
 def scored_trace(
@@ -220,7 +228,8 @@ def scored_trace(
     """The end of every PRM-guided strategy: answers grouped once (math equivalence), every selection
     chosen from the same pool, the trace's answer the one its options ask for."""
     answers = [c.answer for c in candidates]
-    pool = Pool.of(group_index(answer_groups(answers, problem.kind, grouping), len(answers)), rewards)
+    pool = Pool.of(group_index(answer_groups(answers, problem.kind, grouping), len(answers)), rewards,
+                   confidences_of(candidates))
     picks = all_selections(answers, rewards, pool=pool)
     choice: Selection = strategy.options.choice
     return Trace(

@@ -14,10 +14,13 @@ from testtime.search.adaptive import AdaptiveMajority
 from testtime.search.base import Strategy, options_from
 from testtime.search.beam import DVTS, BeamSearch, Rebase
 from testtime.search.best_of_n import BestOfN
+from testtime.search.deepconf import DeepConfOnline
+from testtime.search.particle import ParticleFilter
 from testtime.search.sampling import CoT, Majority
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (CoT, Majority, BestOfN, BeamSearch, DVTS, Rebase, AdaptiveMajority)
+    cls.name: cls for cls in (CoT, Majority, BestOfN, BeamSearch, DVTS, Rebase, AdaptiveMajority, ParticleFilter,
+                              DeepConfOnline)
 }
 
 # Every field some strategy's Options has: a run's identity keeps only its own strategy's.

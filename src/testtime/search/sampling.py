@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from testtime.policy.base import GenerationRequest
-from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of
-from testtime.search.selection import MAJORITY, Pool, answer_groups, group_index
+from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of, confidences_of
+from testtime.search.selection import MAJORITY, Pool, all_selections, answer_groups, group_index
 from testtime.types import Completion, Problem, Trace
 
 
@@ -62,10 +62,14 @@ def majority_trace(strategy: Strategy, problem: Problem, comps: list[Completion]
     """A voting strategy's trace: the completions' answers (``ctx.answers``, the run's extraction policy)
     grouped once (``ctx.answer_grouping``), the largest group's answer."""
     groups = answer_groups(answers, problem.kind, ctx.answer_grouping)
-    pool = Pool.of(group_index(groups, len(answers)))
+    cands = [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)]
+    pool = Pool.of(group_index(groups, len(answers)), confidence=confidences_of(cands))
     chosen = pool.choose(MAJORITY)
+    # with per-sample confidences, the PRM-free confidence selections are reported next to majority
+    picks = all_selections(answers, None, pool=pool) if pool.confidence is not None else {}
     return Trace(
-        problem.id, strategy.name, strategy.budget, [candidate_of(c, a) for c, a in zip(comps, answers, strict=True)],
+        problem.id, strategy.name, strategy.budget, cands,
         None if chosen is None else answers[chosen], compute=compute_of(comps, ctx.n_params),
-        answer_groups=list(pool.group_of), meta={"votes": sorted((len(g) for g in groups), reverse=True), **meta},
+        answer_groups=list(pool.group_of), selections=picks,
+        meta={"votes": sorted((len(g) for g in groups), reverse=True), **meta},
     )

@@ -5,7 +5,10 @@ pure, cheap choices made afterwards:
 
 * aggregation (step rewards -> one candidate score): ``last``, ``min``, ``mean``, ``prod``;
 * rule (candidate answers + scores -> one answer): ``majority`` (ignores scores), ``prm_max`` (the
-  best-scored candidate), ``prm_vote`` (scores summed per group of equivalent answers).
+  best-scored candidate), ``prm_vote`` (scores summed per group of equivalent answers);
+* PRM-free rules over the policy's own confidence in each sample (DeepConf, arXiv 2508.15260; its
+  lowest-group confidence, ``testtime.confidence``): ``confidence_vote`` (confidence summed per group)
+  and ``confidence_top`` (the same vote over the most confident ``CONFIDENCE_TOP`` share of the samples).
 
 A ``Selection`` is one (rule, aggregation) pair. Its ``name`` ("majority", "prm_min_vote", ...) is both
 the report name and the key of ``SELECTIONS`` (OpenR's ``AGG_FN_MAP`` style): nothing is composed from
@@ -26,7 +29,11 @@ from testtime.grading import is_equivalent, normalize_str, parse_number
 Equivalent = Callable[[str, str], bool]
 
 AGGREGATIONS: tuple[str, ...] = ("last", "min", "mean", "prod")
-RULES: tuple[str, ...] = ("majority", "prm_max", "prm_vote")
+RULES: tuple[str, ...] = ("majority", "prm_max", "prm_vote", "confidence_vote", "confidence_top")
+CONFIDENCE_RULES: tuple[str, ...] = ("confidence_vote", "confidence_top")
+# confidence_top keeps this share of a pool's answered samples, the most confident first (DeepConf's eta;
+# its paper keeps 10% of 512 traces; with 4-16 samples half is the smallest share that still votes)
+CONFIDENCE_TOP = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,9 @@ class Selection:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ConfigError("selection", self.rule, f"unknown (valid: {', '.join(RULES)})")
-        if self.rule == "majority":
+        if self.rule == "majority" or self.rule in CONFIDENCE_RULES:
             object.__setattr__(self, "aggregation", None)
-            object.__setattr__(self, "name", "majority")
+            object.__setattr__(self, "name", self.rule)
             return
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError("aggregation", self.aggregation, f"unknown (valid: {', '.join(AGGREGATIONS)})")
@@ -52,13 +59,20 @@ class Selection:
     def uses_scores(self) -> bool:
         return self.aggregation is not None
 
+    @property
+    def uses_confidence(self) -> bool:
+        return self.rule in CONFIDENCE_RULES
+
 
 MAJORITY = Selection("majority")
-# Every selection, majority first, then (prm_max, prm_vote) per aggregation: the order reports use.
+# Every selection, majority first, then (prm_max, prm_vote) per aggregation, then the confidence ones:
+# the order reports use.
 SELECTIONS: dict[str, Selection] = {
     s.name: s
-    for s in [MAJORITY, *(Selection(rule, agg) for agg in AGGREGATIONS for rule in RULES if rule != "majority")]
+    for s in [MAJORITY, *(Selection(rule, agg) for agg in AGGREGATIONS for rule in ("prm_max", "prm_vote")),
+              *(Selection(rule) for rule in CONFIDENCE_RULES)]
 }
+CONFIDENCE_SELECTIONS: tuple[str, ...] = tuple(k for k, s in SELECTIONS.items() if s.uses_confidence)
 SCORED_SELECTIONS: tuple[str, ...] = tuple(k for k, s in SELECTIONS.items() if s.uses_scores)
 
 
@@ -174,18 +188,26 @@ class Pool:
 
     group_of: tuple[int | None, ...]
     scores: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # each candidate's confidence (its sample's lowest-group confidence); None: not every sample has one
+    confidence: tuple[float, ...] | None = None
 
     @classmethod
-    def of(cls, group_of: Sequence[int | None], rewards: Sequence[Sequence[float]] | None = None) -> Pool:
+    def of(cls, group_of: Sequence[int | None], rewards: Sequence[Sequence[float]] | None = None,
+           confidence: Sequence[float | None] | None = None) -> Pool:
         if rewards is not None and len(rewards) != len(group_of):
             raise ValueError(f"{len(group_of)} candidates but {len(rewards)} step-reward lists")
+        if confidence is not None and len(confidence) != len(group_of):
+            raise ValueError(f"{len(group_of)} candidates but {len(confidence)} confidences")
         scores = {} if rewards is None else {a: tuple(aggregate(r, a) for r in rewards) for a in AGGREGATIONS}
-        return cls(tuple(group_of), scores)
+        # confidence selections compare samples with each other: all of them need one, or none is used
+        conf = None if confidence is None or any(c is None for c in confidence) else tuple(
+            float(c) for c in confidence)  # type: ignore[arg-type]
+        return cls(tuple(group_of), scores, conf)
 
     @classmethod
     def from_answers(cls, answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | None = None,
-                     equivalent: Equivalent | None = None) -> Pool:
-        return cls.of(group_index(group_answers(answers, equivalent), len(answers)), rewards)
+                     equivalent: Equivalent | None = None, confidence: Sequence[float | None] | None = None) -> Pool:
+        return cls.of(group_index(group_answers(answers, equivalent), len(answers)), rewards, confidence)
 
     def __len__(self) -> int:
         return len(self.group_of)
@@ -195,8 +217,10 @@ class Pool:
         return bool(self.scores)
 
     def selections(self) -> list[Selection]:
-        """The selections this pool supports: majority always, the PRM ones when it is scored."""
-        return [s for s in SELECTIONS.values() if self.scored or not s.uses_scores]
+        """The selections this pool supports: majority always, the PRM ones when it is scored, the
+        confidence ones when every sample has a confidence."""
+        return [s for s in SELECTIONS.values() if (self.scored or not s.uses_scores)
+                and (self.confidence is not None or not s.uses_confidence)]
 
     def choose(self, selection: Selection, subset: Sequence[int] | None = None) -> int | None:
         """The chosen candidate among `subset` (ascending indices; default: the whole pool); None when no
@@ -221,6 +245,8 @@ class Pool:
                 if g is not None:
                     counts[g] += 1
             return first[max(first, key=lambda g: (counts[g], -first[g]))]
+        if selection.uses_confidence:
+            return self._confidence_choice(selection, members, first)
         if selection.aggregation not in self.scores:
             raise ValueError(f"selection {selection.name} needs step rewards; this pool was not scored")
         scores = self.scores[selection.aggregation]
@@ -240,6 +266,26 @@ class Pool:
             if win is None or sums[g] > sums[win]:
                 win = g
         return first[win]  # type: ignore[index]
+
+    def _confidence_choice(self, selection: Selection, members: Sequence[int], first: dict[int, int]) -> int:
+        """confidence_vote: each answered sample votes with its confidence; confidence_top: the same vote
+        among the most confident CONFIDENCE_TOP share (ties to the earlier sample). Ties between groups go
+        to the group seen first; the chosen candidate is its group's first member among the voters."""
+        if self.confidence is None:
+            raise ValueError(f"selection {selection.name} needs per-sample confidences; this pool has none")
+        conf = self.confidence
+        voters = [i for i in members if self.group_of[i] is not None]
+        if selection.rule == "confidence_top":
+            keep = max(1, math.ceil(CONFIDENCE_TOP * len(voters)))
+            voters = sorted(sorted(voters, key=lambda i: (-conf[i], i))[:keep])
+        sums: dict[int, float] = {}
+        lead: dict[int, int] = {}
+        for i in voters:
+            g = self.group_of[i]
+            sums[g] = sums.get(g, 0.0) + conf[i]  # type: ignore[index]
+            lead.setdefault(g, i)  # type: ignore[arg-type]
+        win = min(sums, key=lambda g: (-sums[g], first[g]))
+        return lead[win]
 
     def choices(self, subset: Sequence[int] | None = None) -> dict[str, int | None]:
         """Every supported selection's chosen candidate, one pass per selection over the same groups."""
@@ -263,8 +309,9 @@ def select(answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | N
 
 
 def all_selections(answers: Sequence[str | None], rewards: Sequence[Sequence[float]] | None,
-                   equivalent: Equivalent | None = None, pool: Pool | None = None) -> dict[str, str | None]:
+                   equivalent: Equivalent | None = None, pool: Pool | None = None,
+                   confidence: Sequence[float | None] | None = None) -> dict[str, str | None]:
     """Every selection's answer (name -> answer), from one grouping and one aggregation of the pool
-    (``pool``: one already built from these answers and rewards)."""
-    pool = pool or Pool.from_answers(answers, rewards, equivalent)
+    (``pool``: one already built from these answers, rewards and confidences)."""
+    pool = pool or Pool.from_answers(answers, rewards, equivalent, confidence)
     return {name: None if i is None else answers[i] for name, i in pool.choices().items()}

@@ -1,0 +1,77 @@
+"""The new strategies and selections through sweep -> calibrate -> report -> selector, on scripted fakes:
+they enter the config space like the paper's ones, with their own costs."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import ScriptedPolicy
+from testtime import engine
+from testtime.datasets import load_dataset
+from testtime.optimal.analysis import build_report
+from testtime.optimal.calibrate import calibrate
+from testtime.optimal.recipe import load_recipe
+from testtime.optimal.selector import run_optimal
+from testtime.optimal.sweep import run_sweep
+from testtime.reward import ArithCheck
+
+# every sample is reported with a confidence; the answers come from the fake's hash (mostly wrong)
+CONFS = {"": [1.0, 2.0, 0.5, 3.0]}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain")
+    problems = load_dataset("arith", limit=12, seed=3)
+    # half the problems: the right answer in samples 1 and 3, the surest ones; majority says "5"
+    script = {p.question: ["5", p.answer, "5", p.answer] for p in problems[::2]}
+    policy = ScriptedPolicy(script, confidences=CONFS)
+    recipe = load_recipe(None, ["n_max=4", "budgets=[1, 2, 4]", f"out={out}", "name=chain", "fewshot=0",
+                                "max_tokens=32", "strategies=[cot, majority, best_of_n, adaptive_majority, "
+                                "particle_filter]"])
+    sweep = run_sweep(recipe, policy, ArithCheck(), problems)
+    table = calibrate(sweep)
+    return problems, policy, recipe, sweep, table, out
+
+
+def test_sweep_has_a_config_for_each_new_strategy_and_selection(chain):
+    _problems, _policy, _recipe, sweep, _table, _out = chain
+    configs = set(sweep.configs())
+    assert {"confidence_vote", "confidence_top", "adaptive_majority", "majority", "cot"} <= configs
+    assert any(c.startswith("particle_filter/prm_") for c in configs)
+    assert any(c.startswith("best_of_n/prm_") for c in configs)
+    # adaptive voting costs the samples it drew: never more than majority at the same N
+    by = {(c.problem_id, c.config, c.budget): c for c in sweep.cells}
+    for pid in {c.problem_id for c in sweep.cells}:
+        assert by[(pid, "adaptive_majority", 4)].tokens <= by[(pid, "majority", 4)].tokens + 1e-9
+        # the confidence votes are free on the scored pool's samples: policy FLOPs only, like majority
+        assert by[(pid, "confidence_vote", 4)].flops == by[(pid, "majority", 4)].flops
+
+
+def test_confidence_voting_wins_where_the_scripted_confidence_is_right(chain):
+    problems, _policy, _recipe, sweep, _table, _out = chain
+    by = {(c.problem_id, c.config, c.budget): c.accuracy for c in sweep.cells}
+    for p in problems[::2]:
+        assert by[(p.id, "confidence_vote", 4)] == 1.0 and by[(p.id, "majority", 4)] == 0.0
+
+
+def test_calibration_and_report_treat_them_as_families(chain):
+    _problems, _policy, _recipe, sweep, table, out = chain
+    report = build_report(sweep, table, out)
+    families = set(report["curves"]["all"])
+    assert {"confidence_vote", "confidence_top", "adaptive_majority"} <= families
+    assert any(f.startswith("particle_filter") for f in families)
+    # the table's choices are among the sweep's configs (the richer space is searched)
+    chosen = {ch.config for row in table.table.values() for ch in row.values()}
+    assert chosen <= set(sweep.configs())
+
+
+def test_the_selector_answers_with_a_calibrated_confidence_vote(chain, tmp_path):
+    problems, policy, _recipe, sweep, table, _out = chain
+    for row in table.table.values():  # force the choice: confidence voting at N=4 in every bin
+        for b, ch in row.items():
+            row[b] = type(ch)("confidence_vote", "majority", 4, None, "confidence_vote", 1.0, 6)
+    base = engine.RunConfig(dataset="arith", out=str(tmp_path), max_tokens=32, fewshot=0)
+    res = run_optimal(table, 4, policy, ArithCheck(), problems, base)
+    right = {p.id for p in problems[::2]}
+    assert {pid for pid, ok in res.correct.items() if ok} >= right  # majority would miss every one of them
