@@ -25,7 +25,7 @@ from testtime.errors import ConfigError
 from testtime.grading import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of, confidences_of, split_steps
-from testtime.search.selection import SELECTIONS, Pool, all_selections, math_equivalent
+from testtime.search.selection import SELECTIONS, Pool, all_selections, answer_groups, group_index
 from testtime.types import Candidate, Completion, Confidence, Problem, Trace
 
 VOTE = SELECTIONS["confidence_vote"]
@@ -108,8 +108,13 @@ class DeepConfOnline(Strategy):
                 elif (c.finish_reason != "stop" or extract_answer(c.text) is not None
                       or s.tokens >= ctx.max_tokens or len(s.steps) >= MAX_STEPS):
                     s.done = True
-        return [self._trace(p, comps, samples, cut, ctx)
-                for p, comps, samples, cut in zip(problems, warm, online, cuts, strict=True)]
+        # final answers under the run's extraction policy, every problem's samples in one batch
+        texts = [[c.text for c in comps] + [s.text for s in samples if not s.stopped]
+                 for comps, samples in zip(warm, online, strict=True)]
+        flat = iter(ctx.answers([t for ts in texts for t in ts]))
+        answers = [[next(flat) for _ in ts] for ts in texts]
+        return [self._trace(p, comps, samples, cut, ans, ctx)
+                for p, comps, samples, cut, ans in zip(problems, warm, online, cuts, answers, strict=True)]
 
     def _step_request(self, prompt: str, seed: int, s: _Sample, ctx: SearchContext) -> GenerationRequest:
         text = s.text
@@ -120,16 +125,14 @@ class DeepConfOnline(Strategy):
         return GenerationRequest(prompt + text, 1, int.from_bytes(h[:4], "little") & 0x3FFFFFFF, params)
 
     def _trace(self, problem: Problem, warm: list[Completion], online: list[_Sample], cut: float | None,
-               ctx: SearchContext) -> Trace:
-        cands = [candidate_of(c, extract_answer(c.text)) for c in warm]
-        for s in online:
-            if not s.stopped:
-                text = s.text
-                cands.append(Candidate(steps=split_steps(text), answer=extract_answer(text),
-                                       finish_reason=s.steps[-1].finish_reason, generated_tokens=s.tokens,
-                                       confidence=s.confidence()))
-        answers = [c.answer for c in cands]
-        pool = Pool.from_answers(answers, None, math_equivalent(problem.kind), confidences_of(cands))
+               answers: list[str | None], ctx: SearchContext) -> Trace:
+        cands = [candidate_of(c, a) for c, a in zip(warm, answers, strict=False)]
+        kept = [s for s in online if not s.stopped]
+        for s, answer in zip(kept, answers[len(warm):], strict=True):
+            cands.append(Candidate(steps=split_steps(s.text), answer=answer, finish_reason=s.steps[-1].finish_reason,
+                                   generated_tokens=s.tokens, confidence=s.confidence()))
+        groups = answer_groups(answers, problem.kind, ctx.answer_grouping)
+        pool = Pool.of(group_index(groups, len(answers)), None, confidences_of(cands))
         picks = all_selections(answers, None, pool=pool)
         chosen = picks.get(VOTE.name, picks["majority"])  # no confidences: plain majority
         spent = list(warm) + [c for s in online for c in s.steps]
