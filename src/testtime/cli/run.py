@@ -292,29 +292,14 @@ def demo(
         ex.close()
     for t in demo_tables(result):
         printer.print(t)
-    printer.print(f"HTML report (plots, per-bin curves, search trees): {result.files.html}")
+    # how sure: the report's paragraph, which names the claims its data cannot carry (the warnings)
+    if result.report.get("how_sure"):
+        printer.print(result.report["how_sure"])
+    # soft_wrap: the path stays on one line, whole, for copying
+    printer.print(f"HTML report (plots, per-bin curves, search trees): {result.files.html}", soft_wrap=True)
     if as_json:
-        print(json.dumps({**result.summary(), "intervals": demo_intervals(result)}))
-
-
-def demo_intervals(result: Any, confidence: float = 0.95) -> dict[str, dict[str, list[float]]]:
-    """Per level and "all" (stratified by level): intervals of CoT, majority@N and pass@N (bootstrap over
-    problems; exact binomial where a level has no variation). The curve at N is the majority run's own answer."""
-    from testtime.optimal.demo import level_label
-    from testtime.stats import accuracy_intervals
-
-    labels = [level_label(r.problem) for r in result.majority.results]
-    if not labels:
-        return {}
-    series = {"cot": [float(bool(r.trace.correct)) for r in result.cot.results],
-              f"majority@{result.n}": [float(bool(r.trace.correct)) for r in result.majority.results],
-              f"pass@{result.n}": [float(any(r.sample_correct)) for r in result.majority.results]}
-    out: dict[str, dict[str, list[float]]] = {}
-    for name, values in series.items():
-        overall, per = accuracy_intervals(values, labels, confidence=confidence)
-        for label, iv in [*per.items(), ("all", overall)]:
-            out.setdefault(label, {})[name] = iv.as_list()
-    return out
+        print(json.dumps({**result.summary(), "intervals": result.report.get("intervals", {}),
+                          "warnings": result.report.get("warnings", [])}))
 
 
 def demo_tables(result: Any) -> list[Table]:
@@ -348,12 +333,6 @@ def demo_tables(result: Any) -> list[Table]:
         chosen.add_row(label, str(b["n_problems"]), f"{b['accuracy']:.0%}",
                        ", ".join(f"{c} x{k}" for c, k in b["configs"].items()))
     return [acc, metrics, chosen]
-
-
-def _level_label(problem: Any) -> str:
-    from testtime.optimal.demo import level_label
-
-    return level_label(problem)
 
 
 def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

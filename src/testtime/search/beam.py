@@ -269,6 +269,11 @@ class Rebase(TreeSearch):
     def start(self, tree):
         return {"width": self.budget}, [(tree, tree.root, self.budget)]
 
+    def allocate(self, weights: list[float], width: int, tree: Tree, depth: int) -> list[int]:
+        """How many children each live node gets out of the remaining `width` (REBASE: deterministic,
+        proportional to the weights)."""
+        return balanced_allocation(weights, width)
+
     def choose(self, tree, state, children, done):
         viable = _viable(children)
         finished = [c for c in viable if c.terminal]
@@ -279,9 +284,8 @@ class Rebase(TreeSearch):
             for c in active:
                 c.pruned = "rank"
             return []
-        alloc = balanced_allocation(
-            softmax([rank_score(c, self.options) for c in active], self.options.softmax_temperature), state["width"]
-        )
+        weights = softmax([rank_score(c, self.options) for c in active], self.options.softmax_temperature)
+        alloc = self.allocate(weights, state["width"], tree, active[0].depth)
         work = []
         for c, k in zip(active, alloc, strict=True):
             c.kept = k > 0

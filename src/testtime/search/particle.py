@@ -21,19 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testtime.errors import ConfigError
-from testtime.search.beam import TreeSearch, softmax
-from testtime.search.tree import Tree, TreeOptions, rank_score
-from testtime.types import Node
+from testtime.search.beam import Rebase, RebaseOptions
+from testtime.search.tree import Tree
 
-
-@dataclass(frozen=True)
-class ParticleOptions(TreeOptions):
-    softmax_temperature: float = 0.1  # over rewards in [0, 1]: lower = greedier (REBASE's default)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.softmax_temperature > 0:
-            raise ConfigError("softmax_temperature", self.softmax_temperature, "must be > 0")
+# the same knobs as REBASE (softmax temperature over rank scores); a name of its own for docs and imports
+ParticleOptions = RebaseOptions
 
 
 def resample(weights: Sequence[float], k: int, rng: random.Random) -> list[int]:
@@ -45,7 +37,7 @@ def resample(weights: Sequence[float], k: int, rng: random.Random) -> list[int]:
 
 
 @dataclass
-class ParticleFilter(TreeSearch):
+class ParticleFilter(Rebase):
     name = "particle_filter"
     Options = ParticleOptions
 
@@ -66,26 +58,6 @@ class ParticleFilter(TreeSearch):
     def width(self) -> int:  # every particle is its own path: no beam width
         return 1
 
-    def start(self, tree: Tree) -> tuple[dict, list[tuple[Tree, Node, int]]]:
-        return {"width": self.budget}, [(tree, tree.root, self.budget)]
-
-    def choose(self, tree, state, children, done):
-        viable = [c for c in children if c.pruned is None]
-        finished = [c for c in viable if c.terminal]
-        done.extend(finished)
-        state["width"] -= len(finished)
-        active = [c for c in viable if not c.terminal]
-        if state["width"] <= 0 or not active:
-            for c in active:
-                c.pruned = "rank"
-            return []
-        weights = softmax([rank_score(c, self.options) for c in active], self.options.softmax_temperature)
-        rng = random.Random(f"{tree.seed}:{active[0].depth}")  # a str seed: stable across runs and processes
-        work = []
-        for c, k in zip(active, resample(weights, state["width"], rng), strict=True):
-            c.kept = k > 0
-            if k > 0:
-                work.append((tree, c, k))
-            else:
-                c.pruned = "rank"
-        return work
+    def allocate(self, weights: list[float], width: int, tree: Tree, depth: int) -> list[int]:
+        # a draw seeded by problem and depth (a str seed: stable across runs and processes), so reruns replay
+        return resample(weights, width, random.Random(f"{tree.seed}:{depth}"))
