@@ -373,3 +373,14 @@ def test_kill_9_at_random_points_of_a_sweep_loses_and_recomputes_nothing(server,
     assert check_store(out).ok
     print(f"\nkill -9 sweep: {kills} of {KILL_ROUNDS} rounds killed mid-sweep, then a rerun; "
           f"{len(stored_at_end)} generations, none recomputed")
+
+
+def test_salvage_refuses_rows_whose_values_were_read_from_lost_pages():
+    from testtime.store import _damaged_values, generation_key
+
+    row = {"key": generation_key("m", "prompt", {"t": 1}, 0, 2), "model": "m", "prompt": "prompt",
+           "params": '{"t": 1}', "seed": 0, "sample_index": 2, "text": "42"}
+    assert _damaged_values("generations", row) is None
+    assert "hash" in _damaged_values("generations", {**row, "prompt": "promp"})  # changed content, same key
+    assert "NUL" in _damaged_values("generations", {**row, "text": "4\x00\x00"})
+    assert "NUL" in _damaged_values("runs", {"run_id": "r\x00"})

@@ -613,6 +613,22 @@ def _next_readable(db: sqlite3.Connection, table: str, after: int) -> int | None
     return None
 
 
+def _damaged_values(table: str, row: dict[str, Any]) -> str | None:
+    """Why a row that SQLite did read is still not to be trusted, or None. A file cut short reads its lost
+    pages as zeros, so a value running into NUL bytes is damage; a generation must also hash to its key."""
+    if any(isinstance(v, str) and "\x00" in v for v in row.values()):
+        return "NUL bytes in its values: read from a lost page"
+    if table == "generations":
+        try:
+            key = generation_key(row["model"], row["prompt"], json.loads(row["params"]), row["seed"],
+                                 row["sample_index"])
+        except (TypeError, ValueError) as e:
+            return f"unreadable fields: {e}"
+        if key != row["key"]:
+            return "its fields do not hash to its key"
+    return None
+
+
 def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, report: SalvageReport) -> None:
     """Copy a table in rowid order, in batches; over a damaged part, row by row, skipping what cannot be read.
     Past damage SQLite cannot step over, the table is read again from its end backwards. Each stretch of
@@ -628,6 +644,10 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, re
     def put(rows: list[tuple]) -> None:
         nonlocal copied
         for row in rows:
+            why = _damaged_values(table, dict(zip(cols, row[1:], strict=True)))
+            if why:
+                report.lost.append(f"{table}: rowid {row[0]} unusable ({why})")
+                continue
             try:
                 copied += dst.execute(insert, row[1:]).rowcount
             except sqlite3.Error as e:  # values that came back damaged (a NULL where none may be)
