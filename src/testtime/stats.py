@@ -60,9 +60,6 @@ class Interval:
         """A fraction as percent with its interval: ``62% [41, 80]``."""
         return f"{100 * self.estimate:.{digits}f}% [{100 * self.low:.{digits}f}, {100 * self.high:.{digits}f}]"
 
-    def pct_range(self, digits: int = 0) -> str:
-        return f"[{100 * self.low:.{digits}f}, {100 * self.high:.{digits}f}]%"
-
 
 def check_confidence(confidence: float) -> float:
     """The confidence level, refused outside (0, 1) as the field ``ci`` (the CLI's ``--ci``)."""

@@ -318,7 +318,7 @@ def _metrics(ev: dict[str, Any], table: Table, confidence: float = stats.DEFAULT
             name = f"efficiency gain over majority voting ({which})"
             iv = efficiency_interval(maj, curve, ids, bins, confidence) if e.value is not None else None
             efficiency[name] = iv
-            out[name] = str(e) + (f" {_ratio_text(iv)}" if iv else "")
+            out[name] = (str(e) if e.value is None else f"{e}x") + (f" {_ratio_text(iv)}" if iv else "")
             if iv:
                 intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list(), "lower_bound": e.lower_bound}
                 if which == "predicted bins":
@@ -355,7 +355,7 @@ def _metrics(ev: dict[str, Any], table: Table, confidence: float = stats.DEFAULT
         acc = bin_accuracy(ev["confusion"])
         hits = [float(ev["predicted_bins"].get(i) == bins[i]) for i in ids]
         iv = stats.mean_ci(hits, [bins[i] for i in ids], confidence=confidence)
-        out["probe bin accuracy"] = f"{acc:.0%} {iv.pct_range()}"
+        out["probe bin accuracy"] = f"{acc:.0%} [{100 * iv.low:.0f}, {100 * iv.high:.0f}]"
         intervals["probe bin accuracy"] = {"estimate": acc, "ci": iv.as_list()}
     except ValueError:
         pass
