@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from testtime.engine import MAX_SEED, RunConfig
 from testtime.errors import ConfigError
@@ -134,23 +134,17 @@ class Recipe(BaseModel):
             load_fewshot_file(v)  # a DatasetError (a ValueError) names the file, the line and the field
         return v
 
-    @field_validator("terminate_on")
+    @field_validator("terminate_on", "answer_grouping")
     @classmethod
-    def _terminate_on(cls, v: str) -> str:
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        from testtime.search.selection import GROUPINGS
         from testtime.search.tree import TERMINATE_ON
 
-        if v not in TERMINATE_ON:
-            raise ValueError(f"unknown {v!r} (valid: {', '.join(TERMINATE_ON)})")
+        valid = {"terminate_on": TERMINATE_ON, "answer_grouping": GROUPINGS}[info.field_name]
+        if v not in valid:
+            raise ValueError(f"unknown {v!r} (valid: {', '.join(valid)})")
         return v
 
-    @field_validator("answer_grouping")
-    @classmethod
-    def _answer_grouping(cls, v: str) -> str:
-        from testtime.search.selection import GROUPINGS
-
-        if v not in GROUPINGS:
-            raise ValueError(f"unknown {v!r} (valid: {', '.join(GROUPINGS)})")
-        return v
     @field_validator("extraction")
     @classmethod
     def _extraction(cls, v: str) -> str:
