@@ -401,9 +401,9 @@ def test_terminate_on_boxed_continues_past_prose_and_ends_at_boxed():
 
 
 def test_has_boxed_and_option_validation():
-    from testtime.search.tree import has_boxed
+    from testtime.search.tree import writes_boxed
 
-    assert has_boxed("so x = \\boxed{4}") and has_boxed("so x = \\boxed{") and not has_boxed("the answer is 4")
+    assert writes_boxed("so x = \\boxed{4}") and writes_boxed("so x = \\boxed{") and not writes_boxed("the answer is 4")
     with pytest.raises(ConfigError) as e:
         TreeOptions(terminate_on="eos")
     assert e.value.field == "terminate_on"

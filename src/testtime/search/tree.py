@@ -120,15 +120,17 @@ def step_params(ctx: SearchContext, settings: TreeOptions) -> SamplingParams:
     )
 
 
-def has_boxed(step: str) -> bool:
-    """Whether a step writes ``\\boxed``: the authors' end of a path (their stop string), complete or not."""
+def writes_boxed(step: str) -> bool:
+    """Whether a step writes ``\\boxed``: the authors' end of a path (their stop string), complete or not.
+    Not ``extraction.has_boxed``, which asks for a complete, non-empty box: an unfinished ``\\boxed{`` ends
+    the authors' path too."""
     return "\\boxed" in step
 
 
 def _is_terminal(node: Node, path_tokens: int, settings: TreeOptions, max_tokens: int) -> bool:
     """A path ends at EOS, at a step that states a final answer (``terminate_on``), at max depth, or when
     its steps together reach the per-solution token cap (the same cap full-solution strategies get)."""
-    states = has_boxed(node.step) if settings.terminate_on == "boxed" else node.answer is not None
+    states = writes_boxed(node.step) if settings.terminate_on == "boxed" else node.answer is not None
     return node.finish == "eos" or states or node.depth >= settings.max_depth or path_tokens >= max_tokens
 
 
