@@ -183,8 +183,52 @@ def test_sweep_over_seeds_averages_per_problem(tmp_path):
     sw = run_sweep(recipe, policy, None, problems, on_progress=lambda d, t, label: seen.append(label))
     assert len(sw.run_ids) == 4 and len(set(sw.run_ids)) == 4  # (pool, cot) x 2 seeds, distinct runs
     assert [p.pass1 for p in sw.problems] == [1.0, 0.5]  # one info per problem, seeds averaged
-    assert sum(1 for c in sw.cells if c.config == "majority" and c.budget == 4) == 4  # 2 problems x 2 seeds
+    # one cell per problem, both seeds' accuracies inside it (the script answers alike under every seed)
+    maj4 = [c for c in sw.cells if c.config == "majority" and c.budget == 4]
+    assert len(maj4) == 2 and all(c.seed_accuracies is not None and len(c.seed_accuracies) == 2 for c in maj4)
     assert any("seed 1" in label for label in seen)
+    assert SweepResult.load(tmp_path / "sweep-seeds.json").cells == sw.cells  # round-trips with the seeds
+
+
+def test_merge_seeds_averages_and_keeps_each_seeds_accuracy():
+    from testtime.optimal.sweep import merge_seeds
+
+    a0, a1 = cell("p", "majority", 4, 1.0), cell("p", "majority", 4, 0.0)
+    a1.tokens, a1.flops = 30.0, 500.0
+    b0 = cell("q", "cot", 1, 1.0)  # only seed 0 has it: averaged over what exists, no spread
+    merged = {(c.problem_id, c.config): c for c in merge_seeds([(0, a0), (1, a1), (0, b0)], [0, 1])}
+    m = merged[("p", "majority")]
+    assert (m.accuracy, m.tokens, m.flops, m.seed_accuracies) == (0.5, 35.0, 450.0, [1.0, 0.0])
+    assert merged[("q", "cot")].seed_accuracies is None and merged[("q", "cot")].accuracy == 1.0
+    # seed order is the recipe's, not arrival order
+    assert merge_seeds([(1, a1), (0, a0)], [0, 1])[0].seed_accuracies == [1.0, 0.0]
+    assert merge_seeds([(0, a0), (0, b0)], [0]) == [a0, b0]  # one seed: cells untouched
+
+
+def test_evaluate_sees_every_seed_and_the_report_shows_their_spread():
+    """Before merging, evaluate() keyed cells by (problem, config, budget) and kept only the last seed's."""
+    from testtime.optimal.analysis import build_report
+
+    sw = synthetic_sweep()
+    for c in sw.cells:  # two seeds: majority is right on seed 0 and wrong on seed 1 for easy problems
+        if c.config == "majority" and c.problem_id in EASY:
+            c.seed_accuracies, c.accuracy = [1.0, 0.0], 0.5
+        else:
+            c.seed_accuracies = [c.accuracy, c.accuracy]
+    table = calibrate(sw)
+    ev = evaluate(sw, table)
+    held_easy = [p for p in table.holdout_ids if p in EASY]
+    maj = {p["budget"]: p for p in ev["curves"][ALL]["majority"]}
+    assert all(maj[1]["per_problem"][p] == 0.5 for p in held_easy)
+    report = build_report(sw, table)
+    point = next(p for p in report["reference"][ALL]["majority"] if p["budget"] == 1)
+    share = len(held_easy) / len(table.holdout_ids)
+    spread = point["seed_spread"]
+    assert spread["per_seed"][0] - spread["per_seed"][1] == pytest.approx(share)  # the easy share flips
+    assert spread["sd"] == pytest.approx(share / math.sqrt(2))
+    assert "per_seed" not in point and "per_problem" not in point
+    row = next(r for r in report["tables"][1]["rows"] if r[0] == 1)
+    assert any("seeds: sd" in str(x) for x in row)
 
 
 # --- choices that generalise: shrinkage, minimum support, cross-validation, fallbacks -----------------

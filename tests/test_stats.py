@@ -379,3 +379,17 @@ def test_calibrate_cli_marks_thin_bins_and_warns(tmp_path):
     res = CliRunner().invoke(app, ["calibrate", str(path)])
     assert res.exit_code == 0, res.output
     assert "unreliable" in res.output and "(< 10)" in res.output and "held-out problems (< 30)" in res.output
+
+
+def test_seed_spread_is_the_spread_of_per_seed_means():
+    # three problems, three seeds: per-seed means 2/3, 1/3, 1
+    s = stats.seed_spread([[1, 0, 1], [1, 1, 1], [0, 0, 1]])
+    assert s is not None
+    assert s.per_seed == pytest.approx((2 / 3, 1 / 3, 1.0))
+    assert s.sd == pytest.approx(float(np.std([2 / 3, 1 / 3, 1.0], ddof=1)))
+    assert (s.low, s.high) == pytest.approx((1 / 3, 1.0))
+    assert s.text() == "seeds: sd 33.3 pts, 33-100% over 3"
+    assert stats.seed_spread([[1.0], [0.0]]) is None  # one seed: no spread
+    assert stats.seed_spread([[1.0, 0.0], [1.0]]) is None  # a problem missing a seed
+    assert stats.seed_spread([]) is None
+    assert stats.seed_spread([[0.5, 0.5], [1.0, 1.0]]).sd == 0.0

@@ -65,7 +65,8 @@ def family_curves(sweep: SweepResult, table: Table, bins: dict[str, str]) -> dic
             curve = [
                 {"budget": b, "accuracy": sum(c.accuracy for c in cs) / len(cs),
                  "flops": sum(c.flops for c in cs) / len(cs), "tokens": sum(c.tokens for c in cs) / len(cs),
-                 "ci": stats.mean_ci([c.accuracy for c in cs], _strata(cs, bins, label)).as_list()}
+                 "ci": stats.mean_ci([c.accuracy for c in cs], _strata(cs, bins, label)).as_list(),
+                 **_spread_field([c.seed_accuracies for c in cs])}
                 for b, cs in sorted(pts.items()) if len(cs) == len(ids)
             ]
             if curve:
@@ -79,15 +80,25 @@ def _strata(cells: Sequence[Any], bins: Mapping[str, str], label: str) -> list[s
     return [bins.get(c.problem_id, "?") for c in cells] if label == ALL else None
 
 
+def _spread_field(per_problem: Sequence[Sequence[float] | None]) -> dict[str, Any]:
+    """{"seed_spread": ...} for a point whose every problem has per-seed accuracies; {} otherwise."""
+    if not per_problem or any(not r for r in per_problem):
+        return {}
+    spread = stats.seed_spread([list(r or []) for r in per_problem])
+    return {"seed_spread": spread.as_dict()} if spread else {}
+
+
 def with_intervals(curve: list[dict], bins: Mapping[str, str], label: str) -> list[dict]:
-    """Curve points with a bootstrap interval over their problems ("ci"), their per-problem values dropped."""
+    """Curve points with a bootstrap interval over their problems ("ci") and, over several sampling seeds,
+    the seed-to-seed spread ("seed_spread"); their per-problem values dropped."""
     out = []
     for p in curve:
         per = p.get("per_problem") or {}
-        q = {k: v for k, v in p.items() if k != "per_problem"}
+        q = {k: v for k, v in p.items() if k not in ("per_problem", "per_seed")}
         if per:
             strata = [bins.get(pid, "?") for pid in per] if label == ALL else None
             q["ci"] = stats.mean_ci(list(per.values()), strata).as_list()
+        q.update(_spread_field(list((p.get("per_seed") or {}).values())))
         out.append(q)
     return out
 
@@ -144,7 +155,7 @@ def calibrated_rows(sweep: SweepResult, table: Table) -> list[list[Any]]:
     calib = set(table.calibration_ids)
     # the bins the table was chosen with: oracle pass@1 of the calibration problems at the table's thresholds
     bins = absolute_bins({p.id: p.pass1 for p in sweep.problems if p.id in calib}, easy=table.easy, hard=table.hard)
-    # per problem first: a sweep over several seeds has one cell per seed, and the bootstrap is over problems
+    # per problem first (a merged sweep may hold a problem twice), and the bootstrap is over problems
     per_problem: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for c in sweep.cells:
         if c.problem_id in calib:
@@ -289,10 +300,16 @@ def _metrics(ev: dict[str, Any], table: Table, confidence: float = stats.DEFAULT
         if per:
             iv = stats.mean_ci([per[i] for i in ids if i in per], [bins[i] for i in ids if i in per],
                                confidence=confidence)
-            out[f"compute-optimal (predicted bins) accuracy at N={b}"] = iv.pct(1)
-            intervals[f"accuracy at N={b} (predicted bins)"] = {"estimate": iv.estimate, "ci": iv.as_list()}
+            spread = _seed_spread(pred, b)
+            out[f"compute-optimal (predicted bins) accuracy at N={b}"] = iv.pct(1) + (
+                f" ({spread.text()})" if spread else "")
+            intervals[f"accuracy at N={b} (predicted bins)"] = {
+                "estimate": iv.estimate, "ci": iv.as_list(), **({"seed_spread": spread.as_dict()} if spread else {})}
             sentences.append(f"At N={b} compute-optimal (predicted bins) reaches {iv.pct(1)} ({level} bootstrap "
-                             "interval over the held-out problems, stratified by difficulty bin).")
+                             "interval over the held-out problems, stratified by difficulty bin)" + (
+                                 f"; over {len(spread.per_seed)} sampling seeds it ranged "
+                                 f"{100 * spread.low:.1f}-{100 * spread.high:.1f}% (sd {100 * spread.sd:.1f} "
+                                 "points)." if spread else "."))
     if cot and pred:
         b = pred[-1]["budget"]
         g = performance_gain(pred[-1]["accuracy"], cot[0]["accuracy"])
@@ -380,7 +397,17 @@ def _cell_text(curve: list[dict], budget: int, bins: Mapping[str, str], confiden
     if not per:
         acc = _at(curve, budget)
         return None if acc is None else f"{acc:.0%}"
-    return stats.mean_ci(list(per.values()), [bins.get(i, "?") for i in per], confidence=confidence).pct()
+    text = stats.mean_ci(list(per.values()), [bins.get(i, "?") for i in per], confidence=confidence).pct()
+    spread = _seed_spread(curve, budget)
+    return f"{text} ({spread.text()})" if spread else text
+
+
+def _seed_spread(curve: list[dict], budget: int) -> stats.SeedSpread | None:
+    """A curve point's seed-to-seed spread (a sweep over several sampling seeds), None otherwise."""
+    for p in curve:
+        if p["budget"] == budget and p.get("per_seed"):
+            return stats.seed_spread(list(p["per_seed"].values()))
+    return None
 
 
 def _trees(sweep: SweepResult, store_dir: str | Path | None) -> dict[str, Any]:

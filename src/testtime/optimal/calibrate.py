@@ -426,7 +426,10 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
                 "tokens": sum(c.tokens + pc[0] for c, pc in got) / n,
                 "flops": sum(c.flops + pc[1] for c, pc in got) / n,
                 # per problem, so the report can bootstrap and pair (same ids across series at a budget)
-                "per_problem": {c.problem_id: c.accuracy for c, _ in got}}
+                "per_problem": {c.problem_id: c.accuracy for c, _ in got},
+                # and per sampling seed, for the seed-to-seed spread (several seeds only)
+                **({"per_seed": {c.problem_id: c.seed_accuracies for c, _ in got}}
+                   if all(c.seed_accuracies for c, _ in got) else {})}
 
     for b in table.budgets:
         for label in [*labels, ALL]:

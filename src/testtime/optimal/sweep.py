@@ -26,7 +26,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class Cell:
     tokens: float  # generated tokens (policy)
     flops: float  # policy + PRM, cache-aware (what the run did)
     flops_uncached: float | None = None  # policy + PRM, every sample paying its whole prompt (None: older sweeps)
+    # a sweep over several sampling seeds: this cell's accuracy under each seed, in the recipe's seed order
+    # (accuracy, tokens and FLOPs are then their means); None with one seed
+    seed_accuracies: list[float] | None = None
 
 
 @dataclass
@@ -240,6 +243,28 @@ def _run_cells(spec: StrategySpec, result: engine.RunResult) -> list[Cell]:
     return cells
 
 
+def merge_seeds(tagged: Sequence[tuple[int, Cell]], seeds: Sequence[int]) -> list[Cell]:
+    """One cell per (problem, config, budget): the cells of several sampling seeds averaged (accuracy, tokens,
+    FLOPs), each seed's accuracy kept for the seed-to-seed spread. Every consumer (calibration, evaluation,
+    report) then sees one cell per problem, so no seed silently replaces another."""
+    if len(seeds) < 2:
+        return [c for _s, c in tagged]
+    by_key: dict[tuple[str, str, int], dict[int, Cell]] = {}
+    for seed, c in tagged:
+        by_key.setdefault((c.problem_id, c.config, c.budget), {})[seed] = c
+    out = []
+    for per_seed in by_key.values():
+        cs = list(per_seed.values())
+        first = cs[0]
+        uncached = [c.flops_uncached for c in cs]
+        out.append(replace(
+            first, accuracy=_mean([c.accuracy for c in cs]), tokens=_mean([c.tokens for c in cs]),
+            flops=_mean([c.flops for c in cs]), flops_uncached=None if None in uncached else _mean(uncached),
+            # the spread needs every seed: a cell some seed lacks has none (its mean is still over those it has)
+            seed_accuracies=[per_seed[s].accuracy for s in seeds] if len(per_seed) == len(seeds) else None))
+    return out
+
+
 def _merge_infos(infos: list[ProblemInfo]) -> list[ProblemInfo]:
     """One ProblemInfo per problem: several seeds' pass@1 and probe features averaged."""
     by_id: dict[str, list[ProblemInfo]] = {}
@@ -292,7 +317,7 @@ def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Proble
         datasets = [(d, load_dataset(d, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)) for d in names]
     runs = plan(recipe)
     jobs = [(d, ps, seed, spec, n) for d, ps in datasets for seed in recipe.seeds or [recipe.seed] for spec, n in runs]
-    cells: list[Cell] = []
+    tagged: list[tuple[int, Cell]] = []  # (seed, cell): merged per problem once every seed has run
     infos: list[ProblemInfo] = []
     run_ids: list[str] = []
     trees: dict[str, Any] = {}
@@ -309,16 +334,17 @@ def _run_sweep(recipe: Recipe, executor: Any, scorer: Any, problems: list[Proble
                 failed.setdefault(r.problem.id, f"{label}: {r.error}")
         if (spec, n) == runs[0]:  # the pool of this (dataset, seed)
             cells_i, infos_i = _pool_cells(recipe, spec, result, seed)
-            cells.extend(cells_i)
+            tagged.extend((seed, c) for c in cells_i)
             infos.extend(infos_i)
         else:
-            cells.extend(_run_cells(spec, result))
+            tagged.extend((seed, c) for c in _run_cells(spec, result))
         if spec.cls.is_tree:  # every problem's tree from the latest tree run (the viewer shows any problem)
             for r in result.results:
                 if not r.failed:
                     trees[r.problem.id] = {"run_id": result.run_id, "strategy": f"{spec.label}@{n}"}
     # a problem that failed anywhere has no complete set of configs: it leaves the sweep (and calibration)
-    cells = [c for c in cells if c.problem_id not in failed]
+    seeds = list(dict.fromkeys(recipe.seeds or [recipe.seed]))
+    cells = [c for c in merge_seeds(tagged, seeds) if c.problem_id not in failed]
     infos = _merge_infos([p for p in infos if p.id not in failed])
     trees = {k: v for k, v in trees.items() if k not in failed}
     if on_progress:
