@@ -29,7 +29,7 @@ NEW = (*CONFIDENCE_SELECTIONS, AdaptiveMajority.name, ParticleFilter.name)
 
 
 def is_new(config: str) -> bool:
-    return config.split("/")[0] in NEW
+    return config.split("/")[0].split("(")[0] in NEW
 
 
 def by_bin(sweep: SweepResult, ids: set[str], bins: dict[str, str], config: str) -> dict[str, dict[int, float]]:

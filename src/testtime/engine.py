@@ -35,8 +35,10 @@ from testtime.policy.base import Policy
 from testtime.policy.prompts import PromptConfig
 from testtime.replay import CachedGenerator, CachedScorer
 from testtime.reward.base import RewardModel
+from testtime.search.adaptive import AdaptiveOptions
 from testtime.search.base import SearchContext, Strategy
-from testtime.search.beam import BEAM_FINISH
+from testtime.search.beam import BEAM_FINISH, RebaseOptions
+from testtime.search.deepconf import DeepConfOptions
 from testtime.search.registry import OPTION_FIELDS, make_strategy, strategy_class
 from testtime.search.selection import GROUPINGS
 from testtime.search.tree import TERMINATE_ON
@@ -79,6 +81,11 @@ class RunConfig:
     terminate_on: str = "answer"  # tree searches: a path also ends at a stated answer | only at a \boxed step
     beam_finish: str = "sal"  # beam: which finished paths count (sal | authors: search.beam)
     answer_grouping: str = "math"  # how answers form vote groups: math | string (search.selection.GROUPINGS)
+    # the newer strategies' own options (defaults: their Options'); each is checked by its strategy's Options
+    window: int = AdaptiveOptions.window  # adaptive_majority: samples per round
+    warmup: int = DeepConfOptions.warmup  # deepconf_online: full samples that set the stopping threshold
+    keep: float = DeepConfOptions.keep  # deepconf_online: share of the warm-up above the threshold
+    softmax_temperature: float = RebaseOptions.softmax_temperature  # rebase / particle_filter: over rewards
     # how a final answer is read from an output (extraction.EXTRACTIONS): it changes grading and voting,
     # not the generations, so runs differing only here replay the same samples from the store
     extraction: str = DEFAULT_EXTRACTION
@@ -111,6 +118,10 @@ class RunConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(name, getattr(self, name), f"unknown (valid: {', '.join(valid)})")
         check_extraction(self.extraction)
+        # the newer strategies' options, by their own Options (whose errors name the field), whatever the strategy
+        AdaptiveOptions(window=self.window)
+        DeepConfOptions(warmup=self.warmup, keep=self.keep)
+        RebaseOptions(softmax_temperature=self.softmax_temperature)
         self._fewshot_set: FewshotSet | None = None  # read once here; travels with the config (Ray actors)
         if self.fewshot_file is not None:
             try:
@@ -147,8 +158,11 @@ class RunConfig:
         for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
             if d[k] is None:
                 d.pop(k)
-        for k, default in (("terminate_on", "answer"), ("beam_finish", "sal"), ("answer_grouping", "math")):
-            # likewise, at their defaults
+        for k, default in (("terminate_on", "answer"), ("beam_finish", "sal"), ("answer_grouping", "math"),
+                           ("window", AdaptiveOptions.window), ("warmup", DeepConfOptions.warmup),
+                           ("keep", DeepConfOptions.keep),
+                           ("softmax_temperature", RebaseOptions.softmax_temperature)):
+            # likewise, at their defaults (runs made before an option was settable keep their run ids)
             if d[k] == default:
                 d.pop(k)
         if d["top_p"] == 1.0:  # likewise the default top_p

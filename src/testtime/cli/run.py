@@ -128,7 +128,8 @@ def print_run(result: Any, out: Console, confidence: float = 0.95) -> None:
 def run(
     dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
     strategy: Annotated[str, typer.Option(
-        help="cot | majority | adaptive_majority | best_of_n | beam | dvts | rebase | optimal")] = "majority",
+        help="cot | majority | adaptive_majority | deepconf_online | best_of_n | beam | dvts | rebase | "
+             "particle_filter | optimal")] = "majority",
     n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
     prm: Annotated[str | None, typer.Option(
         help="step scorer for best_of_n: arith-check, judge[:MODEL], oracle, hf:PATH, vllm:PATH, http:URL")] = None,
@@ -147,6 +148,16 @@ def run(
     answer_grouping: Annotated[str, typer.Option(
         help="vote groups: math = equivalent answers, no answer never wins; string = normalized answer "
              "strings, no answer is a group of its own (the paper's)")] = "math",
+    # the newer strategies' options: unset, their Options' defaults (not imported here: the CLI starts fast)
+    window: Annotated[int | None, typer.Option(help="adaptive_majority: samples drawn per round [default: 4]")] = None,
+    warmup: Annotated[int | None, typer.Option(
+        help="deepconf_online: full samples per problem that set its stopping threshold [default: 4]")] = None,
+    keep: Annotated[float | None, typer.Option(
+        help="deepconf_online: share of the warm-up whose confidence lies above the threshold [default: 0.9]")
+    ] = None,
+    softmax_temperature: Annotated[float | None, typer.Option(
+        help="rebase / particle_filter: softmax temperature over step rewards, lower = greedier [default: 0.1]")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -199,8 +210,9 @@ def run(
                   max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
                   max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
-                  answer_grouping=answer_grouping, beam_finish=beam_finish,
-                  extraction=extraction)
+                  answer_grouping=answer_grouping, beam_finish=beam_finish, extraction=extraction,
+                  **{k: v for k, v in (("window", window), ("warmup", warmup), ("keep", keep),
+                                       ("softmax_temperature", softmax_temperature)) if v is not None})
     try:
         check_confidence(ci)  # before any model runs
         options = policy_options(policy_option)

@@ -23,7 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from testtime.engine import MAX_SEED, RunConfig
 from testtime.errors import ConfigError
 from testtime.extraction import DEFAULT_EXTRACTION, check_extraction
+from testtime.search.adaptive import AdaptiveOptions
 from testtime.search.base import Strategy, options_from
+from testtime.search.beam import RebaseOptions
+from testtime.search.deepconf import DeepConfOptions
 from testtime.search.registry import strategy_class
 
 
@@ -36,6 +39,10 @@ class StrategySpec(BaseModel):
     m: int = 4  # tree searches only
     rank_by: str = "last"
     beam_finish: str = "sal"  # beam only: sal | authors (search.beam)
+    window: int = AdaptiveOptions.window  # adaptive_majority only
+    warmup: int = DeepConfOptions.warmup  # deepconf_online only
+    keep: float = DeepConfOptions.keep  # deepconf_online only
+    softmax_temperature: float = RebaseOptions.softmax_temperature  # rebase / particle_filter only
 
     @field_validator("name")
     @classmethod
@@ -52,8 +59,10 @@ class StrategySpec(BaseModel):
             options = self.options  # the strategy's own options validate themselves
         except ConfigError as e:
             raise ValueError(e.render()) from None
-        if self.beam_finish != "sal" and not hasattr(options, "beam_finish"):
-            raise ValueError(f"beam_finish applies to beam only, not {self.name}")
+        for name in ("beam_finish", "window", "warmup", "keep", "softmax_temperature"):
+            # an option set away from its default on a strategy without it would silently do nothing
+            if name in self.model_fields_set and not hasattr(options, name):
+                raise ValueError(f"{name} is not an option of {self.name}")
         return self
 
     @property
@@ -191,6 +200,7 @@ class Recipe(BaseModel):
             prm=self.prm, m=spec.m,
             rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
             terminate_on=self.terminate_on, beam_finish=spec.beam_finish, answer_grouping=self.answer_grouping,
+            window=spec.window, warmup=spec.warmup, keep=spec.keep, softmax_temperature=spec.softmax_temperature,
             extraction=self.extraction, batch_sequences=max(64, 4 * n),
         )
 

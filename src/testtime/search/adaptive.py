@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from testtime.errors import ConfigError
 from testtime.policy.base import GenerationRequest
-from testtime.search.base import SearchContext, Strategy
+from testtime.search.base import SearchContext, Strategy, changed_options, labelled
 from testtime.search.sampling import majority_trace
 from testtime.search.selection import answer_key
 from testtime.types import Completion, Problem, Trace
@@ -40,6 +40,10 @@ class AdaptiveMajority(Strategy):
     budget: int = 16
     name = "adaptive_majority"
     Options = AdaptiveOptions
+
+    @classmethod
+    def label(cls, options: AdaptiveOptions) -> str:
+        return labelled(cls.name, changed_options(options, ["window"]))
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         params = ctx.sampling()

@@ -99,6 +99,17 @@ class ScoredOptions:
         return selection_of(self.aggregation, self.selection)
 
 
+def changed_options(options: Any, names: Sequence[str]) -> list[str]:
+    """``["k=v", ...]`` for those of `names` whose value differs from its default: a label shows them, so two
+    variants of a strategy are two configs, and at the defaults a label stays what it always was."""
+    defaults = {f.name: f.default for f in fields(options)}
+    return [f"{k}={getattr(options, k)}" for k in names if getattr(options, k) != defaults[k]]
+
+
+def labelled(name: str, parts: Sequence[str]) -> str:
+    return f"{name}({','.join(parts)})" if parts else name
+
+
 def options_from(options_type: type, source: Any, **overrides: Any) -> Any:
     """An options object from any object carrying fields of the same names (a RunConfig, a recipe's
     strategy entry; None: none) and `overrides`; fields neither gives keep their defaults."""

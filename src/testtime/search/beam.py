@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from testtime.errors import ConfigError
 from testtime.reward.base import RewardModel
-from testtime.search.base import SearchContext, Strategy, scored_trace
+from testtime.search.base import SearchContext, Strategy, changed_options, labelled, scored_trace
 from testtime.search.tree import Tree, TreeOptions, Work, expand, rank_score, top_k
 from testtime.types import Node, Problem, Trace
 
@@ -265,6 +265,10 @@ class RebaseOptions(TreeOptions):
 class Rebase(TreeSearch):
     name = "rebase"
     Options = RebaseOptions
+
+    @classmethod
+    def label(cls, options: RebaseOptions) -> str:
+        return labelled(cls.name, [f"m={options.m}", *changed_options(options, ["softmax_temperature"])])
 
     def start(self, tree):
         return {"width": self.budget}, [(tree, tree.root, self.budget)]

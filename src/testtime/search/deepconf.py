@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from testtime.errors import ConfigError
 from testtime.grading import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
-from testtime.search.base import SearchContext, Strategy, candidate_of, compute_of, confidences_of, split_steps
+from testtime.search.base import (
+    SearchContext,
+    Strategy,
+    candidate_of,
+    changed_options,
+    compute_of,
+    confidences_of,
+    labelled,
+    split_steps,
+)
 from testtime.search.selection import SELECTIONS, Pool, all_selections, answer_groups, group_index
 from testtime.types import Candidate, Completion, Confidence, Problem, Trace
 
@@ -85,6 +94,10 @@ class DeepConfOnline(Strategy):
     budget: int = 16
     name = "deepconf_online"
     Options = DeepConfOptions
+
+    @classmethod
+    def label(cls, options: DeepConfOptions) -> str:
+        return labelled(cls.name, changed_options(options, ["warmup", "keep"]))
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:
         w = min(self.options.warmup, self.budget)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testtime.errors import ConfigError
+from testtime.search.base import changed_options, labelled
 from testtime.search.beam import Rebase, RebaseOptions
 from testtime.search.tree import Tree
 
@@ -52,7 +53,7 @@ class ParticleFilter(Rebase):
 
     @classmethod
     def label(cls, options: ParticleOptions) -> str:
-        return cls.name
+        return labelled(cls.name, changed_options(options, ["softmax_temperature"]))
 
     @property
     def width(self) -> int:  # every particle is its own path: no beam width
