@@ -261,6 +261,19 @@ def test_results_put_get(tmp_path):
     assert got[1]["answer"] is None and got[1]["correct"] is False
 
 
+def test_results_of_some_problems_only(tmp_path):
+    """A long-lived run (a server's) reads back only the batch's problems, in stored order, any number of them."""
+    with Store(tmp_path) as s:
+        for i in range(1200):  # more ids than one SQL parameter chunk
+            s.put_result("r", make_trace(f"p{i}", str(i), True))
+        s.put_result("other", make_trace("p7", "x", False))
+        assert [g["problem_id"] for g in s.get_results("r", ["p7", "p3", "missing"])] == ["p3", "p7"]
+        assert s.get_results("r", []) == []
+        wanted = [f"p{i}" for i in range(0, 1200, 2)] + [f"p{i}" for i in range(1, 1200, 2)]
+        assert [g["problem_id"] for g in s.get_results("r", wanted)] == [f"p{i}" for i in range(1200)]
+        assert s.get_results("other", {"p7"})[0]["answer"] == "x"
+
+
 def test_result_rows_replace_and_keep_columns(tmp_path):
     with Store(tmp_path) as s:
         s.put_result("r", make_trace("p1", "3", False))

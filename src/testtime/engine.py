@@ -403,7 +403,7 @@ def _finished(store: Store, run_id: str, problems: list[Problem]) -> dict[str, P
     """Problems of this run with a stored result that did not fail: not run again."""
     by_id = {p.id: p for p in problems}
     out: dict[str, ProblemResult] = {}
-    for rec in store.get_results(run_id):
+    for rec in store.get_results(run_id, by_id):
         pid = rec.get("problem_id")
         if pid not in by_id:
             continue

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -511,11 +511,22 @@ class Store:
             in rows
         ]
 
-    def get_results(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._read(lambda db: db.execute(
-            "SELECT trace FROM results WHERE run_id=? ORDER BY rowid", (run_id,)
-        ).fetchall())
-        return [json.loads(r[0]) for r in rows]
+    def get_results(self, run_id: str, problem_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The run's stored results (all, or those of `problem_ids`: a long-lived server's run keeps growing,
+        and each request batch must not read back every earlier request's results)."""
+        if problem_ids is None:
+            rows = self._read(lambda db: db.execute(
+                "SELECT trace FROM results WHERE run_id=? ORDER BY rowid", (run_id,)
+            ).fetchall())
+            return [json.loads(r[0]) for r in rows]
+        ids = list(dict.fromkeys(problem_ids))
+        found: list[tuple[int, str]] = []
+        for i in range(0, len(ids), 500):  # below SQLite's limit on bound parameters
+            chunk = ids[i:i + 500]
+            found.extend(self._read(lambda db, chunk=chunk: db.execute(
+                f"SELECT rowid, trace FROM results WHERE run_id=? AND problem_id IN ({','.join('?' * len(chunk))})",
+                (run_id, *chunk)).fetchall()))
+        return [json.loads(t) for _r, t in sorted(found)]
 
 
 # -- checking and salvaging a store (``testtime store check | salvage``) -----------------------------------
