@@ -24,6 +24,7 @@ from testtime.optimal.sweep import SweepResult
 from testtime.search.adaptive import AdaptiveMajority
 from testtime.search.particle import ParticleFilter
 from testtime.search.selection import CONFIDENCE_SELECTIONS
+from testtime.stats import compare_paired
 
 NEW = (*CONFIDENCE_SELECTIONS, AdaptiveMajority.name, ParticleFilter.name)
 
@@ -39,6 +40,17 @@ def by_bin(sweep: SweepResult, ids: set[str], bins: dict[str, str], config: str)
             for label in (bins[c.problem_id], ALL):
                 acc[label][c.budget].append(c.accuracy)
     return {label: {b: sum(v) / len(v) for b, v in sorted(per.items())} for label, per in acc.items()}
+
+
+def per_problem(sweep: SweepResult, ids: list[str], config: str, budget: int) -> list[float] | None:
+    """One config's held-out accuracies at one budget, in `ids` order (None: not measured on every problem)."""
+    acc = {c.problem_id: c.accuracy for c in sweep.cells if c.config == config and c.budget == budget}
+    return [acc[p] for p in ids] if all(p in acc for p in ids) else None
+
+
+def paired(a: list[float] | None, b: list[float] | None, strata: list[str]) -> str | None:
+    """a - b on the same problems: difference, bootstrap interval (stratified by bin), McNemar's exact test."""
+    return compare_paired(a, b, strata).describe() if a is not None and b is not None else None
 
 
 def measure(sweep: SweepResult) -> dict[str, Any]:
@@ -57,10 +69,21 @@ def measure(sweep: SweepResult) -> dict[str, Any]:
     adaptive = {b: {"samples_drawn": sum(v) / len(v), "accuracy": ada.get(ALL, {}).get(b),
                     "majority_accuracy": maj.get(ALL, {}).get(b)} for b, v in sorted(drawn.items())}
     confidence = {cfg: by_bin(sweep, held, bins, cfg) for cfg in ("majority", *CONFIDENCE_SELECTIONS)}
+    ids = sorted(held)
+    strata = [bins[p] for p in ids]
+    budgets = sorted({c.budget for c in sweep.cells})
+    versus_majority = {cfg: {b: paired(per_problem(sweep, ids, cfg, b), per_problem(sweep, ids, "majority", b), strata)
+                             for b in budgets} for cfg in (*CONFIDENCE_SELECTIONS, AdaptiveMajority.name)}
     # the paper's space only: the same sweep without the new configs, calibrated the same way
     paper = replace(sweep, cells=[c for c in sweep.cells if not is_new(c.config)])
     ev_paper = evaluate(paper, calibrate(paper))
     optimal = {}
+    richer: dict[str, dict[int, str | None]] = {}
+    for k in (OPT_ORACLE, OPT_PRED):
+        new_pts = {p["budget"]: p for p in ev["curves"].get(ALL, {}).get(k, [])}
+        old_pts = {p["budget"]: p for p in ev_paper["curves"].get(ALL, {}).get(k, [])}
+        richer[k] = {b: paired([new_pts[b]["per_problem"][p] for p in ids], [old_pts[b]["per_problem"][p] for p in ids],
+                               strata) for b in sorted(set(new_pts) & set(old_pts))}
     for name, e in (("with new strategies", ev), ("paper's strategies only", ev_paper)):
         curves = e["curves"].get(ALL, {})
         optimal[name] = {k: {p["budget"]: (round(p["accuracy"], 4), p["flops"]) for p in curves.get(k, [])}
@@ -69,7 +92,8 @@ def measure(sweep: SweepResult) -> dict[str, Any]:
     return {"held_out": len(held), "calibration": len(table.calibration_ids),
             "bins": {label: sum(1 for p in held if bins[p] == label) for label in set(bins.values())},
             "families": families.get(ALL, {}), "adaptive": adaptive, "confidence": confidence,
-            "optimal": optimal, "chosen": chosen, "metrics": ev.get("decided_by")}
+            "versus_majority": versus_majority, "optimal": optimal, "richer_minus_paper": richer, "chosen": chosen,
+            "metrics": ev.get("decided_by")}
 
 
 def main() -> None:
@@ -94,10 +118,19 @@ def main() -> None:
         for cfg, per in out["confidence"].items():
             row = per.get(label, {})
             print(f"  {label:7s} {cfg:16s} " + "  ".join(f"N={b}: {a:.1%}" for b, a in row.items()))
+    print("\npaired vs majority@N on the same held-out problems (interval stratified by bin):")
+    for cfg, per in out["versus_majority"].items():
+        for b, text in per.items():
+            if text:
+                print(f"  {cfg:18s} N={b}: {text}")
     print("\ncompute-optimal curve (held out) with and without the new strategies:")
     for name, curves in out["optimal"].items():
         for k, pts in curves.items():
             print(f"  {name:24s} {k:32s} " + "  ".join(f"N={b}: {a:.1%}" for b, (a, _f) in pts.items()))
+    print("\nwith minus without the new strategies, paired on the held-out problems:")
+    for k, per in out["richer_minus_paper"].items():
+        for b, text in per.items():
+            print(f"  {k:32s} N={b}: {text}")
     print("\ncalibrated choice per bin and budget:", json.dumps(out["chosen"]))
 
 

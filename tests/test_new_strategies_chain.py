@@ -75,3 +75,27 @@ def test_the_selector_answers_with_a_calibrated_confidence_vote(chain, tmp_path)
     res = run_optimal(table, 4, policy, ArithCheck(), problems, base)
     right = {p.id for p in problems[::2]}
     assert {pid for pid, ok in res.correct.items() if ok} >= right  # majority would miss every one of them
+
+
+def test_the_measurement_bench_pairs_confidence_voting_against_majority(chain):
+    """bench/new_strategies.py's figures on this chain: the scripted confidence wins show up as a positive
+    paired difference against majority, and the with/without-new-configs comparison covers every budget."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import new_strategies
+
+    _problems, _policy, _recipe, sweep, table, _out = chain
+    out = new_strategies.measure(sweep)
+    assert out["held_out"] == len(table.holdout_ids) and out["calibration"] == len(table.calibration_ids)
+    held = set(table.holdout_ids)
+    wins = [c for c in sweep.cells if c.problem_id in held and c.config == "confidence_vote" and c.budget == 4
+            and c.accuracy > next(d.accuracy for d in sweep.cells if (d.problem_id, d.config, d.budget)
+                                  == (c.problem_id, "majority", 4))]
+    assert wins  # the held-out half holds some of the scripted problems
+    text = out["versus_majority"]["confidence_vote"][4]
+    assert text.startswith("+") and f"({len(wins)} better, 0 worse" in text
+    for k in ("compute-optimal (oracle bins)", "compute-optimal (predicted bins)"):
+        assert set(out["richer_minus_paper"][k]) == {1, 2, 4}
+    assert not new_strategies.is_new("best_of_n/prm_min_max") and new_strategies.is_new("particle_filter/majority")
