@@ -7,6 +7,10 @@
 (b) Cross-request batching: R concurrent Best-of-8 requests (default 16 arith questions, arith-check PRM)
     against a server that batches them, vs the same requests sent one at a time to a fresh server (fresh
     stores, so nothing replays). Reported: wall time of each and the throughput ratio. Goal >= 3x on 2 cores.
+    Beside it, measured in the same run, the ceiling batching could reach on this machine: the raw llama.cpp
+    decode rate with as many sequences as the batched requests keep in flight (the server's slots) over the
+    rate with one request's samples (its N). A Best-of-8 request already decodes its 8 samples side by side,
+    so cross-request batching can only add what the wider batch decodes faster.
 
     python bench/serve_load.py [--clients 200] [--duration 30] [--requests 16] [--max-tokens 48] [--skip-load]
 """
@@ -108,6 +112,21 @@ async def load_test(url: str, clients: int, duration: float, max_tokens: int) ->
             "mean_s": statistics.fmean(latencies) if latencies else float("nan")}
 
 
+def decode_ceiling(widths: list[int], slots: int) -> dict[int, float]:
+    """Raw llama.cpp decode tokens/s at each width, on the server's own defaults (limit_model's probe)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from limit_model import decode_rate
+
+    from testtime.policy import load_policy
+
+    policy = load_policy(None, slots=slots)
+    try:
+        decode_rate(policy, max(widths))  # warm-up: first-call allocations are not the steady rate
+        return {w: decode_rate(policy, w) for w in widths}
+    finally:
+        policy.close()
+
+
 def bon_bodies(requests: int, max_tokens: int) -> list[dict]:
     problems = load_dataset("arith", limit=requests, seed=11)
     return [{"model": "testtime", "max_tokens": max_tokens, "seed": 100 + i,
@@ -141,6 +160,8 @@ def main() -> None:
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-batching", action="store_true")
     ap.add_argument("--modes", default="one_at_a_time,batched", help="(b): which sides to run")
+    ap.add_argument("--slots", type=int, default=16, help="the server's llama.cpp slots (testtime serve's default)")
+    ap.add_argument("--skip-ceiling", action="store_true", help="(b): no raw decode-rate ceiling")
     args = ap.parse_args()
     report: dict = {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +178,16 @@ def main() -> None:
                   f"{load['status']}, other errors {load['other_errors']}, p50 {load['p50_s']:.2f} s, "
                   f"p99 {load['p99_s']:.2f} s, server RSS {load['rss_before_mb']} -> {load['rss_after_mb']} MB",
                   flush=True)
+        if not args.skip_batching and not args.skip_ceiling:
+            # one request keeps 8 sequences in flight; the batched requests fill every slot
+            wide = min(args.slots, 8 * args.requests)
+            rates = decode_ceiling([1, 8, wide], args.slots)
+            report["ceiling"] = {"decode_tok_s": {str(k): round(v, 1) for k, v in rates.items()},
+                                 "best_of_8": round(rates[wide] / rates[8], 2),
+                                 "single": round(rates[wide] / rates[1], 2)}
+            print(f"(b) raw decode: P=1 {rates[1]:.0f} tok/s, P=8 {rates[8]:.0f} tok/s, P={wide} {rates[wide]:.0f} "
+                  f"tok/s: batching Best-of-8 requests can reach at most {report['ceiling']['best_of_8']:.2f}x "
+                  f"(requests of one sample: {report['ceiling']['single']:.2f}x)", flush=True)
         if not args.skip_batching:
             bodies = bon_bodies(args.requests, args.max_tokens)
             walls = {}
