@@ -9,6 +9,8 @@ Per repeat, each scorer runs two timed passes: batched = one ``score_batch`` ove
 scorer packs its own length-sorted batches; the judge submits all step prompts at once) and unbatched =
 ``score_batch([one])`` per solution. The pass order alternates between repeats, and each pass tags its
 questions so no pass reuses another's llama.cpp prefix cache (a real scoring call sees new solutions).
+For the judge, the same run then measures its ceiling: raw llama.cpp evaluating short prompts of a judge
+step's size one at a time vs all at once; batched judging cannot beat one-by-one by more than that.
 Each scorer is warmed up once, on separately tagged solutions, before timing. tokens/s counts the
 tokens each scorer reports (``Scored.tokens``): hf, the solution's tokens; the judge, uncached prompt tokens.
 
@@ -135,6 +137,36 @@ def hf_scorer(args: argparse.Namespace, workdir: Path) -> BatchScorer:
     return prm
 
 
+def eval_ceiling(policy, chunk_tokens: int, count: int = 32) -> dict:
+    """What batching can buy the judge on this machine: raw llama.cpp evaluating `count` short prompts of
+    about `chunk_tokens` tokens (a judge step's new tokens) with one next-token distribution each, one at
+    a time vs all at once (the server batches concurrent slots into one forward pass)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = max(1, chunk_tokens // 2)  # "w12 " is about two tokens
+
+    def one(i: int, tag: str) -> None:
+        text = f"{tag}{i}: " + " ".join(f"w{(i * 7 + j) % 97}" for j in range(words))
+        policy._server.handle_completions({"prompt": text, "n": 1, "max_tokens": 1, "temperature": 0.0,
+                                           "n_probs": 20, "cache_prompt": False})
+
+    rates = {}
+    with ThreadPoolExecutor(max(1, policy.slots)) as pool:
+        list(pool.map(lambda i: one(i, "warm"), range(policy.slots)))
+        for mode in ("one_at_a_time", "concurrent", "one_at_a_time2", "concurrent2"):
+            t0 = time.perf_counter()
+            if mode.startswith("concurrent"):
+                list(pool.map(lambda i, m=mode: one(i, m), range(count)))
+            else:
+                for i in range(count):
+                    one(i, mode)
+            rates[mode] = count / (time.perf_counter() - t0)
+    seq = max(rates["one_at_a_time"], rates["one_at_a_time2"])
+    par = max(rates["concurrent"], rates["concurrent2"])
+    return {"chunk_tokens": chunk_tokens, "prompts": count, "one_at_a_time_per_s": seq, "concurrent_per_s": par,
+            "ratio": par / seq}
+
+
 def judge_scorer(args: argparse.Namespace) -> BatchScorer:
     from testtime.policy import load_policy
     from testtime.reward.judge import Judge
@@ -182,6 +214,15 @@ def main() -> None:
                 results[name] = measure(name, scorer, solutions, args.hf_repeats if name == "hf" else args.repeats)
                 if name == "judge":
                     results[name]["summary"]["misses"] = scorer.misses
+                    # the judge's own new tokens per step, from the batched passes
+                    b = results[name]["summary"]["batched"]
+                    ceiling = eval_ceiling(scorer.policy, max(1, round(b["tokens"] / max(1, b["steps"]))))
+                    results[name]["summary"]["ceiling"] = ceiling
+                    print(f"  judge ceiling: raw llama.cpp, {ceiling['prompts']} prompts of ~"
+                          f"{ceiling['chunk_tokens']} tokens + one next-token distribution: "
+                          f"{ceiling['one_at_a_time_per_s']:.1f}/s one at a time, {ceiling['concurrent_per_s']:.1f}/s "
+                          f"all at once = {ceiling['ratio']:.2f}x: what batching the judge can gain at most",
+                          flush=True)
             finally:
                 scorer.close()
     print(f"\n{'scorer':<7}{'mode':<11}{'steps':>7}{'wall s':>9}{'steps/s':>10}{'median':>8}{'tokens/s':>10}"
