@@ -29,8 +29,10 @@ import time
 from pathlib import Path
 
 import httpx
+from limit_model import decode_rate  # bench/ is the script's directory, so first on sys.path
 
 from testtime.datasets import load_dataset
+from testtime.policy import load_policy
 from testtime.serve.thread import free_port
 
 
@@ -112,17 +114,14 @@ async def load_test(url: str, clients: int, duration: float, max_tokens: int) ->
             "mean_s": statistics.fmean(latencies) if latencies else float("nan")}
 
 
-def decode_ceiling(widths: list[int], slots: int) -> dict[int, float]:
-    """Raw llama.cpp decode tokens/s at each width, on the server's own defaults (limit_model's probe)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from limit_model import decode_rate
-
-    from testtime.policy import load_policy
-
-    policy = load_policy(None, slots=slots)
+def decode_ceiling(requests: int) -> tuple[int, dict[int, float]]:
+    """Raw llama.cpp decode tokens/s with 1 sequence, one Best-of-8 request's 8, and the width the batched
+    requests keep in flight (every slot of the server's default policy, at most 8 per request)."""
+    policy = load_policy(None)
     try:
-        decode_rate(policy, max(widths))  # warm-up: first-call allocations are not the steady rate
-        return {w: decode_rate(policy, w) for w in widths}
+        wide = min(policy.slots, 8 * requests)
+        decode_rate(policy, wide)  # warm-up: first-call allocations are not the steady rate
+        return wide, {w: decode_rate(policy, w) for w in (1, 8, wide)}
     finally:
         policy.close()
 
@@ -160,7 +159,6 @@ def main() -> None:
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-batching", action="store_true")
     ap.add_argument("--modes", default="one_at_a_time,batched", help="(b): which sides to run")
-    ap.add_argument("--slots", type=int, default=16, help="the server's llama.cpp slots (testtime serve's default)")
     ap.add_argument("--skip-ceiling", action="store_true", help="(b): no raw decode-rate ceiling")
     args = ap.parse_args()
     report: dict = {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
@@ -179,9 +177,7 @@ def main() -> None:
                   f"p99 {load['p99_s']:.2f} s, server RSS {load['rss_before_mb']} -> {load['rss_after_mb']} MB",
                   flush=True)
         if not args.skip_batching and not args.skip_ceiling:
-            # one request keeps 8 sequences in flight; the batched requests fill every slot
-            wide = min(args.slots, 8 * args.requests)
-            rates = decode_ceiling([1, 8, wide], args.slots)
+            wide, rates = decode_ceiling(args.requests)
             report["ceiling"] = {"decode_tok_s": {str(k): round(v, 1) for k, v in rates.items()},
                                  "best_of_8": round(rates[wide] / rates[8], 2),
                                  "single": round(rates[wide] / rates[1], 2)}
