@@ -14,7 +14,9 @@ bin with fewer than ``min_support`` calibration problems takes the all-problems 
 two fallbacks the selector uses when it should not trust a bin: ``robust`` (per budget, the config with the
 best mean accuracy over the bins, each bin weighted equally: never one tuned to a single bin) and
 ``prm_free`` (the better of CoT and majority voting), and a ``Profile`` of what it was calibrated on (see
-``optimal.shift``).
+``optimal.shift``). Before any choice, each set of problems' sample-and-select families (pooled strategies:
+majority, best_of_n/<selection>, confidence votes) are fitted monotone in N (`monotone_in_budget`): more
+samples never hurt in expectation, so a dip between budgets is noise, and the fit shares strength across them.
 
 The selector cannot see oracle bins, so the artifact also carries a difficulty predictor: a least-squares
 line from the probe's features (answer agreement among probe_n samples, their mean min step reward) to
@@ -31,7 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -162,7 +164,19 @@ def split_problems(ids: Iterable[str], holdout: float, seed: int = 0) -> tuple[l
     return calib, held
 
 
-def mean_accuracy(cells: Iterable[Cell], ids: set[str]) -> dict[tuple[str, int], tuple[float, int, Cell]]:
+class Measured(NamedTuple):
+    """A config's measurement on a set of problems. A named tuple, so callers reading it as the
+    ``(accuracy, n, cell)`` triple it used to be (``v[0]``, ``v[1]``, ``v[2]``) still work."""
+
+    accuracy: float  # mean over the problems (or a fitted / shrunk / averaged estimate of it)
+    n: int  # problems counted
+    cell: Cell  # an example cell: the config's strategy, m, selection
+
+
+Accuracies = Mapping[tuple[str, int], Measured]  # (config, budget) -> its measurement
+
+
+def mean_accuracy(cells: Iterable[Cell], ids: set[str]) -> dict[tuple[str, int], Measured]:
     """(config, budget) -> (mean accuracy over `ids`, problems counted, an example cell)."""
     acc: dict[tuple[str, int], list[float]] = defaultdict(list)
     example: dict[tuple[str, int], Cell] = {}
@@ -170,18 +184,54 @@ def mean_accuracy(cells: Iterable[Cell], ids: set[str]) -> dict[tuple[str, int],
         if c.problem_id in ids:
             acc[(c.config, c.budget)].append(c.accuracy)
             example.setdefault((c.config, c.budget), c)
-    return {k: (sum(v) / len(v), len(v), example[k]) for k, v in acc.items()}
+    return {k: Measured(sum(v) / len(v), len(v), example[k]) for k, v in acc.items()}
 
 
-def best_within(acc: Mapping[tuple[str, int], tuple[float, int, Cell]], budget: int) -> Choice | None:
+def isotonic(values: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """The weighted least-squares non-decreasing fit of `values` (pool-adjacent-violators): each run of
+    values that breaks the order is replaced by its weighted mean. Weights must be > 0."""
+    if len(values) != len(weights):
+        raise ValueError(f"{len(values)} values but {len(weights)} weights")
+    if any(not w > 0 for w in weights):
+        raise ValueError("weights must be > 0")
+    blocks: list[tuple[float, float, int]] = []  # (weighted mean, total weight, values pooled)
+    for y, w in zip(values, weights, strict=True):
+        blocks.append((float(y), float(w), 1))
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:  # a violation: pool the last two
+            m2, w2, k2 = blocks.pop()
+            m1, w1, k1 = blocks.pop()
+            blocks.append(((m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, k1 + k2))
+    return [m for m, _w, k in blocks for _ in range(k)]
+
+
+def monotone_in_budget(acc: Accuracies) -> dict[tuple[str, int], Measured]:
+    """Each sample-and-select family's accuracies fitted non-decreasing in N (`isotonic`, weighted by the
+    problems counted). A pooled config at N is N samples of one pool, and more samples never hurt in
+    expectation (the cells are expected accuracies over subsets), so a dip is noise of the few problems
+    measured; fitting shares strength across budgets instead of trusting each cell alone. Tree strategies
+    (one run per budget, a different search at each) and CoT keep their cells as measured."""
+    out = dict(acc)
+    families: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, v in acc.items():
+        if strategy_class(v.cell.strategy).pooled:
+            families[key[0]].append(key)
+    for keys in families.values():
+        keys.sort(key=lambda k: k[1])
+        fitted = isotonic([acc[k].accuracy for k in keys], [acc[k].n for k in keys])
+        for k, a in zip(keys, fitted, strict=True):
+            out[k] = acc[k]._replace(accuracy=a)
+    return out
+
+
+def best_within(acc: Accuracies, budget: int) -> Choice | None:
     """The best config measured at a budget <= `budget` (ties: smaller budget, PRM-free, config name)."""
     options = [(k, v) for k, v in acc.items() if k[1] <= budget]
     if not options:
         return None
     # ties: the smaller budget, then a config that needs no PRM (as good, and cheaper to run), then the name
-    (config, b), (a, n, cell) = min(options, key=lambda kv: (-kv[1][0], kv[0][1],
-                                                             strategy_class(kv[1][2].strategy).needs_scorer, kv[0][0]))
-    return Choice(config, cell.strategy, b, cell.m, cell.selection, a, n)
+    (config, b), v = min(options, key=lambda kv: (-kv[1].accuracy, kv[0][1],
+                                                  strategy_class(kv[1].cell.strategy).needs_scorer, kv[0][0]))
+    return Choice(config, v.cell.strategy, b, v.cell.m, v.cell.selection, v.accuracy, v.n)
 
 
 def fit_predictor(infos: Iterable[ProblemInfo], probe_n: int) -> Predictor:
@@ -201,22 +251,22 @@ PROMPT_KEYS = ("fewshot", "fewshot_file", "system", "instruction")
 SHRINKAGE_GRID: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)
 
 
-def shrink(acc_bin: Mapping[tuple[str, int], tuple[float, int, Cell]],
-           acc_all: Mapping[tuple[str, int], tuple[float, int, Cell]], lam: float
-           ) -> dict[tuple[str, int], tuple[float, int, Cell]]:
+def shrink(acc_bin: Accuracies, acc_all: Accuracies, lam: float) -> dict[tuple[str, int], Measured]:
     """A bin's accuracies shrunk toward the all-problems ones: (n * a_bin + lam * a_all) / (n + lam)."""
     out = {}
-    for k, (a, n, cell) in acc_bin.items():
-        a_all = acc_all[k][0] if k in acc_all else a
-        out[k] = (a_all if math.isinf(lam) else (n * a + lam * a_all) / (n + lam), n, cell)
+    for k, v in acc_bin.items():
+        a, n = v.accuracy, v.n
+        a_all = acc_all[k].accuracy if k in acc_all else a
+        out[k] = v._replace(accuracy=a_all if math.isinf(lam) else (n * a + lam * a_all) / (n + lam))
     return out
 
 
 def choose_rows(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, str], budgets: Sequence[int],
                 lam: float, min_support: int) -> dict[str, dict[int, Choice]]:
-    """bin (and ALL) -> budget -> choice, from the calibration problems, shrunk by `lam`."""
+    """bin (and ALL) -> budget -> choice, from the calibration problems, shrunk by `lam`; each set of
+    problems' pooled families fitted monotone in N first (`monotone_in_budget`)."""
     calib = set(calib)
-    acc_all = mean_accuracy(cells, calib)
+    acc_all = monotone_in_budget(mean_accuracy(cells, calib))
     table: dict[str, dict[int, Choice]] = {}
     all_row = {b: ch for b in budgets if (ch := best_within(acc_all, b)) is not None}
     for label in bin_order({bins[p] for p in calib}):
@@ -224,7 +274,7 @@ def choose_rows(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, 
         if len(members) < min_support:
             row = dict(all_row)  # too few problems to say anything about this bin on its own
         else:
-            acc = shrink(mean_accuracy(cells, members), acc_all, lam)
+            acc = shrink(monotone_in_budget(mean_accuracy(cells, members)), acc_all, lam)
             row = {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
         if row:
             table[label] = row
@@ -275,20 +325,22 @@ def cross_validate(cells: Sequence[Cell], calib: Sequence[str], bins: Mapping[st
 
 def robust_row(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, str],
                budgets: Sequence[int]) -> dict[int, Choice]:
-    """Per budget, the config (measured in every bin) with the best mean of its per-bin accuracies."""
+    """Per budget, the config (measured in every bin) with the best mean of its per-bin accuracies (each
+    bin's pooled families fitted monotone in N first; a mean of monotone curves is monotone)."""
     calib = set(calib)
     labels = bin_order({bins[p] for p in calib})
-    per_bin = {lab: mean_accuracy(cells, {p for p in calib if bins[p] == lab}) for lab in labels}
+    per_bin = {lab: monotone_in_budget(mean_accuracy(cells, {p for p in calib if bins[p] == lab}))
+               for lab in labels}
     common = set.intersection(*(set(acc) for acc in per_bin.values())) if per_bin else set()
-    acc = {k: (sum(per_bin[lab][k][0] for lab in labels) / len(labels),
-               sum(per_bin[lab][k][1] for lab in labels), per_bin[labels[0]][k][2]) for k in common}
+    acc = {k: Measured(sum(per_bin[lab][k].accuracy for lab in labels) / len(labels),
+                       sum(per_bin[lab][k].n for lab in labels), per_bin[labels[0]][k].cell) for k in common}
     return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
 
 
 def prm_free_row(cells: Sequence[Cell], calib: Iterable[str], budgets: Sequence[int]) -> dict[int, Choice]:
     """Per budget, the best config of a strategy that needs no PRM (CoT, majority voting, ...)."""
     free = [c for c in cells if not strategy_class(c.strategy).needs_scorer]
-    acc = mean_accuracy(free, set(calib))
+    acc = monotone_in_budget(mean_accuracy(free, set(calib)))
     return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
 
 
@@ -450,8 +502,8 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
                     curves[label][name].append({"budget": b, **pt})
     confusion = confusion_matrix(oracle, predicted, labels)
     ids = sorted(infos)
-    fixed_configs = {b: {f"{k[0]}@{k[1]}": v[0] for k, v in mean_accuracy(cell.values(), held).items()
-                         if k[1] <= b and v[1] == len(ids)} for b in table.budgets}
+    fixed_configs = {b: {f"{k[0]}@{k[1]}": v.accuracy for k, v in mean_accuracy(cell.values(), held).items()
+                         if k[1] <= b and v.n == len(ids)} for b in table.budgets}
     rules = {b: dict(Counter(rule for _c, rule in selected[b].values())) for b in selected}
     return {"curves": {k: dict(v) for k, v in curves.items()}, "labels": labels, "confusion": confusion,
             "n_holdout": len(infos), "oracle_bins": oracle, "predicted_bins": predicted,
@@ -462,7 +514,7 @@ def _best_fixed(cell: Mapping[tuple[str, str, int], Cell], ids: Sequence[str], b
     """The config at a budget <= `budget` with the best accuracy on exactly these problems (hindsight)."""
     wanted = set(ids)
     acc = {k: v for k, v in mean_accuracy((c for c in cell.values() if c.problem_id in wanted), wanted).items()
-           if v[1] == len(wanted)}
+           if v.n == len(wanted)}
     return best_within(acc, budget)
 
 
