@@ -385,3 +385,19 @@ def test_run_level_field_dotted_path_in_by_level(tmp_path, monkeypatch):
     assert line == f"error: {data}:1: field 'info.nope': missing"
     line = one_line_error(runner.invoke(app, ["run", "--level-field", "x", "--out", str(tmp_path)]))
     assert "--level-field applies only to a .jsonl --dataset" in line
+
+
+def test_optimal_with_the_shipped_table_loads_its_recorded_prm(tmp_path, monkeypatch):
+    """No --prm: the shipped table's recorded scorer name (arith-check@v2) is the spec the run scores with."""
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.tables import shipped_table
+
+    table = CalTable.load(shipped_table(None, None))
+    assert table.prm == "arith-check@v2"
+    monkeypatch.setattr(testtime.policy, "load_policy",
+                        lambda model=None, **_k: ScriptedPolicy({}, model_id=table.policy))
+    result = runner.invoke(app, ["run", "--dataset", "arith", "--strategy", "optimal", "--budget", "8", "--limit",
+                                 "2", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    s = last_json(result.stdout)
+    assert s["strategy"] == "optimal" and s["prm"] == "arith-check@v2" and s["n_problems"] == 2

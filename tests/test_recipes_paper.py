@@ -110,7 +110,7 @@ def _params(fn: Any) -> dict[str, inspect.Parameter]:
 
 def check_prm_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     """A scorer spec names a known kind, valid options and, for model PRMs, a known input format."""
-    kind, target, opts = parse_spec(spec)
+    kind, target, opts = parse_spec(spec)[:3]
     assert kind in KINDS, f"{spec}: unknown scorer kind {kind!r}"
     if kind in ("arith-check", "oracle"):
         scorer = load_scorer(spec)  # no model behind these: build it for real

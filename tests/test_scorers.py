@@ -149,8 +149,8 @@ def test_judge_needs_logprobs():
 
 def test_parse_and_load_specs():
     spec = parse_spec("hf:/m/prm?format=qwen-prm&device=cpu")
-    assert spec == ("hf", "/m/prm", {"format": "qwen-prm", "device": "cpu"})
-    assert parse_spec("arith-check") == ("arith-check", None, {})
+    assert spec == ("hf", "/m/prm", {"format": "qwen-prm", "device": "cpu"}, None)
+    assert parse_spec("arith-check") == ("arith-check", None, {}, None)
     a = load_scorer("arith-check?neutral=0.25&exact=true")
     assert isinstance(a, ArithCheck) and a.neutral == 0.25 and a.exact and a.name != "arith-check@v2"
     assert a.name.startswith("arith-check@v2(")
@@ -166,6 +166,54 @@ def test_parse_and_load_specs():
     with pytest.raises(ValueError, match="neutral"):
         load_scorer("arith-check?neutral=2")
     assert isinstance(load_scorer("judge", FakeJudgePolicy({})), Judge)
+
+
+@pytest.mark.parametrize("spec, parsed", [
+    ("arith-check@v2", ("arith-check", None, {}, "v2")),
+    ("arith-check@v2?neutral=0.25", ("arith-check", None, {"neutral": "0.25"}, "v2")),
+    ("probe@3f2a9c:smollm2-135m", ("probe", "smollm2-135m", {}, "3f2a9c")),
+    # an '@' in a target is the target's, never a version
+    ("hf:/models/prm@v2?format=qwen-prm", ("hf", "/models/prm@v2", {"format": "qwen-prm"}, None)),
+    ("http:http://user@host:8000/score", ("http", "http://user@host:8000/score", {}, None)),
+    ("judge:/m/policy@main.gguf", ("judge", "/m/policy@main.gguf", {}, None)),
+    ("vllm@v1:/m/prm@v2", ("vllm", "/m/prm@v2", {}, "v1")),
+    # a name's options in parentheses are options (every ArithCheck name is a spec)
+    ("arith-check@v2(neutral=0.25,exact=True)", ("arith-check", None, {"neutral": "0.25", "exact": "True"}, "v2")),
+])
+def test_parse_versioned_specs(spec, parsed):
+    assert parse_spec(spec) == parsed
+    assert parse_spec(spec).version == parsed[3]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("arith-check@v1", "asks for arith-check version v1, but the scorer built here is version v2 (arith-check@v2)"),
+    ("arith-check@v3?exact=true", "but the scorer built here is version v2 (arith-check@v2(neutral=0.5,exact=True))"),
+    ("oracle@v2", "asks for oracle version v2, but the scorer built here carries no version (oracle)"),
+    ("arith-check@v2@v3", "expected KIND[@VERSION][:TARGET][?options]"),
+    ("arith-check@v2(neutral)", "option 'neutral' in the name's parentheses: expected key=value"),
+    ("arith-check@v2(neutral=0.3)?neutral=0.4", "option 'neutral' given twice"),
+    ("arith-chek@v2", "unknown scorer kind 'arith-chek'"),
+])
+def test_a_version_that_does_not_match_is_a_one_line_config_error(spec, message):
+    with pytest.raises(ConfigError) as e:
+        load_scorer(spec)
+    assert e.value.field == "prm" and e.value.values == (spec,)
+    assert str(e.value).startswith(f"prm {spec}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_judge_names_carry_no_version():
+    with pytest.raises(ConfigError, match=r"^prm judge@v1: .* carries no version \(judge:fake-judge\)$"):
+        load_scorer("judge@v1", FakeJudgePolicy({}))
+
+
+@pytest.mark.parametrize("scorer", [ArithCheck(), ArithCheck(neutral=0.25), ArithCheck(neutral=0.0, exact=True)])
+def test_a_scorer_name_loads_the_same_scorer(scorer):
+    """What a calibrated table records (the scorer's name) is a spec that builds that scorer again."""
+    again = load_scorer(scorer.name)
+    assert isinstance(again, ArithCheck) and again.name == scorer.name
+    assert (again.neutral, again.exact) == (scorer.neutral, scorer.exact)
+    req = [ScoreRequest("q", ("1 + 1 = 2.", "1 + 1 = 3.", "The answer is 3."))]
+    assert again.score_batch(req)[0].rewards == scorer.score_batch(req)[0].rewards
 
 
 @pytest.mark.parametrize("module", ["torch", "transformers"])

@@ -253,7 +253,7 @@ def held_out(problems: list[Problem], prm: str, exclude_from: Path | None = None
     from testtime.probe.scorer import probe_path
     from testtime.reward import parse_spec
 
-    kind, target, _ = parse_spec(prm)
+    kind, target = parse_spec(prm)[:2]
     if exclude_from is None and kind == "probe":
         try:
             exclude_from = probe_path(target)
