@@ -29,11 +29,14 @@ from testtime.errors import ConfigError
 
 
 def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: Any,
-                mapping: dict[str, Any], where: dict[str, Any], as_json: bool, ci: float = 0.95) -> None:
+                mapping: dict[str, Any], where: dict[str, Any], as_json: bool, ci: float = 0.95,
+                allocation: str | None = None, predictor: str | None = None) -> None:
     """`run --strategy optimal`: the selector over `base` (a validated RunConfig template: dataset, seed,
-    out, sampling and tree settings) with the calibrated table, at the budget."""
+    out, sampling and tree settings) with the calibrated table, at the budget: allocated over the batch, per
+    problem by its predicted bin, or one fixed config for all."""
+    from testtime.optimal.allocation import ALLOCATIONS, run_allocated, run_uniform
     from testtime.optimal.calibrate import Table as CalTable
-    from testtime.optimal.selector import run_optimal as select_and_run
+    from testtime.optimal.selector import run_optimal as per_problem
     from testtime.optimal.tables import shipped_table
 
     if budget is None:
@@ -44,6 +47,11 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
         cal = CalTable.load(table_path if table_path is not None else shipped_table(base.model, prm))
     except ConfigError as e:
         fail_config(e)
+    mode = allocation or ("batch" if cal.allocation else "per-problem")
+    if mode not in ALLOCATIONS:
+        fail_config(ConfigError("allocation", mode, f"must be one of {', '.join(ALLOCATIONS)}"))
+    if predictor is not None and mode != "batch":
+        fail("--predictor applies to --allocation batch only")
     problems = load_problems(base.dataset, base.limit, base.seed, base.levels, **mapping)
     spec = prm or cal.prm
     printer = out_console(as_json)
@@ -52,13 +60,20 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
         if spec:
             check_prm(ex, spec)
         try:
-            with printer.status(f"compute-optimal selector, budget {budget}"):
-                result = select_and_run(cal, budget, ex, None, problems, base, force=force, prm=spec)
+            with printer.status(f"compute-optimal ({mode}), budget {budget}"):
+                if mode == "batch":
+                    result = run_allocated(cal, budget, ex, None, problems, base, predictor=predictor, force=force,
+                                           prm=spec)
+                elif mode == "uniform":
+                    result = run_uniform(cal, budget, ex, None, problems, base, force=force, prm=spec)
+                else:
+                    result = per_problem(cal, budget, ex, None, problems, base, force=force, prm=spec)
         except ConfigError as e:
             fail_config(e)
     finally:
         ex.close()
     s = result.summary()
+    s["allocation"] = mode
     if result.problems:  # intervals over problems, stratified by predicted bin (the bins the selector acted on)
         from testtime.stats import accuracy_intervals
 
@@ -67,17 +82,24 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
                                           [result.bins.get(i, "none") for i in ids], confidence=ci)
         s["accuracy_ci"], s["ci"] = overall.as_list(), ci
         s["by_bin_ci"] = {label: per[label].as_list() for label in s["by_bin"]}  # by_bin stays the library's
-    t = Table(title=f"compute-optimal at budget {budget} on {base.dataset}: {s['n_problems']} problems"
+    t = Table(title=f"compute-optimal ({mode}) at budget {budget} on {base.dataset}: {s['n_problems']} problems"
               + (" [ORACLE PRM table: upper bound]" if cal.oracle_prm else ""))
-    for col in ("predicted bin", "problems", "accuracy", "configs run"):
+    for col in ("predicted bin", "problems", "accuracy", "FLOPs / problem", "configs run"):
         t.add_column(col, justify="right")
     for label, row in s["by_bin"].items():
         t.add_row(label, str(row["n_problems"]), _pct_ci(row["accuracy"], s.get("by_bin_ci", {}).get(label)),
-                  ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
+                  fmt_flops(row["flops_per_problem"]), ", ".join(f"{k} x{v}" for k, v in row["configs"].items()))
     t.add_section()
-    t.add_row("all", str(s["n_problems"]), _pct_ci(s["accuracy"], s.get("accuracy_ci")), "", style="bold")
-    t.caption = (f"FLOPs {fmt_flops(s['flops'])} (probe {fmt_flops(s['probe_flops'])}) | generated tokens "
+    n = max(1, s["n_problems"])
+    t.add_row("all", str(s["n_problems"]), _pct_ci(s["accuracy"], s.get("accuracy_ci")), fmt_flops(s["flops"] / n),
+              "", style="bold")
+    cost = "predictor" if mode == "batch" else "probe"
+    t.caption = (f"FLOPs {fmt_flops(s['flops'])} ({cost} {fmt_flops(s['probe_flops'])}) | generated tokens "
                  f"{s['generated_tokens']} | wall {s['wall_s']:.1f} s")
+    if mode == "batch":
+        t.caption += (f"\nbatch budget {fmt_flops(s['budget_flops_per_problem'])} / problem (uniform Best-of-{budget}, "
+                      f"predicted), planned {fmt_flops(s['planned_flops_per_problem'])}, spent "
+                      f"{fmt_flops(s['flops_per_problem'])}; predictor: {s['predictor']}")
     printer.print(t)
     shift = s.get("shift")
     if shift is not None and shift["shifted"]:
@@ -152,16 +174,27 @@ def calibrate(
     out: Annotated[Path | None, typer.Option(help="where to write the table (default: beside the sweep)")] = None,
     easy: Annotated[float | None, typer.Option(help="easy bin: pass@1 >= this (default: the recipe's)")] = None,
     hard: Annotated[float | None, typer.Option(help="hard bin: pass@1 < this (default: the recipe's)")] = None,
+    predictor: Annotated[str, typer.Option(
+        help="difficulty models for --allocation batch: hidden = also the policy's hidden state at the end of the "
+             "prompt (one llama.cpp forward pass per problem), text = question text and level only, none")] = "hidden",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The best config per (difficulty bin, budget) on the calibration split, saved as a versioned table."""
+    """The best config per (difficulty bin, budget) on the calibration split, and the difficulty models and
+    success curves the batch allocator uses, saved as a versioned table."""
     from testtime.optimal.calibrate import calibrate as do_calibrate
     from testtime.optimal.sweep import SweepResult
 
     sweep_file = sweep_files[0]
+    if predictor not in ("hidden", "text", "none"):
+        fail(f"--predictor {predictor}: must be hidden, text or none")
     try:
-        sw = SweepResult.merge([SweepResult.load(f) for f in sweep_files])
+        sweeps = [SweepResult.load(f) for f in sweep_files]
+        sw = SweepResult.merge(sweeps)
         table = do_calibrate(sw, easy=easy, hard=hard)
+        if predictor != "none":
+            from testtime.optimal.allocation import fit_allocation
+
+            fit_allocation(table, sweeps, hidden=predictor == "hidden")
     except ConfigError as e:  # a value of ours the library refuses (--easy, --hard)
         fail_config(e)
     except ValueError as e:

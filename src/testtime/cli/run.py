@@ -186,7 +186,16 @@ def run(
         help='JSONL: difficulty level field (dotted path; default: a "level" field where a row has one)')] = None,
     extraction: ExtractionOpt = DEFAULT_EXTRACTION,
     table: Annotated[Path | None, typer.Option(help="optimal: the calibration table (testtime calibrate)")] = None,
-    budget: Annotated[int | None, typer.Option(help="optimal: the budget N per problem")] = None,
+    budget: Annotated[int | None, typer.Option(
+        help="optimal: the average budget per problem, in samples (batch: the batch may spend what a uniform "
+             "Best-of-B would; per-problem and uniform: a cap on each problem)")] = None,
+    allocation: Annotated[str | None, typer.Option(
+        help="optimal: batch = spend the batch's budget where predicted accuracy per FLOP is highest; "
+             "per-problem = each problem's predicted bin's calibrated choice within B; uniform = the best fixed "
+             "config within B for all [default: batch when the table has a difficulty model]")] = None,
+    predictor: Annotated[str | None, typer.Option(
+        help="optimal, batch: difficulty from the question (question), a probe of a few samples (probe), or "
+             "both [default: the table's]")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
     ci: Annotated[float, typer.Option("--ci", help="confidence level of the accuracy intervals")] = 0.95,
@@ -231,7 +240,7 @@ def run(
     if strategy == "optimal":
         from testtime.cli.optimal import run_optimal
 
-        run_optimal(table, budget, prm, force, config, mapping, where, as_json, ci)
+        run_optimal(table, budget, prm, force, config, mapping, where, as_json, ci, allocation, predictor)
         return
     problems = load_problems(dataset, limit, seed, level, **mapping)
     ex = open_policy(**where)

@@ -68,7 +68,10 @@ class OptimalResult:
             for i in ids:
                 configs[f"{self.choices[i].config}@{self.choices[i].budget}"] += 1
             by_bin[label] = {"n_problems": len(ids), "accuracy": sum(self.correct[i] for i in ids) / len(ids),
-                             "configs": dict(configs)}
+                             "configs": dict(configs),
+                             # where the budget went: mean FLOPs per problem of the bin, its share of the total
+                             "flops_per_problem": sum(self.per_problem_compute[i].flops for i in ids
+                                                      if i in self.per_problem_compute) / len(ids)}
         c = self.compute
         return {
             "strategy": "optimal", "budget": self.budget, "prm": self.table_prm, "n_problems": n,
@@ -81,6 +84,36 @@ class OptimalResult:
             "decided_by": dict(Counter(self.rules.values())),
             "shift": self.shift.to_dict() if self.shift is not None else None,
         }
+
+
+def run_choices(executor: Any, base: RunConfig, prm: str | None, problems: list[Problem],
+                choices: dict[str, Choice], compute: dict[str, Compute], failed: dict[str, str],
+                correct: dict[str, bool]) -> list[str]:
+    """Run each distinct config once over the problems given it (one batched engine run each); fill in
+    `correct` (the config's calibrated selection's verdict), add to `compute`, record `failed`. Returns the
+    run ids."""
+    groups: dict[tuple, list[Problem]] = defaultdict(list)
+    for p in problems:
+        ch = choices[p.id]
+        groups[(ch.strategy, ch.budget, ch.m, ch.selection)].append(p)
+    run_ids = []
+    for (strategy, n, m, _sel), members in groups.items():
+        ch = choices[members[0].id]
+        kw: dict[str, Any] = {"prm": prm}
+        sel = SELECTIONS.get(ch.selection or "")
+        if sel is not None:  # the calibrated selection gives the answer (majority ignores the aggregation)
+            kw.update(aggregation=sel.aggregation or "last", selection=sel.rule)
+        if m:
+            kw["m"] = m
+        res = executor.run(base.with_strategy(strategy, n, **kw), members)
+        run_ids.append(res.run_id)
+        for r in res.results:
+            # the calibrated selection's answer (a confidence vote over a majority pool is one of its selections)
+            correct[r.problem.id] = bool(r.trace.selections_correct.get(ch.selection or "", r.trace.correct))
+            compute[r.problem.id].add(r.trace.compute)
+            if r.failed:
+                failed[r.problem.id] = f"{ch.config}@{n}: {r.error}"
+    return run_ids
 
 
 def check_table(table: Table, policy_id: str, scorer_name: str | None, force: bool) -> None:
@@ -165,27 +198,8 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
     choices = {pid: ch for pid, (ch, _rule) in decided.items()}
     rules = {pid: rule for pid, (_ch, rule) in decided.items()}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
-    groups_by_choice: dict[tuple, list[Problem]] = defaultdict(list)
-    for p in live:
-        ch = choices[p.id]
-        groups_by_choice[(ch.strategy, ch.budget, ch.m, ch.selection)].append(p)
-    run_ids = [probe.run_id]
-    for (strategy, n, m, _sel), members in groups_by_choice.items():
-        ch = choices[members[0].id]
-        kw: dict[str, Any] = {"prm": prm if info else None}
-        sel = SELECTIONS.get(ch.selection or "")
-        if sel is not None:  # the calibrated selection gives the answer (majority ignores the aggregation)
-            kw.update(aggregation=sel.aggregation or "last", selection=sel.rule)
-        if m:
-            kw["m"] = m
-        res = executor.run(base.with_strategy(strategy, n, **kw), members)
-        run_ids.append(res.run_id)
-        for r in res.results:
-            # the calibrated selection's answer (a confidence vote over a majority pool is one of its selections)
-            correct[r.problem.id] = bool(r.trace.selections_correct.get(ch.selection or "", r.trace.correct))
-            compute[r.problem.id].add(r.trace.compute)
-            if r.failed:
-                failed[r.problem.id] = f"{ch.config}@{n}: {r.error}"
+    run_ids = [probe.run_id, *run_choices(executor, base, prm if info else None, live, choices, compute, failed,
+                                          correct)]
     total = Compute()
     for c in compute.values():
         total.add(c)
