@@ -1,10 +1,12 @@
 """Calibration: a sweep -> the best config per (difficulty bin, budget), a versioned artifact.
 
 Problems are split (deterministically, by a hash of their id) into a calibration part and a held-out
-part. On the calibration part, for every bin and budget B the best config is the one with the highest
-accuracy among configs measured at a budget <= B (spending less is allowed; ties go to the smaller
-budget, then the config name). The best *fixed* config per budget (no bins) is chosen the same way, so the
-held-out comparison is fair: both were picked on the same problems.
+part. On the calibration part, for every bin and budget B the best config is chosen among configs measured
+at a budget <= B (spending less is allowed) by the one-standard-error rule: the cheapest (mean FLOPs per
+problem) whose accuracy is within one standard error of the highest, so that a config ahead by a problem or
+two of luck does not win over a cheaper one as good within noise (``one_se=False``: the highest accuracy;
+ties go to the smaller budget, then PRM-free, then the config name). The best *fixed* config per budget (no
+bins) is chosen the same way, so the held-out comparison is fair: both were picked on the same problems.
 
 Choices that generalise. With a few calibration problems per bin and dozens of configs, the per-bin best
 fits noise. So a bin's accuracy of a config is shrunk toward the config's accuracy on all calibration
@@ -100,6 +102,9 @@ class Table:
     cv: dict[str, float] = field(default_factory=dict)  # lambda -> cross-validated accuracy
     predictor_source: str = "pass@1 of the calibration problems"  # or a label-free refit (optimal.recalibrate)
     support: dict[str, int] = field(default_factory=dict)  # bin -> calibration problems in it
+    # choices within a budget by the one-standard-error rule (`best_within`); False: the plain best (and
+    # every table saved before the rule, which chose that way)
+    one_se: bool = False
 
     def bin_support(self) -> dict[str, int]:
         """Calibration problems per bin (tables made before ``support`` count their profile's bins)."""
@@ -171,20 +176,35 @@ class Measured(NamedTuple):
     accuracy: float  # mean over the problems (or a fitted / shrunk / averaged estimate of it)
     n: int  # problems counted
     cell: Cell  # an example cell: the config's strategy, m, selection
+    se: float = 0.0  # standard error of `accuracy` over the problems (0 with one problem: no spread seen)
+    flops: float = 0.0  # mean FLOPs per problem (cache-aware, as the cells count them)
 
 
 Accuracies = Mapping[tuple[str, int], Measured]  # (config, budget) -> its measurement
 
 
 def mean_accuracy(cells: Iterable[Cell], ids: set[str]) -> dict[tuple[str, int], Measured]:
-    """(config, budget) -> (mean accuracy over `ids`, problems counted, an example cell)."""
+    """(config, budget) -> its mean accuracy over `ids`, problems counted, an example cell, the standard
+    error of the mean over those problems and the mean FLOPs per problem."""
     acc: dict[tuple[str, int], list[float]] = defaultdict(list)
+    flops: dict[tuple[str, int], float] = defaultdict(float)
     example: dict[tuple[str, int], Cell] = {}
     for c in cells:
         if c.problem_id in ids:
             acc[(c.config, c.budget)].append(c.accuracy)
+            flops[(c.config, c.budget)] += c.flops
             example.setdefault((c.config, c.budget), c)
-    return {k: Measured(sum(v) / len(v), len(v), example[k]) for k, v in acc.items()}
+    return {k: Measured(sum(v) / len(v), len(v), example[k], _standard_error(v), flops[k] / len(v))
+            for k, v in acc.items()}
+
+
+def _standard_error(xs: Sequence[float]) -> float:
+    """The standard error of the mean of `xs` (sample SD / sqrt(n)); 0 below two values."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mean = sum(xs) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n)
 
 
 def isotonic(values: Sequence[float], weights: Sequence[float]) -> list[float]:
@@ -209,7 +229,8 @@ def monotone_in_budget(acc: Accuracies) -> dict[tuple[str, int], Measured]:
     problems counted). A pooled config at N is N samples of one pool, and more samples never hurt in
     expectation (the cells are expected accuracies over subsets), so a dip is noise of the few problems
     measured; fitting shares strength across budgets instead of trusting each cell alone. Tree strategies
-    (one run per budget, a different search at each) and CoT keep their cells as measured."""
+    (one run per budget, a different search at each) and CoT keep their cells as measured. Standard errors
+    are kept as measured: the budgets of a family share their problems, so pooling them is no more data."""
     out = dict(acc)
     families: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for key, v in acc.items():
@@ -223,14 +244,31 @@ def monotone_in_budget(acc: Accuracies) -> dict[tuple[str, int], Measured]:
     return out
 
 
-def best_within(acc: Accuracies, budget: int) -> Choice | None:
-    """The best config measured at a budget <= `budget` (ties: smaller budget, PRM-free, config name)."""
+def best_within(acc: Accuracies, budget: int, one_se: bool = False) -> Choice | None:
+    """The best config measured at a budget <= `budget` (ties: smaller budget, PRM-free, config name).
+
+    With `one_se` (the one-standard-error rule), the cheapest config (mean FLOPs per problem) whose accuracy
+    is within one standard error of the best's: on a few problems, the best of many configs is partly luck,
+    and a cheaper config that is as good within noise generalises as well for less (ties in cost: the
+    accuracy, then the rule above). Without it, the plain best (in-sample and hindsight choices)."""
     options = [(k, v) for k, v in acc.items() if k[1] <= budget]
     if not options:
         return None
-    # ties: the smaller budget, then a config that needs no PRM (as good, and cheaper to run), then the name
-    (config, b), v = min(options, key=lambda kv: (-kv[1].accuracy, kv[0][1],
-                                                  strategy_class(kv[1].cell.strategy).needs_scorer, kv[0][0]))
+
+    def tie(kv: tuple[tuple[str, int], Measured]) -> tuple[int, bool, str]:
+        # the smaller budget, then a config that needs no PRM (as good, and cheaper to run), then the name
+        return kv[0][1], strategy_class(kv[1].cell.strategy).needs_scorer, kv[0][0]
+
+    (config, b), v = min(options, key=lambda kv: (-kv[1].accuracy, *tie(kv)))
+    if one_se:
+        floor = v.accuracy - v.se - 1e-12  # (float noise: a config exactly one SE below is within it)
+        # Cost without the selector's probe: every config the selector runs pays the same probe_n samples
+        # first (its bin is predicted from them: see `_probe_cost`, which evaluate charges every problem),
+        # and the fixed row's configs run with no probe at all, so within any one comparison the probe is a
+        # constant and adding it cannot change the order. (In wall-clock a pooled config of N >= probe_n
+        # replays the probe's samples from the store; the accounting charges them anyway, and so do we.)
+        (config, b), v = min(((k, x) for k, x in options if x.accuracy >= floor),
+                             key=lambda kv: (kv[1].flops, -kv[1].accuracy, *tie(kv)))
     return Choice(config, v.cell.strategy, b, v.cell.m, v.cell.selection, v.accuracy, v.n)
 
 
@@ -252,30 +290,37 @@ SHRINKAGE_GRID: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)
 
 
 def shrink(acc_bin: Accuracies, acc_all: Accuracies, lam: float) -> dict[tuple[str, int], Measured]:
-    """A bin's accuracies shrunk toward the all-problems ones: (n * a_bin + lam * a_all) / (n + lam)."""
+    """A bin's accuracies shrunk toward the all-problems ones: (n * a_bin + lam * a_all) / (n + lam), their
+    standard errors mixed with the same weights (the bin's problems are among all of them: the errors are
+    positively correlated, and the weighted mean of the two is the fully correlated bound). FLOPs stay the
+    bin's: what these problems cost."""
     out = {}
     for k, v in acc_bin.items():
-        a, n = v.accuracy, v.n
-        a_all = acc_all[k].accuracy if k in acc_all else a
-        out[k] = v._replace(accuracy=a_all if math.isinf(lam) else (n * a + lam * a_all) / (n + lam))
+        n = v.n
+        a_all, se_all = (acc_all[k].accuracy, acc_all[k].se) if k in acc_all else (v.accuracy, v.se)
+        if math.isinf(lam):
+            out[k] = v._replace(accuracy=a_all, se=se_all)
+        else:
+            out[k] = v._replace(accuracy=(n * v.accuracy + lam * a_all) / (n + lam),
+                                se=(n * v.se + lam * se_all) / (n + lam))
     return out
 
 
 def choose_rows(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, str], budgets: Sequence[int],
-                lam: float, min_support: int) -> dict[str, dict[int, Choice]]:
+                lam: float, min_support: int, *, one_se: bool = True) -> dict[str, dict[int, Choice]]:
     """bin (and ALL) -> budget -> choice, from the calibration problems, shrunk by `lam`; each set of
-    problems' pooled families fitted monotone in N first (`monotone_in_budget`)."""
+    problems' pooled families fitted monotone in N first (`monotone_in_budget`); `one_se`: see `best_within`."""
     calib = set(calib)
     acc_all = monotone_in_budget(mean_accuracy(cells, calib))
     table: dict[str, dict[int, Choice]] = {}
-    all_row = {b: ch for b in budgets if (ch := best_within(acc_all, b)) is not None}
+    all_row = {b: ch for b in budgets if (ch := best_within(acc_all, b, one_se)) is not None}
     for label in bin_order({bins[p] for p in calib}):
         members = {pid for pid in calib if bins[pid] == label}
         if len(members) < min_support:
             row = dict(all_row)  # too few problems to say anything about this bin on its own
         else:
             acc = shrink(monotone_in_budget(mean_accuracy(cells, members)), acc_all, lam)
-            row = {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
+            row = {b: ch for b in budgets if (ch := best_within(acc, b, one_se)) is not None}
         if row:
             table[label] = row
     if all_row:
@@ -297,9 +342,10 @@ def folds(ids: Sequence[str], k: int, strata: Mapping[str, str] | None = None, s
 
 
 def cross_validate(cells: Sequence[Cell], calib: Sequence[str], bins: Mapping[str, str], budgets: Sequence[int],
-                   min_support: int, grid: Sequence[float] = SHRINKAGE_GRID, k: int = 5, seed: int = 0
-                   ) -> dict[float, float]:
-    """lambda -> the mean accuracy over held-out folds and budgets of tables chosen on the other folds."""
+                   min_support: int, grid: Sequence[float] = SHRINKAGE_GRID, k: int = 5, seed: int = 0, *,
+                   one_se: bool = True) -> dict[float, float]:
+    """lambda -> the mean accuracy over held-out folds and budgets of tables chosen on the other folds (by
+    the rule the table will choose by: `one_se`, so lambda is tuned for the choices it will make)."""
     k = max(2, min(k, len(calib)))
     by_cell = {(c.problem_id, c.config, c.budget): c.accuracy for c in cells}
     parts = folds(calib, k, bins, seed)
@@ -312,7 +358,7 @@ def cross_validate(cells: Sequence[Cell], calib: Sequence[str], bins: Mapping[st
             train = [p for j, part in enumerate(parts) if j != i for p in part]
             if not test or not train:
                 continue
-            rows = choose_rows(cells, train, bins, budgets, lam, min_support)
+            rows = choose_rows(cells, train, bins, budgets, lam, min_support, one_se=one_se)
             for pid in test:
                 row = rows.get(bins[pid]) or rows.get(ALL, {})
                 for b in budgets:
@@ -324,24 +370,28 @@ def cross_validate(cells: Sequence[Cell], calib: Sequence[str], bins: Mapping[st
 
 
 def robust_row(cells: Sequence[Cell], calib: Iterable[str], bins: Mapping[str, str],
-               budgets: Sequence[int]) -> dict[int, Choice]:
+               budgets: Sequence[int], *, one_se: bool = True) -> dict[int, Choice]:
     """Per budget, the config (measured in every bin) with the best mean of its per-bin accuracies (each
-    bin's pooled families fitted monotone in N first; a mean of monotone curves is monotone)."""
+    bin's pooled families fitted monotone in N first; a mean of monotone curves is monotone). The bins hold
+    disjoint problems, so the mean's standard error is sqrt(sum se_b^2) / bins; its cost the mean of the bins'."""
     calib = set(calib)
     labels = bin_order({bins[p] for p in calib})
     per_bin = {lab: monotone_in_budget(mean_accuracy(cells, {p for p in calib if bins[p] == lab}))
                for lab in labels}
     common = set.intersection(*(set(acc) for acc in per_bin.values())) if per_bin else set()
     acc = {k: Measured(sum(per_bin[lab][k].accuracy for lab in labels) / len(labels),
-                       sum(per_bin[lab][k].n for lab in labels), per_bin[labels[0]][k].cell) for k in common}
-    return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
+                       sum(per_bin[lab][k].n for lab in labels), per_bin[labels[0]][k].cell,
+                       math.sqrt(sum(per_bin[lab][k].se ** 2 for lab in labels)) / len(labels),
+                       sum(per_bin[lab][k].flops for lab in labels) / len(labels)) for k in common}
+    return {b: ch for b in budgets if (ch := best_within(acc, b, one_se)) is not None}
 
 
-def prm_free_row(cells: Sequence[Cell], calib: Iterable[str], budgets: Sequence[int]) -> dict[int, Choice]:
+def prm_free_row(cells: Sequence[Cell], calib: Iterable[str], budgets: Sequence[int], *,
+                 one_se: bool = True) -> dict[int, Choice]:
     """Per budget, the best config of a strategy that needs no PRM (CoT, majority voting, ...)."""
     free = [c for c in cells if not strategy_class(c.strategy).needs_scorer]
     acc = monotone_in_budget(mean_accuracy(free, set(calib)))
-    return {b: ch for b in budgets if (ch := best_within(acc, b)) is not None}
+    return {b: ch for b in budgets if (ch := best_within(acc, b, one_se)) is not None}
 
 
 def profile_of(infos: Sequence[ProblemInfo], bins: Mapping[str, str], prompt: Mapping[str, Any]) -> Profile:
@@ -360,9 +410,10 @@ def profile_of(infos: Sequence[ProblemInfo], bins: Mapping[str, str], prompt: Ma
 
 
 def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None = None,
-              min_support: int = 5, shrinkage: float | None = None) -> Table:
+              min_support: int = 5, shrinkage: float | None = None, one_se: bool = True) -> Table:
     """The table for a sweep: per-bin choices shrunk toward the all-problems choice (lambda by
-    cross-validation unless `shrinkage` is given), the fallbacks, the predictor and the profile."""
+    cross-validation unless `shrinkage` is given), the fallbacks, the predictor and the profile. `one_se`:
+    every row (and cross-validation's inner choices) by the one-standard-error rule (`best_within`)."""
     recipe = sweep.recipe
     diff = recipe.get("difficulty", {})
     easy = diff.get("easy", 0.5) if easy is None else easy
@@ -377,21 +428,24 @@ def calibrate(sweep: SweepResult, easy: float | None = None, hard: float | None 
     budgets = sorted({c.budget for c in sweep.cells})
     cv: dict[float, float] = {}
     if shrinkage is None:
-        cv = cross_validate(sweep.cells, calib, bins, budgets, min_support) if len(calib) >= 2 else {0.0: 0.0}
+        cv = (cross_validate(sweep.cells, calib, bins, budgets, min_support, one_se=one_se) if len(calib) >= 2
+              else {0.0: 0.0})
         best = max(cv.values())
         shrinkage = max(lam for lam, a in cv.items() if a >= best - 1e-12)  # ties: the more conservative
-    table = choose_rows(sweep.cells, calib, bins, budgets, shrinkage, min_support)
+    table = choose_rows(sweep.cells, calib, bins, budgets, shrinkage, min_support, one_se=one_se)
     info = {p.id: p for p in sweep.problems}
     return Table(
         policy=sweep.policy, prm=sweep.prm, oracle_prm=sweep.oracle_prm, dataset=recipe.get("dataset", "?"),
         recipe=recipe.get("name", "?"), easy=easy, hard=hard, budgets=budgets, table=table,
         fixed=table.get(ALL, {}), predictor=fit_predictor([info[i] for i in calib], diff.get("probe_n", 4)),
         calibration_ids=calib, holdout_ids=held,
-        robust=robust_row(sweep.cells, calib, bins, budgets), prm_free=prm_free_row(sweep.cells, calib, budgets),
+        robust=robust_row(sweep.cells, calib, bins, budgets, one_se=one_se),
+        prm_free=prm_free_row(sweep.cells, calib, budgets, one_se=one_se),
         profile=profile_of([info[i] for i in calib], bins, recipe) if calib else None, shrinkage=shrinkage,
         min_support=min_support,
         cv={str(k): v for k, v in cv.items()},
         support=dict(Counter(bins[i] for i in calib)),
+        one_se=one_se,
     )
 
 
