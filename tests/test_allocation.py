@@ -17,7 +17,6 @@ from testtime.optimal.predictor import (
     ProblemFeatures,
     fit_curve,
     fit_logistic,
-    isotonic,
     text_features,
     train_allocation,
     train_difficulty,
@@ -99,12 +98,6 @@ def test_never_exceeds_the_budget_and_is_near_the_optimum(raw: list, budget: flo
     max_gain = max(max(o.success for o in opts) - min(o.success for o in opts) for opts in problems)
     assert plan.expected_solved >= best - max_gain - 1e-9
     assert plan.expected_solved <= best + 1e-9
-
-
-def test_isotonic_pools_violators() -> None:
-    assert isotonic([0.1, 0.3, 0.2, 0.5]) == pytest.approx([0.1, 0.25, 0.25, 0.5])
-    assert isotonic([0.4, 0.1], [3.0, 1.0]) == pytest.approx([0.325, 0.325])
-    assert isotonic([0.1, 0.2]) == [0.1, 0.2]
 
 
 def test_text_features_count_operations_and_numbers() -> None:

@@ -191,16 +191,23 @@ def calibrate(
         sweeps = [SweepResult.load(f) for f in sweep_files]
         sw = SweepResult.merge(sweeps)
         table = do_calibrate(sw, easy=easy, hard=hard)
-        if predictor != "none":
-            from testtime.optimal.allocation import fit_allocation
-
-            fit_allocation(table, sweeps, hidden=predictor == "hidden")
     except ConfigError as e:  # a value of ours the library refuses (--easy, --hard)
         fail_config(e)
     except ValueError as e:
         fail(str(e))
-    path = table.save(out or sweep_file.with_name(sweep_file.stem.replace("sweep-", "table-") + ".json"))
     printer = out_console(as_json)
+    no_model = None
+    if predictor != "none":
+        from testtime.optimal.allocation import fit_allocation
+
+        try:
+            fit_allocation(table, sweeps, hidden=predictor == "hidden")
+        except ConfigError as e:  # e.g. a sweep whose problems cannot be reloaded: the table is still usable
+            no_model = e.render()
+    path = table.save(out or sweep_file.with_name(sweep_file.stem.replace("sweep-", "table-") + ".json"))
+    if no_model:
+        printer.print(f"[yellow]warning:[/yellow] no difficulty model for --allocation batch: {no_model}",
+                      highlight=False)
     t = Table(title=f"calibrated best config per bin and budget ({table.policy[:16]}, PRM {table.prm}, "
                     f"{len(table.calibration_ids)} calibration problems)")
     t.add_column("bin")

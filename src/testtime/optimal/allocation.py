@@ -204,12 +204,15 @@ def group_sizes(result: OptimalResult) -> dict[str, int]:
 
 def sweep_problems(sweep: Any) -> list[Problem]:
     """The problems a sweep ran, reloaded from its recipe (a sweep file keeps ids and difficulty, not text)."""
-    from testtime.datasets import load_dataset
+    from testtime.datasets import DatasetError, load_dataset
 
     r = sweep.recipe
     out: list[Problem] = []
     for name in r.get("datasets") or [r["dataset"]]:
-        out.extend(load_dataset(name, limit=r.get("limit"), seed=r.get("seed", 0), levels=r.get("levels")))
+        try:
+            out.extend(load_dataset(name, limit=r.get("limit"), seed=r.get("seed", 0), levels=r.get("levels")))
+        except (DatasetError, OSError) as e:
+            raise ConfigError("sweep", r.get("name"), f"cannot reload its problems: {e}") from None
     wanted = {p.id for p in sweep.problems}
     got = [p for p in out if p.id in wanted]
     if len(got) != len(wanted):
@@ -229,8 +232,8 @@ def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Tabl
     cells = [c for sw in sweeps for c in sw.cells]
     states: dict[str, np.ndarray] = {}
     extractor = None
-    if hidden:
-        r = sweeps[0].recipe
+    r = sweeps[0].recipe
+    if hidden and r.get("backend", "llamacpp") == "llamacpp":  # hidden states come from a GGUF via llama.cpp
         states, _cost, extractor = hidden_states(problems, r.get("model"), r.get("out", "runs"))
     feats = {p.id: ProblemFeatures.of(p, states.get(p.id), infos[p.id].agreement, infos[p.id].probe_score)
              for p in problems}

@@ -102,6 +102,8 @@ class Table:
     cv: dict[str, float] = field(default_factory=dict)  # lambda -> cross-validated accuracy
     predictor_source: str = "pass@1 of the calibration problems"  # or a label-free refit (optimal.recalibrate)
     support: dict[str, int] = field(default_factory=dict)  # bin -> calibration problems in it
+    # the question-only difficulty model and the menu's success / cost curves (optimal.predictor), as JSON
+    allocation: dict[str, Any] | None = None
     # choices within a budget by the one-standard-error rule (`best_within`); False: the plain best (and
     # every table saved before the rule, which chose that way)
     one_se: bool = False

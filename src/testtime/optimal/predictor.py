@@ -36,6 +36,7 @@ from scipy.optimize import minimize
 
 from testtime.errors import ConfigError
 from testtime.optimal.allocate import Option
+from testtime.optimal.calibrate import isotonic
 from testtime.types import Problem
 
 BLOCKS = ("level", "text", "hidden", "probe")
@@ -289,23 +290,6 @@ def fit_curve(config: str, strategy: str, budget: int, selection: str | None, z:
     return Curve(config, strategy, budget, selection, a, float(coef[0]), float(c), float(d))
 
 
-def isotonic(values: Sequence[float], weights: Sequence[float] | None = None) -> list[float]:
-    """Weighted least-squares non-decreasing fit (pool adjacent violators)."""
-    w = [1.0] * len(values) if weights is None else list(weights)
-    blocks: list[list[float]] = []  # [value, weight, count]
-    for v, wt in zip(values, w, strict=True):
-        blocks.append([float(v), float(wt), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            v2, w2, n2 = blocks.pop()
-            v1, w1, n1 = blocks.pop()
-            tot = w1 + w2
-            blocks.append([(v1 * w1 + v2 * w2) / tot if tot > 0 else (v1 + v2) / 2, tot, n1 + n2])
-    out: list[float] = []
-    for v, _w, n in blocks:
-        out.extend([v] * int(n))
-    return out
-
-
 @dataclass
 class AllocationModel:
     """Per predictor kind, a difficulty model and the menu's curves; what ``run --allocation batch`` reads."""
@@ -347,7 +331,7 @@ class AllocationModel:
         for idx in families.values():
             idx.sort(key=lambda j: curves[j].budget)
             for i in range(len(z)):
-                succ[i, idx] = isotonic(succ[i, idx].tolist())
+                succ[i, idx] = isotonic(succ[i, idx].tolist(), [1.0] * len(idx))
         return [[Option(c.key, float(succ[i, j]), float(cost[i, j])) for j, c in enumerate(curves)]
                 for i in range(len(z))]
 
