@@ -63,7 +63,7 @@ def result_table(result: Any, confidence: float = 0.95) -> Table:
     ci_all, ci_level = accuracy_cis(result, confidence)
     title = f"{s['strategy']} (N={s['n']}) on {s['dataset']}: {s['n_problems']} problems"
     if s.get("prm"):
-        title += f", scored by {s['prm']}"
+        title += f", scored by {s['prm']}, answer (accuracy) by {s['selection']}"
     if s.get("oracle_upper_bound"):
         title += " [ORACLE scorer: an upper bound, not a result]"
     t = Table(title=title)
@@ -133,8 +133,10 @@ def run(
     n: Annotated[int, typer.Option(help="budget: samples per problem")] = 8,
     prm: Annotated[str | None, typer.Option(
         help="step scorer for best_of_n: arith-check, judge[:MODEL], oracle, hf:PATH, vllm:PATH, http:URL")] = None,
-    aggregation: Annotated[str, typer.Option(help="step rewards -> score: last | min | mean | prod")] = "last",
-    selection: Annotated[str, typer.Option(help="answer choice: prm_max | prm_vote | majority")] = "prm_max",
+    aggregation: Annotated[str | None, typer.Option(
+        help="step rewards -> score: last | min | mean | prod [default: the scorer's (arith-check: mean)]")] = None,
+    selection: Annotated[str | None, typer.Option(
+        help="answer choice: prm_max | prm_vote | majority [default: the scorer's (prm_max)]")] = None,
     m: Annotated[int, typer.Option("--m", help="beam / dvts / rebase: beam width M (N must be a multiple)")] = 4,
     max_depth: Annotated[int, typer.Option(help="tree searches: steps per path at most")] = 40,
     step_max_tokens: Annotated[int, typer.Option(help="tree searches: max tokens per step")] = 256,
@@ -269,10 +271,11 @@ def run_with_progress(config: Any, executor: Any, problems: list, out: Console, 
 
 def demo(
     dataset: Annotated[str, typer.Option(help="dataset spec (see run)")] = "arith",
-    limit: Annotated[int, typer.Option(help="problems (half calibrate, half are held out)")] = 30,
-    n: Annotated[int, typer.Option(help="samples per problem: the pool N_max")] = 8,
-    seed: Annotated[int, typer.Option()] = 0,
+    limit: Annotated[int, typer.Option(help="problems")] = 100,
+    n: Annotated[int, typer.Option(help="the largest average budget: one pool of n samples per problem")] = 8,
+    seed: Annotated[int, typer.Option(help="problem seed (7: problems the shipped table never saw)")] = 7,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    table: Annotated[Path | None, typer.Option(help="calibration table (default: the shipped one)")] = None,
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
     fewshot_file: Annotated[Path | None, typer.Option(help="JSONL of worked examples (see run)")] = None,
     extraction: ExtractionOpt = DEFAULT_EXTRACTION,
@@ -284,76 +287,103 @@ def demo(
     actors: ActorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The main job in small: one sample pool per problem (majority, Best-of-N with arith-check, confidence
-    voting, adaptive voting), CoT, calibration on half the problems, the compute-optimal selector on the other
-    half, and the HTML report."""
-    from testtime.optimal.demo import demo_recipe, run_demo
+    """The main job: on fresh problems, compute-optimal allocation (the shipped table and difficulty model)
+    against CoT, majority@N and uniform Best-of-N at the same average budget, with paired intervals, and the
+    HTML report with where the budget went."""
+    from testtime.optimal.calibrate import Table as CalTable
+    from testtime.optimal.demo import PRM, demo_config, run_demo
+    from testtime.optimal.tables import shipped_table
 
     try:
         options = policy_options(policy_option)
         few = str(fewshot_file) if fewshot_file else None
-        demo_recipe(dataset, n, limit, seed, model, out, few, extraction)  # the library checks N and the rest here
+        base = demo_config(dataset, n, limit, seed, model, out, few, extraction)  # the library checks the rest
+        table_path = table if table is not None else shipped_table(model, PRM)
+        cal = CalTable.load(table_path)
     except ConfigError as e:
         fail_config(e)
     problems = load_problems(dataset, limit, seed, None)
     ex = open_policy(model, backend, base_url, executor, address, actors, options)
     printer = out_console(as_json)
     try:
-        with progress_bar(printer) as progress:
-            tasks: dict[str, Any] = {}
-
-            def on_progress(label: str, done: int, total: int) -> None:
-                if label not in tasks:
-                    tasks[label] = progress.add_task(label, total=total)
-                progress.update(tasks[label], completed=done)
-
-            result = run_demo(ex, dataset, n=n, limit=limit, seed=seed, model=model, out=out, problems=problems,
-                              on_progress=on_progress, fewshot_file=few, extraction=extraction)
+        check_prm(ex, PRM)
+        with printer.status("demo") as status:
+            result = run_demo(ex, cal, table_path, problems, base, n,
+                              on_step=lambda step: status.update(f"demo: {step}"))
+    except ConfigError as e:
+        fail_config(e)
     finally:
         ex.close()
     for t in demo_tables(result):
         printer.print(t)
-    # how sure: the report's paragraph, which names the claims its data cannot carry (the warnings)
-    if result.report.get("how_sure"):
-        printer.print(result.report["how_sure"])
+    from testtime.optimal.study_report import headline_lines
+
+    for line in headline_lines(result.study, result.summary):
+        printer.print(line, highlight=False)
+    printer.print(verdict(result), highlight=False)
     # soft_wrap: the path stays on one line, whole, for copying
-    printer.print(f"HTML report (plots, per-bin curves, search trees): {result.files.html}", soft_wrap=True)
+    printer.print(f"HTML report (accuracy vs FLOPs, where the budget went per level): {result.files.html}",
+                  soft_wrap=True)
     if as_json:
-        print(json.dumps({**result.summary(), "intervals": result.report.get("intervals", {}),
-                          "warnings": result.report.get("warnings", [])}))
+        print(json.dumps(result.json(), default=str))
+
+
+def verdict(result: Any) -> str:
+    """One sentence on whether allocation paid here, from the paired comparison with uniform Best-of-N."""
+    from testtime.optimal.study import UNIFORM
+
+    p = result.summary["paired"].get(f"{UNIFORM}@{result.n}")
+    if p is None:
+        return "no paired comparison with uniform Best-of-N"
+    ratio = p["flops_ratio"]
+    if p["significant"] and p["difference"] > 0:
+        return (f"compute-optimal beats uniform Best-of-{result.n} here: {p['text']}, at {ratio:.2f}x its FLOPs")
+    if p["significant"]:
+        return f"compute-optimal is WORSE than uniform Best-of-{result.n} here: {p['text']}, at {ratio:.2f}x its FLOPs"
+    return (f"compute-optimal vs uniform Best-of-{result.n}: {p['text']} at {ratio:.2f}x its FLOPs -- the accuracy "
+            f"difference is within noise on {len(result.study.problems)} problems"
+            + ("; the saving in FLOPs is the result" if ratio < 0.9 else ""))
 
 
 def demo_tables(result: Any) -> list[Table]:
-    """The held-out accuracy per budget (one row per strategy family, then compute-optimal), the paper's
-    metrics, and what the selector chose per bin."""
-    ks = result.budgets
-    s = result.summary()
-    acc = Table(title=f"held-out accuracy vs samples per problem N ({result.dataset}: "
-                      f"{s['held_out_problems']} held-out problems; calibrated on {s['calibration_problems']})")
-    acc.add_column("strategy")
-    for k in ks:
-        acc.add_column(f"N={k}", justify="right")
-    for name, curve in result.rows().items():
-        style = "bold green" if name == "compute-optimal" else None
-        acc.add_row(name, *[f"{curve[k]:.0%}" if k in curve else "" for k in ks], style=style)
-    used = result.samples_used()
-    if used:
-        acc.caption = "adaptive_majority drew on average " + ", ".join(
-            f"{v:.1f} of {b}" for b, v in used.items()) + " samples"
-    metrics = Table(title="compute-optimal vs the paper's baselines (held-out)")
-    metrics.add_column("figure")
-    metrics.add_column("value", justify="right")
-    for k, v in s["metrics"].items():
-        metrics.add_row(k, v)
-    sel = s["selector"]
-    metrics.add_row(f"selector run at N <= {result.n} (replayed from the store)", f"{sel['accuracy']:.0%}")
-    chosen = Table(title="what the selector chose per predicted difficulty bin (held-out)")
-    for col in ("bin", "problems", "accuracy", "configs"):
-        chosen.add_column(col)
-    for label, b in sel["by_bin"].items():
-        chosen.add_row(label, str(b["n_problems"]), f"{b['accuracy']:.0%}",
-                       ", ".join(f"{c} x{k}" for c, k in b["configs"].items()))
-    return [acc, metrics, chosen]
+    """Accuracy [interval] and FLOPs per series and average budget; the paired comparisons; where the
+    budget went per level."""
+    from testtime.optimal.study import ALLOCATED, COT, HINDSIGHT, MAJORITY, UNIFORM
+
+    s = result.summary
+    budgets = sorted({r["budget"] for r in s["rows"]})
+    acc = Table(title=f"{result.dataset}: {s['n_problems']} fresh problems, accuracy [95% interval] and FLOPs per "
+                      "problem by average budget N")
+    acc.add_column("series")
+    for b in budgets:
+        acc.add_column(f"N={b}", justify="right")
+    for series in (COT, MAJORITY, UNIFORM, HINDSIGHT, ALLOCATED):
+        by_b = {r["budget"]: r for r in s["rows"] if r["series"] == series}
+        if not by_b:
+            continue
+        label = series
+        sel = next((r["label"] for r in by_b.values() if r["label"]), "")
+        if series in (UNIFORM, HINDSIGHT) and sel:
+            label = f"{series} ({sel if series == UNIFORM else 'varies'})"
+        acc.add_row(label, *[f"{100 * by_b[b]['accuracy']:.0f}% [{100 * by_b[b]['accuracy_ci'][0]:.0f}, "
+                             f"{100 * by_b[b]['accuracy_ci'][1]:.0f}] {fmt_flops(by_b[b]['flops'])}"
+                             if b in by_b else "" for b in budgets],
+                    style="bold green" if series == ALLOCATED else None)
+    acc.caption = f"compute-optimal: predictor {s['predictor']}, its cost included; table reference {s['reference']}"
+    paired = Table(title=f"compute-optimal at average budget {result.n} minus each baseline (paired)")
+    paired.add_column("baseline")
+    paired.add_column("accuracy difference [95%], McNemar")
+    paired.add_column("FLOPs ratio", justify="right")
+    for k, v in s["paired"].items():
+        paired.add_row(k, v["text"], f"{v['flops_ratio']:.2f}x")
+    where = Table(title=f"where the budget went at N={result.n} (mean FLOPs per problem)")
+    where.add_column("level")
+    where.add_column("uniform Best-of-N", justify="right")
+    where.add_column("compute-optimal", justify="right")
+    for level, row in s["budget_by_level"].items():
+        where.add_row(level, fmt_flops(row.get(UNIFORM, 0.0)), fmt_flops(row.get(ALLOCATED, 0.0)))
+    where.caption = "configs given: " + ", ".join(f"{c} x{k}" for c, k in s["configs"].get(str(result.n), {}).items())
+    return [acc, paired, where]
 
 
 def data_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

@@ -102,30 +102,37 @@ def _choice_of(curve: Curve, success: float) -> Choice:
 
 
 def plan_batch(model: AllocationModel, kind: str, feats: list[ProblemFeatures], budget: float,
-               predictor_flops: dict[str, float]) -> tuple[Allocation, list[list[Any]], np.ndarray, float]:
+               predictor_flops: dict[str, float], max_n: int | None = None
+               ) -> tuple[Allocation, list[Curve], list[list[Any]], np.ndarray, float]:
     """The allocation for these problems at average budget `budget` (samples of the reference config), the
-    predictor's own FLOPs charged first. Returns (allocation, options per problem, z, the batch's total)."""
+    predictor's own FLOPs charged first; configs of more than `max_n` samples are left out of the menu.
+    Returns (allocation, the menu's curves, options per problem, z, the batch's total)."""
     z = model.models[kind].score(feats)
-    options = model.options(kind, z)
+    keep = [j for j, c in enumerate(model.curves[kind]) if max_n is None or c.budget <= max_n]
+    curves = [model.curves[kind][j] for j in keep]
+    options = [[row[j] for j in keep] for row in model.options(kind, z)]
     total = float(model.reference_cost(kind, z, budget).sum())
     spent_on_prediction = sum(predictor_flops.get(f.id, 0.0) for f in feats)
-    return allocate(options, max(0.0, total - spent_on_prediction)), options, z, total
+    return allocate(options, max(0.0, total - spent_on_prediction)), curves, options, z, total
 
 
 def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems: list[Problem], base: RunConfig,
-                  *, predictor: str | None = None, force: bool = False, prm: str | None = None) -> AllocatedResult:
+                  *, predictor: str | None = None, force: bool = False, prm: str | None = None,
+                  max_n: int | None = None) -> AllocatedResult:
     """Allocate the batch's budget (average `budget` samples per problem) across `problems` and run it.
-    `policy`/`scorer`/`prm` as in ``selector.run_optimal``."""
+    `policy`/`scorer`/`prm` as in ``selector.run_optimal``; `max_n`: no config of more samples (None: the
+    table's whole menu)."""
     executor = as_executor(policy, scorer)
     try:
-        return _run_allocated(table, budget, executor, scorer, problems, base, predictor, force, prm)
+        return _run_allocated(table, budget, executor, scorer, problems, base, predictor, force, prm, max_n)
     finally:
         if executor is not policy:
             executor.close()
 
 
 def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
-                   base: RunConfig, predictor: str | None, force: bool, prm: str | None) -> AllocatedResult:
+                   base: RunConfig, predictor: str | None, force: bool, prm: str | None,
+                   max_n: int | None) -> AllocatedResult:
     t0 = time.perf_counter()
     model = allocation_model(table)
     if model is None:
@@ -170,8 +177,8 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
             probe[r.problem.id] = (f.agreement, f.score)
     live = [p for p in problems if p.id not in failed]
     feats = [ProblemFeatures.of(p, hidden.get(p.id), *probe.get(p.id, (None, None))) for p in live]
-    plan, options, z, total = plan_batch(model, kind, feats, budget, {pid: c.flops for pid, c in compute.items()})
-    curves = model.curves[kind]
+    plan, curves, options, z, total = plan_batch(model, kind, feats, budget,
+                                                 {pid: c.flops for pid, c in compute.items()}, max_n)
     pass1 = dict(zip([p.id for p in live], model.models[kind].predict(feats).tolist(), strict=True))
     choices = {p.id: _choice_of(curves[d.pick], options[i][d.pick].success)
                for i, (p, d) in enumerate(zip(live, plan.decisions, strict=True))}
