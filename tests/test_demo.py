@@ -13,7 +13,7 @@ from testtime.cli import app
 from testtime.datasets import load_dataset
 from testtime.errors import ConfigError
 from testtime.optimal.allocation import allocation_model, fit_allocation
-from testtime.optimal.calibrate import calibrate
+from testtime.optimal.calibrate import Table, calibrate
 from testtime.optimal.demo import demo_config
 from testtime.optimal.sweep import Cell, ProblemInfo, SweepResult
 from testtime.reward import ArithCheck
@@ -44,7 +44,12 @@ def synthetic_table(tmp_path, policy_id: str = ScriptedPolicy.model_id):
 
 def test_demo_runs_the_main_job_and_prints_where_the_report_is(tmp_path, monkeypatch):
     table, path = synthetic_table(tmp_path)
-    assert allocation_model(table).reference == "best_of_n/prm_min_vote"
+    model = allocation_model(table)
+    assert model.reference == "best_of_n/prm_min_vote"
+    # persisted with the table, whole: the reloaded model predicts the same
+    assert allocation_model(Table.load(path)).to_dict() == model.to_dict()
+    assert {"question", "probe", "both"} == set(model.models) and model.default in model.models
+    assert all(model.report[k]["heldout_allocation"] for k in model.models)  # how the default was chosen
     problems = load_dataset("arith", limit=10, seed=7)
     # levels 2-3 answered right by the second and fourth sample only; level 1 always right; 4-5 never
     script = {p.question: ([p.answer] if p.level == 1 else ["x", p.answer, "y", p.answer] if p.level in (2, 3)

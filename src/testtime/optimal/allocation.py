@@ -238,10 +238,11 @@ def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Tabl
     infos = {p.id: p for sw in sweeps for p in sw.problems}
     cells = [c for sw in sweeps for c in sw.cells]
     states: dict[str, np.ndarray] = {}
+    hidden_cost: dict[str, Compute] = {}
     extractor = None
     r = sweeps[0].recipe
     if hidden and r.get("backend", "llamacpp") == "llamacpp":  # hidden states come from a GGUF via llama.cpp
-        states, _cost, extractor = hidden_states(problems, r.get("model"), r.get("out", "runs"))
+        states, hidden_cost, extractor = hidden_states(problems, r.get("model"), r.get("out", "runs"))
     feats = {p.id: ProblemFeatures.of(p, states.get(p.id), infos[p.id].agreement, infos[p.id].probe_score)
              for p in problems}
     model = train_allocation(cells, {i: p.pass1 for i, p in infos.items()}, feats, table.calibration_ids,
@@ -249,8 +250,49 @@ def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Tabl
     held = [i for i in table.holdout_ids if i in feats]
     model.report = {kind: evaluate_difficulty(m, [feats[i] for i in held], [infos[i].pass1 for i in held],
                                               table.easy, table.hard) for kind, m in model.models.items()}
+    # the default predictor: the one whose allocations do best on the held-out problems, its own cost paid
+    probe_cost = _probe_flops(cells, table.predictor.probe_n, set(held))
+    for kind in model.models:
+        cost = {i: (hidden_cost[i].flops if i in hidden_cost and "hidden" in model.models[kind].needs else 0.0)
+                + (probe_cost.get(i, 0.0) if "probe" in model.models[kind].needs else 0.0) for i in held}
+        model.report[kind]["heldout_allocation"] = heldout_allocation(model, kind, [feats[i] for i in held], cells,
+                                                                      table.budgets, cost)
+    scored = {k: np.mean([p["accuracy"] for p in model.report[k]["heldout_allocation"]]) for k in model.models}
+    if scored:  # ties: the cheaper kind (question-only first)
+        model.default = max(model.models, key=lambda k: (round(float(scored[k]), 9), -list(model.models).index(k)))
     table.allocation = model.to_dict()
     return table
+
+
+def _probe_flops(cells: list[Any], probe_n: int, ids: set[str]) -> dict[str, float]:
+    """The sample probe's FLOPs per problem: probe_n samples of the scored pool (the selector's probe)."""
+    out: dict[str, float] = {}
+    for c in cells:
+        if c.strategy == BestOfN.name and c.problem_id in ids and c.problem_id not in out and c.budget >= probe_n:
+            out[c.problem_id] = c.flops / c.budget * probe_n
+    return out
+
+
+def heldout_allocation(model: AllocationModel, kind: str, feats: list[ProblemFeatures], cells: list[Any],
+                       budgets: list[int], predictor_flops: dict[str, float]) -> list[dict[str, float]]:
+    """Per average budget: the allocation planned for these problems, scored with their sweep cells (the
+    expected accuracy of each config given, its measured FLOPs, plus the predictor's): what this predictor
+    buys out of sample."""
+    by_key = {(c.problem_id, c.config, c.budget): c for c in cells}
+    out = []
+    for b in budgets:
+        plan, curves, _opts, _z, total = plan_batch(model, kind, feats, b, predictor_flops)
+        acc, flops = [], []
+        for f, d in zip(feats, plan.decisions, strict=True):
+            c = by_key.get((f.id, curves[d.pick].config, curves[d.pick].budget))
+            if c is None:
+                continue
+            acc.append(c.accuracy)
+            flops.append(c.flops + predictor_flops.get(f.id, 0.0))
+        if acc:
+            out.append({"budget": b, "accuracy": float(np.mean(acc)), "flops": float(np.mean(flops)),
+                        "budget_flops": total / max(1, len(feats)), "n": len(acc)})
+    return out
 
 
 def run_uniform(table: Table, budget: int, policy: Any, scorer: Any, problems: list[Problem], base: RunConfig,
