@@ -190,3 +190,87 @@ def test_scored_request_steps_are_stripped(tmp_path, problems):
     engine.run(config(tmp_path), policy, problems, scorer=scorer)
     assert all(s == s.strip() for r in seen for s in r.steps)
     assert seen[0].reference == "9" and seen[0].kind == "arith"
+
+
+# --- the reported selection follows the scorer unless given ---------------------------------------------
+
+
+class DeclaringScorer(ScriptedScorer):
+    """The same rewards, from a scorer that says its last step carries nothing (as arith-check does)."""
+
+    aggregations = ("min", "mean", "prod")
+    default_selection = "prm_mean_vote"
+
+
+def declaring(problems):
+    policy, scorer = setup(problems)
+    return policy, DeclaringScorer(scorer.rewards)
+
+
+def test_unset_aggregation_and_selection_follow_the_scorer(tmp_path, problems):
+    policy, scorer = declaring(problems)
+    res = engine.run(config(tmp_path), policy, problems, scorer=scorer)
+    t0 = res.results[0].trace
+    # prm_last_max (what a scorer that declares nothing reports) would also say "9" here; prm_last_vote "7"
+    assert t0.scoring.selection == "prm_mean_vote" and t0.answer == "9"
+    s = res.summary()
+    assert s["selection"] == "prm_mean_vote" and s["accuracy"] == s["selections"]["prm_mean_vote"] == 1.0
+    assert (res.config.aggregation, res.config.selection) == ("mean", "prm_vote")  # the run as it was built
+    # the same config with a scorer that declares nothing reports prm_last_max: another run id
+    plain = engine_run(config(tmp_path, out=str(tmp_path / "plain")), problems, setup)
+    assert plain.summary()["selection"] == "prm_last_max" and plain.run_id != res.run_id
+
+
+def engine_run(cfg, problems, scorer_factory):
+    policy, scorer = scorer_factory(problems)
+    return engine.run(cfg, policy, problems, scorer=scorer)
+
+
+def test_a_given_selection_is_never_overridden_and_keeps_its_run_id(tmp_path, problems, caplog):
+    cfg = config(tmp_path, aggregation="last", selection="prm_vote", batch_sequences=4)  # two batches
+    with caplog.at_level("WARNING", logger="testtime.engine"):
+        res = engine_run(cfg, problems, declaring)
+    assert res.results[0].trace.scoring.selection == "prm_last_vote" and res.results[0].trace.answer == "7"
+    # measured anyway, with one line (once per run, not per batch) saying the scorer finds no signal in it
+    warned = [r.getMessage() for r in caplog.records if r.name == "testtime.engine"]
+    assert warned == ["aggregation last: scorer scripted-scorer declares no signal in it (supported: min, mean, "
+                      "prod); reporting it anyway"]
+    # the declaration does not enter an explicit run's identity: same run id as with a scorer declaring nothing
+    other = engine_run(config(tmp_path, aggregation="last", selection="prm_vote", out=str(tmp_path / "o")),
+                       problems, setup)
+    assert other.run_id == res.run_id
+
+
+@pytest.mark.parametrize("given, reported", [
+    ({"selection": "prm_max"}, "prm_mean_max"),  # the rule given, the scorer's aggregation
+    ({"aggregation": "min"}, "prm_min_vote"),  # the aggregation given, the scorer's rule
+    ({"aggregation": "prod", "selection": "prm_max"}, "prm_prod_max"),
+    ({"selection": "majority"}, "majority"),
+])
+def test_only_what_is_left_unset_follows_the_scorer(tmp_path, problems, caplog, given, reported):
+    with caplog.at_level("WARNING", logger="testtime.engine"):
+        res = engine_run(config(tmp_path, **given), problems, declaring)
+    assert res.summary()["selection"] == reported and not caplog.records
+    for k, v in given.items():
+        assert getattr(res.config, k) == v
+
+
+def test_run_ids_of_given_selections_are_those_from_before_scorers_declared_defaults():
+    """Pinned: run ids computed before aggregation / selection could follow the scorer. An explicit
+    selection, or a scorer that declares nothing (the judge), keeps its run id; majority ignores the
+    aggregation and keeps the one it carried; only arith-check's default run moved (prm_last_max -> mean)."""
+    from testtime.execution import ScorerInfo
+    from testtime.reward import ArithCheck
+
+    arith, judge = ScorerInfo.of(ArithCheck()), ScorerInfo("judge")
+
+    def rid(info, **kw):
+        cfg = engine.RunConfig(strategy="best_of_n", n=8, prm="arith-check", **kw).for_scorer(info)
+        return engine.run_id_for(cfg.identity("m", info.name))
+
+    assert rid(arith, aggregation="min", selection="prm_vote") == "arith-best_of_n-n8-08c52ac46d2a"
+    assert rid(arith, aggregation="last", selection="prm_max") == "arith-best_of_n-n8-55b9e4b61b9f"
+    assert rid(arith, selection="majority") == "arith-best_of_n-n8-992c060c1f27"
+    assert rid(judge) == "arith-best_of_n-n8-715507b95e4c"
+    assert rid(arith) == rid(arith, aggregation="mean", selection="prm_max") != rid(
+        arith, aggregation="last", selection="prm_max")

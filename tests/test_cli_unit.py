@@ -401,3 +401,22 @@ def test_optimal_with_the_shipped_table_loads_its_recorded_prm(tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     s = last_json(result.stdout)
     assert s["strategy"] == "optimal" and s["prm"] == "arith-check@v2" and s["n_problems"] == 2
+
+
+def test_best_of_n_reports_which_selection_its_accuracy_uses(tmp_path, monkeypatch, caplog):
+    """Unset, the selection is the scorer's (arith-check: prm_mean_max), named by the table and the JSON;
+    an explicit aggregation the scorer has no signal in is reported, with one warning line."""
+    scripted_loader(monkeypatch)
+    args = ["run", "--strategy", "best_of_n", "--prm", "arith-check", "--limit", "2", "--n", "2", "--json"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    s = last_json(result.stdout)
+    assert s["selection"] == "prm_mean_max" and s["accuracy"] == s["selections"]["prm_mean_max"]
+    assert "scored by arith-check@v2, answer (accuracy) by prm_mean_max" in " ".join(result.stderr.split())
+    with caplog.at_level("WARNING", logger="testtime.engine"):
+        given = runner.invoke(app, [*args, "--aggregation", "last", "--out", str(tmp_path / "b")])
+    assert given.exit_code == 0, given.output
+    assert last_json(given.stdout)["selection"] == "prm_last_max"
+    assert [r.getMessage() for r in caplog.records] == [
+        "aggregation last: scorer arith-check@v2 declares no signal in it (supported: min, mean, prod); "
+        "reporting it anyway"]

@@ -246,3 +246,27 @@ def test_scorer_and_tree_search_bases_are_abstract():
         NoScore()
     with pytest.raises(TypeError, match="choose"):
         TreeSearch()
+
+
+def test_scorers_declare_the_aggregations_their_rewards_support():
+    from testtime.execution import ScorerInfo
+    from testtime.reward.base import AGGREGATIONS as DECLARED_DEFAULT
+    from testtime.search.selection import AGGREGATIONS, SELECTIONS
+
+    assert DECLARED_DEFAULT == AGGREGATIONS  # one list of aggregations
+    check = ArithCheck()
+    # its last step ("The answer is N.") states nothing checkable: `last` is neutral for right and wrong alike
+    right = check.score(" ", [["Step 1: 2 + 3 = 5.", "The answer is 5."]])[0]
+    wrong = check.score(" ", [["Step 1: 2 + 3 = 6.", "The answer is 6."]])[0]
+    assert aggregate(right, "last") == aggregate(wrong, "last") == check.neutral
+    assert aggregate(right, "mean") > aggregate(wrong, "mean")
+    assert "last" not in check.aggregations and check.default_selection == "prm_mean_max"
+    # the others keep what every run reported before: all aggregations, prm_last_max
+    for scorer in (Oracle(), Judge(FakeJudgePolicy({})), CountingScorer()):
+        assert scorer.aggregations == AGGREGATIONS and scorer.default_selection == "prm_last_max"
+    for scorer in (check, Oracle()):
+        sel = SELECTIONS[scorer.default_selection]
+        assert sel.aggregation in scorer.aggregations
+        # what the driver and the cached scorer strategies see carry the declaration
+        for seen in (ScorerInfo.of(scorer), CachedScorer(scorer, None)):
+            assert (seen.aggregations, seen.default_selection) == (scorer.aggregations, scorer.default_selection)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ from testtime.search.base import SearchContext, Strategy
 from testtime.search.beam import BEAM_FINISH, RebaseOptions
 from testtime.search.deepconf import DeepConfOptions
 from testtime.search.registry import OPTION_FIELDS, make_strategy, strategy_class
-from testtime.search.selection import GROUPINGS
+from testtime.search.selection import GROUPINGS, follow_scorer, scorer_aggregations, selection_of
 from testtime.search.tree import TERMINATE_ON
 from testtime.store import Store, StoreLike
 from testtime.types import Compute, Problem, Trace
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from testtime.execution import Executor
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**31 - 1  # sample i is drawn with seed + i: it stays a valid 32-bit sampler seed
 
@@ -72,8 +74,11 @@ class RunConfig:
     fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
     batch_sequences: int = 64  # sequences per backend call (problems x samples)
     prm: str | None = None  # scorer spec for PRM-guided strategies (reward.load_scorer)
-    aggregation: str = "last"  # how step rewards become a candidate score (the reported answer's)
-    selection: str = "prm_max"  # how the answer is chosen (every pair is reported anyway)
+    # how step rewards become a candidate score, and how the answer is chosen (every pair is reported anyway);
+    # None follows the scorer (its default_selection, e.g. prm_mean_max for arith-check), resolved by
+    # for_scorer when the run is built with its scorer; a value given is never overridden
+    aggregation: str | None = None
+    selection: str | None = None
     m: int = 4  # tree searches: beam width / DVTS subtree width
     max_depth: int = 40  # tree searches: steps per path at most
     step_max_tokens: int = 256  # tree searches: a step longer than this is truncated and dropped
@@ -144,15 +149,37 @@ class RunConfig:
         """How many problems one backend call carries: ``batch_sequences`` over the strategy's budget."""
         return max(1, self.batch_sequences // max(1, self.strategy_class.effective_n(self.n)))
 
+    def for_scorer(self, scorer: Any) -> RunConfig:
+        """This config with the aggregation / selection it leaves unset taken from the scorer's declaration
+        (``scorer``: a RewardModel or an ``execution.ScorerInfo``); one line of warning for an aggregation given
+        that the scorer says its rewards do not support (it is measured anyway). Unscored strategies: as is."""
+        if not self.strategy_class.needs_scorer:
+            return self
+        aggregation, selection = follow_scorer(self.aggregation, self.selection, scorer)
+        supported = scorer_aggregations(scorer)
+        if self.aggregation is not None and self.aggregation not in supported and selection_of(
+                aggregation, selection).uses_scores:
+            log.warning("aggregation %s: scorer %s declares no signal in it (supported: %s); reporting it anyway",
+                        self.aggregation, getattr(scorer, "name", "?"), ", ".join(supported))
+        if (aggregation, selection) == (self.aggregation, self.selection):
+            return self
+        return replace(self, aggregation=aggregation, selection=selection)
+
     def with_strategy(self, strategy: str, n: int, **changes: Any) -> RunConfig:
         """This config for another strategy and budget (a sweep's or the selector's run), validated."""
         return replace(self, strategy=strategy, n=n, **changes)
 
     def identity(self, model_id: str, scorer_name: str | None = None) -> dict[str, Any]:
         """What decides the results: the run id is its hash. Only the strategy's own options are in it, so
-        strategies keep the identity (and run id) they had before other strategies' options existed."""
+        strategies keep the identity (and run id) they had before other strategies' options existed.
+
+        The run's identity is that of ``for_scorer(its scorer)`` (``execute`` resolves it first); an
+        aggregation / selection still unset here is taken as a scorer that declares nothing would give it
+        (``prm_last_max``: the identity such runs had before scorers declared defaults)."""
         cls = self.strategy_class
         d = asdict(self)
+        if cls.needs_scorer:
+            d["aggregation"], d["selection"] = follow_scorer(self.aggregation, self.selection)
         for k in ("out", "model", "batch_sequences"):  # where/how, not what: same results either way
             d.pop(k)
         for k in ("system", "instruction"):  # unset prompt options keep the run ids they had before they existed
@@ -427,7 +454,11 @@ def execute(executor: Executor, config: RunConfig, problems: list[Problem] | Non
     t0 = time.perf_counter()
     if problems is None:
         problems = load_dataset(config.dataset, limit=config.limit, seed=config.seed, levels=config.levels)
-    scorer_name = executor.scorer_info(config.prm).name if config.strategy_class.needs_scorer else None
+    scorer_name = None
+    if config.strategy_class.needs_scorer:
+        info = executor.scorer_info(config.prm)
+        scorer_name = info.name
+        config = config.for_scorer(info)  # what it left unset follows the scorer: in the identity and the run
     identity = config.identity(executor.model_id, scorer_name)
     rid = run_id_for(identity)
     store = Store(Path(config.out))

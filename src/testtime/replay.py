@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from testtime.policy.base import GenerationRequest, Policy
-from testtime.reward.base import BatchScorer, RewardModel, Scored, ScoreRequest, check_scored
+from testtime.reward.base import (
+    AGGREGATIONS,
+    DEFAULT_SELECTION,
+    BatchScorer,
+    RewardModel,
+    Scored,
+    ScoreRequest,
+    check_scored,
+)
 from testtime.store import StoreLike, generation_key, reward_key
 from testtime.types import Completion
 
@@ -95,6 +103,9 @@ class CachedScorer(BatchScorer):
         self.name = scorer.name
         self.n_params = scorer.n_params
         self.outcome_only = scorer.outcome_only
+        # what the scorer declares (reward.base.RewardModel), for the selection that follows it
+        self.aggregations = tuple(getattr(scorer, "aggregations", None) or AGGREGATIONS)
+        self.default_selection = str(getattr(scorer, "default_selection", None) or DEFAULT_SELECTION)
 
     def _key(self, r: ScoreRequest) -> str:
         # Only outcome scorers read the reference, so only their keys depend on it.

@@ -25,7 +25,7 @@ from typing import Any
 from testtime.engine import ProblemResult, ProgressFn, RunConfig, RunResult, execute, solve_batches
 from testtime.errors import ConfigError
 from testtime.policy.base import Policy
-from testtime.reward.base import RewardModel
+from testtime.reward.base import AGGREGATIONS, DEFAULT_SELECTION, RewardModel
 from testtime.store import StoreLike
 from testtime.types import Problem
 
@@ -62,10 +62,16 @@ class ScorerInfo:
     name: str
     outcome_only: bool = False
     n_params: int = 0
+    # what the scorer declares (reward.base.RewardModel): the aggregations its rewards support and the
+    # selection a run reports when it leaves aggregation / selection unset (RunConfig.for_scorer)
+    aggregations: tuple[str, ...] = AGGREGATIONS
+    default_selection: str = DEFAULT_SELECTION
 
     @classmethod
     def of(cls, scorer: Any) -> ScorerInfo:
-        return cls(scorer.name, bool(getattr(scorer, "outcome_only", False)), int(getattr(scorer, "n_params", 0) or 0))
+        return cls(scorer.name, bool(getattr(scorer, "outcome_only", False)), int(getattr(scorer, "n_params", 0) or 0),
+                   tuple(getattr(scorer, "aggregations", None) or AGGREGATIONS),
+                   str(getattr(scorer, "default_selection", None) or DEFAULT_SELECTION))
 
 
 def scorer_for(cache: dict[str, Any], prm: str, policy: Any) -> Any:

@@ -9,7 +9,10 @@ recursive-descent parser (never ``eval``), and rewards the step with
 * ``neutral`` when the step states nothing checkable ("The answer is 56.").
 
 A solution's last step is usually "The answer is N.", which states nothing checkable, so with this
-scorer the ``last`` aggregation (the last step's reward) is always ``neutral`` and carries no signal.
+scorer the ``last`` aggregation (the last step's reward) is always ``neutral`` and carries no signal: the
+scorer declares ``aggregations`` without ``last``, and its ``default_selection`` is ``prm_mean_max`` (the
+candidate with the largest share of verified steps; ``min`` and ``prod`` only tell "some step failed" from
+"none did", and every solution ending in a neutral step ties at ``neutral`` under ``min``).
 
 What counts as a statement: a run of numbers, operators (``+ - * / ^``, plus ``x × · ⋅ ÷ −`` and
 LaTeX ``\\times \\cdot \\div``), parentheses and spaces that contains ``=``. A chain
@@ -488,6 +491,9 @@ class ArithCheck(BatchScorer):
 
     n_params = 0
     outcome_only = False
+    # the last step ("The answer is N.") states nothing checkable: `last` is always `neutral` (module docstring)
+    aggregations = ("min", "mean", "prod")
+    default_selection = "prm_mean_max"
 
     def __init__(self, neutral: float = 0.5, *, exact: bool = False) -> None:
         if not 0.0 <= neutral <= 1.0:

@@ -14,6 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# How a candidate's step rewards become one score (search.selection.aggregate): the last step's, the lowest,
+# the mean, the product. Defined here because a scorer declares which of them its rewards support.
+AGGREGATIONS: tuple[str, ...] = ("last", "min", "mean", "prod")
+# The selection a scorer that declares nothing reports by default (a search.selection.SELECTIONS key).
+DEFAULT_SELECTION = "prm_last_max"
+
 
 class RewardError(ValueError):
     """A scorer returned something unusable (wrong length, NaN): never silently selected from."""
@@ -54,6 +60,11 @@ class RewardModel(Protocol):
     # True marks oracle-like scorers (they look at the reference answer or only judge the final
     # outcome): useful as upper bounds in experiments, never to be picked as a default.
     outcome_only: bool
+    # Which aggregations of its step rewards carry signal (default: all of AGGREGATIONS), and the selection
+    # (a SELECTIONS key, e.g. "prm_last_max") a run reports when neither aggregation nor selection is given:
+    # a scorer whose last step is always neutral (ArithCheck) declares no "last" and another default.
+    aggregations: tuple[str, ...]
+    default_selection: str
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]: ...
 
@@ -66,6 +77,8 @@ class BatchScorer(ABC):
     name: str = "scorer"
     n_params: int = 0
     outcome_only: bool = False
+    aggregations: tuple[str, ...] = AGGREGATIONS
+    default_selection: str = DEFAULT_SELECTION
 
     @abstractmethod
     def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scored]:

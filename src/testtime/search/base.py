@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from testtime.datasets import fewshot_for
@@ -16,7 +16,18 @@ from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.replay import CachedGenerator
 from testtime.reward.base import RewardModel
-from testtime.search.selection import Pool, Selection, all_selections, answer_groups, group_index, selection_of
+from testtime.search.selection import (
+    AGGREGATIONS,
+    CONFIDENCE_RULES,
+    RULES,
+    Pool,
+    Selection,
+    all_selections,
+    answer_groups,
+    follow_scorer,
+    group_index,
+    selection_of,
+)
 from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Trace
 
 
@@ -84,18 +95,37 @@ class NoOptions:
 @dataclass(frozen=True)
 class ScoredOptions:
     """Options of every PRM-scored strategy: which aggregation x selection gives the reported answer
-    (every pair is reported anyway, in ``Trace.selections``)."""
+    (every pair is reported anyway, in ``Trace.selections``). None follows the scorer: its declared
+    ``default_selection`` (``selection.follow_scorer``); a value given is never overridden."""
 
-    aggregation: str = "last"
-    selection: str = "prm_max"
+    aggregation: str | None = None
+    selection: str | None = None
 
     def __post_init__(self) -> None:
-        if self.choice.uses_confidence:  # step-level candidates carry no per-sample confidence
+        if self.aggregation is not None and self.aggregation not in AGGREGATIONS:
+            raise ConfigError("aggregation", self.aggregation, f"unknown (valid: {', '.join(AGGREGATIONS)})")
+        if self.selection is None:
+            return
+        if self.selection not in RULES:
+            raise ConfigError("selection", self.selection, f"unknown (valid: {', '.join(RULES)})")
+        if self.selection in CONFIDENCE_RULES:  # step-level candidates carry no per-sample confidence
             raise ConfigError("selection", self.selection, "a PRM-scored strategy reports majority or a prm_* rule "
                               "(confidence selections are majority voting's)")
 
+    def for_scorer(self, scorer: Any) -> ScoredOptions:
+        """These options with what was left unset taken from the scorer's declaration."""
+        aggregation, selection = follow_scorer(self.aggregation, self.selection, scorer)
+        return replace(self, aggregation=aggregation, selection=selection)
+
+    def choice_for(self, scorer: Any) -> Selection:
+        """The selection that gives the reported answer with this scorer."""
+        return selection_of(*follow_scorer(self.aggregation, self.selection, scorer))
+
     @property
     def choice(self) -> Selection:
+        """The selection given (both options set; with either unset, ``choice_for(scorer)`` says)."""
+        if self.aggregation is None or self.selection is None:
+            raise ValueError("aggregation / selection follow the scorer: ask choice_for(scorer)")
         return selection_of(self.aggregation, self.selection)
 
 
@@ -242,7 +272,7 @@ def scored_trace(
     pool = Pool.of(group_index(answer_groups(answers, problem.kind, grouping), len(answers)), rewards,
                    confidences_of(candidates))
     picks = all_selections(answers, rewards, pool=pool)
-    choice: Selection = strategy.options.choice
+    choice: Selection = strategy.options.choice_for(scorer)  # options left unset follow the scorer
     return Trace(
         problem.id, strategy.name, strategy.budget, candidates, picks[choice.name], compute=compute,
         answer_groups=list(pool.group_of), selections=picks,

@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from testtime.errors import ConfigError
 from testtime.grading import is_equivalent, normalize_str, parse_number
+from testtime.reward.base import AGGREGATIONS, DEFAULT_SELECTION
 
 Equivalent = Callable[[str, str], bool]
 
-AGGREGATIONS: tuple[str, ...] = ("last", "min", "mean", "prod")
 RULES: tuple[str, ...] = ("majority", "prm_max", "prm_vote", "confidence_vote", "confidence_top")
 CONFIDENCE_RULES: tuple[str, ...] = ("confidence_vote", "confidence_top")
 # confidence_top keeps this share of a pool's answered samples, the most confident first (DeepConf's eta;
@@ -80,6 +81,31 @@ def selection_of(aggregation: str, rule: str) -> Selection:
     """The selection a strategy's ``aggregation`` / ``selection`` options name (majority ignores aggregation)."""
     sel = Selection(rule, aggregation)
     return SELECTIONS[sel.name]
+
+
+def scorer_aggregations(scorer: Any) -> tuple[str, ...]:
+    """The aggregations a scorer (a RewardModel or a ScorerInfo) says its rewards support (default: all)."""
+    return tuple(getattr(scorer, "aggregations", None) or AGGREGATIONS)
+
+
+def follow_scorer(aggregation: str | None, rule: str | None, scorer: Any = None) -> tuple[str, str]:
+    """The (aggregation, rule) a run reports: each one given is kept as it is; each one left None is the
+    scorer's ``default_selection``'s (None scorer, or one that declares nothing: ``prm_last_max``).
+
+    A rule that reads no scores (majority) leaves an unset aggregation at "last", the value such runs
+    have always carried in their run identity; a scorer whose default is majority gives a prm_* rule its
+    first supported aggregation."""
+    default = SELECTIONS.get(getattr(scorer, "default_selection", None) or DEFAULT_SELECTION)
+    if default is None:
+        raise ConfigError("default_selection", getattr(scorer, "default_selection", None),
+                          f"scorer {getattr(scorer, 'name', '?')}: unknown (valid: {', '.join(SELECTIONS)})")
+    rule = rule if rule is not None else default.rule
+    if aggregation is None:
+        if rule == "majority" or rule in CONFIDENCE_RULES:
+            aggregation = "last"
+        else:
+            aggregation = default.aggregation or scorer_aggregations(scorer)[0]
+    return aggregation, rule
 
 
 # --- answers and groups ---------------------------------------------------------------------------
