@@ -180,3 +180,23 @@ def test_curve_fit_is_monotone_in_z() -> None:
     c = fit_curve("cot", "cot", 1, None, z, acc, np.full(50, 1e10))
     assert c.b > 0 and c.success(np.array([0.5]))[0] == pytest.approx(0.5, abs=0.05)
     assert c.cost(np.array([0.0]))[0] == pytest.approx(1e10, rel=1e-6)
+
+
+def test_question_shift_flags_reworded_problems_not_fresh_ones() -> None:
+    from testtime.datasets import load_dataset
+    from testtime.optimal.predictor import TEXT_FEATURES
+    from testtime.optimal.shift import check_question_shift
+
+    cal = [text_features(p.question) for p in load_dataset("arith", limit=150, seed=0)]
+    fresh = load_dataset("arith", limit=100, seed=7)
+    assert not check_question_shift(cal, [text_features(p.question) for p in fresh], TEXT_FEATURES).shifted
+    words = {"+": "add", "-": "take away", "*": "multiply it by", "/": "divide it by"}
+    reworded = []
+    for p in fresh:  # the same chains, operators in words
+        parts = p.meta["expression"].replace("(", "").replace(")", "").split()
+        steps = ", then ".join(f"{words[op]} {x}" for op, x in zip(parts[1::2], parts[2::2], strict=True))
+        reworded.append(f"Start with {parts[0]}. {steps.capitalize()}. What number do you end with?")
+    shift = check_question_shift(cal, [text_features(q) for q in reworded], TEXT_FEATURES)
+    assert shift.shifted and shift.components["text:symbol_ops"] > 1.0
+    # a handful of questions is never flagged on noise alone
+    assert not check_question_shift(cal, [text_features(q) for q in reworded[:3]], TEXT_FEATURES).shifted

@@ -28,10 +28,11 @@ from testtime.engine import RunConfig
 from testtime.errors import ConfigError
 from testtime.execution import ScorerInfo, as_executor
 from testtime.optimal.allocate import Allocation, allocate
-from testtime.optimal.calibrate import Choice, Table
+from testtime.optimal.calibrate import PROMPT_KEYS, Choice, Table
 from testtime.optimal.metrics import absolute_bins
-from testtime.optimal.predictor import AllocationModel, Curve, ProblemFeatures
+from testtime.optimal.predictor import TEXT_FEATURES, AllocationModel, Curve, ProblemFeatures, text_features
 from testtime.optimal.selector import OptimalResult, check_table, run_choices
+from testtime.optimal.shift import Shift, check_question_shift
 from testtime.optimal.sweep import probe_features
 from testtime.search import BestOfN, Majority
 from testtime.types import Compute, Problem
@@ -97,6 +98,18 @@ class AllocatedResult(OptimalResult):
         return s
 
 
+PRM_FREE_SHIFT = "prm-free: question shift"
+
+
+def question_shift(model: AllocationModel, table: Table, problems: list[Problem], base: RunConfig) -> Shift | None:
+    """Do these questions look like the calibration ones? (``shift.check_question_shift``; None: the model
+    keeps no question profile.)"""
+    if not model.text_profile or not problems:
+        return None
+    return check_question_shift(model.text_profile, [text_features(p.question) for p in problems], TEXT_FEATURES,
+                                table.profile, [p.kind for p in problems], {k: getattr(base, k) for k in PROMPT_KEYS})
+
+
 def _choice_of(curve: Curve, success: float) -> Choice:
     return Choice(curve.config, curve.strategy, curve.budget, None, curve.selection, success, 0)
 
@@ -118,13 +131,15 @@ def plan_batch(model: AllocationModel, kind: str, feats: list[ProblemFeatures], 
 
 def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems: list[Problem], base: RunConfig,
                   *, predictor: str | None = None, force: bool = False, prm: str | None = None,
-                  max_n: int | None = None) -> AllocatedResult:
+                  max_n: int | None = None, fallbacks: bool = True) -> AllocatedResult:
     """Allocate the batch's budget (average `budget` samples per problem) across `problems` and run it.
     `policy`/`scorer`/`prm` as in ``selector.run_optimal``; `max_n`: no config of more samples (None: the
-    table's whole menu)."""
+    table's whole menu); `fallbacks` False: allocate even when the problems look unlike the calibration ones
+    (to measure what the fallback buys; the shift is still reported)."""
     executor = as_executor(policy, scorer)
     try:
-        return _run_allocated(table, budget, executor, scorer, problems, base, predictor, force, prm, max_n)
+        return _run_allocated(table, budget, executor, scorer, problems, base, predictor, force, prm, max_n,
+                              fallbacks)
     finally:
         if executor is not policy:
             executor.close()
@@ -132,7 +147,7 @@ def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems:
 
 def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
                    base: RunConfig, predictor: str | None, force: bool, prm: str | None,
-                   max_n: int | None) -> AllocatedResult:
+                   max_n: int | None, fallbacks: bool) -> AllocatedResult:
     t0 = time.perf_counter()
     model = allocation_model(table)
     if model is None:
@@ -185,6 +200,15 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
     why = {p.id: d.why(plan.cutoff_rate) for p, d in zip(live, plan.decisions, strict=True)}
     rules = {p.id: ("allocation: cheapest" if d.steps == 0 else "allocation: raised")
              for p, d in zip(live, plan.decisions, strict=True)}
+    shift = question_shift(model, table, live, base)
+    free = table.fallback("prm_free", budget)
+    if fallbacks and shift is not None and shift.shifted and free is not None:
+        # the curves were fitted on other problems: spend nothing the PRM may not turn into accuracy here
+        for p in live:
+            choices[p.id], rules[p.id] = free, PRM_FREE_SHIFT
+            why[p.id] = (f"these problems do not look like the calibration problems (shift score "
+                         f"{shift.score:.2f}{'; ' + '; '.join(shift.notes) if shift.notes else ''}): the table's "
+                         f"PRM-free choice {free.config}@{free.budget}")
     per_curve = {p.id: [{"config": o.key, "success": o.success, "flops": o.cost} for o in options[i]]
                  for i, p in enumerate(live)}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
@@ -195,7 +219,7 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
     return AllocatedResult(
         budget, table.prm, problems, pass1, bins, choices, correct, grand, predictor_total, run_ids,
-        time.perf_counter() - t0, compute, failed, rules, None,
+        time.perf_counter() - t0, compute, failed, rules, shift,
         predictor=kind, predictor_compute=predictor_total, curves=per_curve, why=why, budget_flops=total,
         planned_flops=plan.total_cost + predictor_total.flops, expected_solved=plan.expected_solved,
         cutoff_rate=plan.cutoff_rate)

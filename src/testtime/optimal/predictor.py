@@ -302,6 +302,8 @@ class AllocationModel:
     default: str = "question"  # the kind `--predictor` defaults to
     n_calibration: int = 0
     report: dict[str, Any] = field(default_factory=dict)  # held-out calibration of each kind (Brier, bins, ...)
+    # the calibration problems' question features (TEXT_FEATURES): the question-only shift check's reference
+    text_profile: list[list[float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -414,7 +416,8 @@ def train_allocation(cells: Sequence[Any], pass1: Mapping[str, float], feats: Ma
                                 np.asarray([by_id[i].accuracy for i in got]),
                                 np.asarray([by_id[i].flops for i in got])))
         curves[kind] = kc
-    return AllocationModel(models, curves, reference, probe_n, hidden_extractor, n_calibration=len(ids))
+    return AllocationModel(models, curves, reference, probe_n, hidden_extractor, n_calibration=len(ids),
+                           text_profile=[text_features(f.question) for f in fs])
 
 
 def evaluate_difficulty(model: DifficultyModel, feats: Sequence[ProblemFeatures], pass1: Sequence[float],

@@ -127,3 +127,26 @@ def check_shift(profile: Profile, agreement: Sequence[float], probe_score: Seque
 
 def kinds_of(kinds: Sequence[str]) -> dict[str, int]:
     return dict(Counter(kinds))
+
+
+def check_question_shift(calibration: Sequence[Sequence[float]], batch: Sequence[Sequence[float]],
+                         names: Sequence[str], profile: Profile | None = None, kinds: Sequence[str] = (),
+                         prompt: dict[str, Any] | None = None, alpha: float = ALPHA) -> Shift:
+    """The shift check for question-only prediction, where no sample has been drawn: a KS statistic per
+    question feature (``predictor.text_features``) between the calibration problems and the batch, each over
+    its critical value at alpha / (number of features) (Bonferroni: the score is the largest of several), plus
+    the profile's answer-kind and prompt notes."""
+    if calibration and batch:
+        per = alpha / max(1, len(names))
+        level = min(_KS_C, key=lambda a: abs(math.log(a) - math.log(per)))  # the nearest tabulated alpha
+    components: dict[str, float] = {}
+    raw: dict[str, float] = {}
+    for j, name in enumerate(names):
+        cal = [row[j] for row in calibration]
+        new = [row[j] for row in batch]
+        if cal and new:
+            raw[f"text:{name}"] = ks_statistic(cal, new)
+            components[f"text:{name}"] = raw[f"text:{name}"] / ks_critical(len(cal), len(new), level)
+    base = check_shift(profile, [], [], [], kinds, prompt) if profile is not None else None
+    notes = base.notes if base is not None else []
+    return Shift(max(components.values(), default=0.0), components, raw, notes, len(batch))
