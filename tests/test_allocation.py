@@ -188,7 +188,7 @@ def test_question_shift_flags_reworded_problems_not_fresh_ones() -> None:
     from testtime.optimal.shift import check_question_shift
 
     cal = [text_features(p.question) for p in load_dataset("arith", limit=150, seed=0)]
-    fresh = load_dataset("arith", limit=100, seed=7)
+    fresh = load_dataset("arith", limit=100, seed=9)
     assert not check_question_shift(cal, [text_features(p.question) for p in fresh], TEXT_FEATURES).shifted
     words = {"+": "add", "-": "take away", "*": "multiply it by", "/": "divide it by"}
     reworded = []
