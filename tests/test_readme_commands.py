@@ -217,8 +217,10 @@ def shrink(argv: list[str], options: dict[tuple[str, ...], set[str]], renamed: d
     2. a literal ``...`` (the README's "your run's options") is dropped;
     3. ``--limit N`` and a sweep's ``--set limit=N`` become 2; a command whose subcommand takes ``--limit``
        (a sweep: ``--set limit``) and gives none gets it;
-    4. ``--n``, ``--budget``, ``--n-max`` and a sweep's ``--set n_max=`` are capped at 4; ``--m`` at the
-       capped ``--n``;
+    4. ``--n``, ``--budget``, ``--n-max`` and a sweep's ``--set n_max=`` are capped at 4, a sweep's
+       ``--set budgets=[...]`` keeps its budgets up to 4 (a recipe's own budgets are left alone: a command
+       that sets ``n_max`` below them fails here as it fails as written); ``--m`` at the capped ``--n``;
+       a sampling ``run`` (any strategy but ``cot`` and ``optimal``) without ``--n`` gets ``--n 4``;
     5. file names that carry a shrunk limit (``prm label`` writes ``...-n150-...jsonl`` for ``--limit 150``)
        are renamed in the block's later commands, and a glob is expanded as the shell would (cwd-relative);
     6. ``serve`` gets ``--port`` a free port (README: 8000), and URLs on 127.0.0.1:8000 point at it.
@@ -255,6 +257,11 @@ def shrink(argv: list[str], options: dict[tuple[str, ...], set[str]], renamed: d
             out += [a, f"{m.group(1)}={min(int(m.group(2)), LIMIT if m.group(1) == 'limit' else CAP)}"]
             i += 2
             continue
+        if a == "--set" and value is not None and (m := re.fullmatch(r"budgets=\[([\d,\s]*)\]", value)):
+            kept = [b for b in (int(x) for x in m.group(1).split(",") if x.strip()) if b <= CAP]
+            out += [a, f"budgets={kept}"]
+            i += 2
+            continue
         if port is not None:
             a = a.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         if any(c in a for c in "*?[") and "/" in a and not a.startswith(("-", "{", "[")):
@@ -267,6 +274,8 @@ def shrink(argv: list[str], options: dict[tuple[str, ...], set[str]], renamed: d
     if "--m" in out and "--n" in out:
         im, in_ = out.index("--m") + 1, out.index("--n") + 1
         out[im] = str(min(int(out[im]), int(out[in_])))
+    if sub == ("run",) and "--n" not in out and option(out, "--strategy") not in ("cot", "optimal"):
+        out += ["--n", str(CAP)]  # a sampling run's default N is 8
     if not has_limit:
         if sub == ("sweep",):
             out += ["--set", f"limit={LIMIT}"]
@@ -293,8 +302,17 @@ def option(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
+# `prm eval --json` (README, "Evaluation"): step AUROC pooled, for intermediate steps, within problems and per
+# level, then Best-of-N vs majority voting with every aggregation x selection pair.
+PRM_EVAL_KEYS = ["auroc", "auroc_intermediate", "auroc_within_problem", "auroc_by_level", "bon_selections",
+                 "problems"]
+PAIRS = [f"prm_{a}_{s}" for a in ("last", "min", "mean", "prod") for s in ("max", "vote")]
+
+
 def json_keys(argv: list[str]) -> list[str]:
     """The keys the README documents for this command's --json line."""
+    if argv[1:3] == ["prm", "eval"]:
+        return PRM_EVAL_KEYS
     if argv[1] != "run":
         return []
     keys = list(RUN_KEYS)
@@ -324,9 +342,9 @@ class Result:
 
 def _check_replay(r: Result) -> None:  # README: "Rerunning a command recomputes nothing (new_generations: 0)"
     first = r.json
-    assert first["new_generations"] > 0 and first["cached_generations"] == 0  # a fresh store
     again = r.rerun().json
-    assert again["new_generations"] == 0 and again["cached_generations"] == first["new_generations"]
+    assert first["new_generations"] + first["cached_generations"] == LIMIT * CAP  # majority@4 on 2 problems
+    assert again["new_generations"] == 0 and again["cached_generations"] == LIMIT * CAP
     assert again["accuracy"] == first["accuracy"]
 
 
@@ -365,8 +383,10 @@ def checks_for(cmd: Command) -> list[Callable[[Result], None]]:
 
 
 def prepare(cwd: Path, block: Block) -> None:
-    """The inputs the README assumes exist: tiny valid files, and a store for the blocks that only inspect one."""
-    (cwd / "recipes").symlink_to(ROOT / "recipes")
+    """The inputs the README assumes exist: tiny valid files, and a store for the blocks that only inspect one.
+    Idempotent: every block of a session shares one working directory."""
+    if not (cwd / "recipes").exists():
+        (cwd / "recipes").symlink_to(ROOT / "recipes")
     rows = [("What is 2 + 3?", 5, 1), ("What is 12 - 5?", 7, 2), ("What is 4 + 4?", 8, 1)]
     with (cwd / "my.jsonl").open("w") as f:  # both README forms: dotted fields, and question/answer + a level
         for q, a, level in rows:
@@ -382,8 +402,9 @@ def prepare(cwd: Path, block: Block) -> None:
         f.write(json.dumps({"text": "Area = 6 * 8 = 48.\n\nThe answer is 48.", "ref": "48", "kind": "math"}) + "\n")
         f.write(json.dumps({"pred": "7", "ref": "8", "kind": "number"}) + "\n")
     first = runnable(block)[0]
-    if "runs/testtime.sqlite" in first.argv:  # the block inspects a store it does not make: fill one
-        done = subprocess.run([str(TESTTIME), "run", "--strategy", "majority", "--n", "2", "--limit", str(LIMIT)],
+    if "runs/testtime.sqlite" in first.argv and not (cwd / "runs/testtime.sqlite").exists():
+        # the block inspects a store it does not make (run alone, without the blocks above it): fill one
+        done = subprocess.run([str(TESTTIME), "run", "--strategy", "majority", "--n", str(CAP), "--limit", str(LIMIT)],
                               cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S)
         assert done.returncode == 0, done.stderr[-3000:]
 
@@ -429,7 +450,8 @@ class Server:
         raise AssertionError(f"serve not healthy after {timeout_s} s: {self.tail()}")
 
     def tail(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text()[-3000:]
 
     def stop(self) -> int:
@@ -502,25 +524,37 @@ def run_block(block: Block, cwd: Path) -> list[tuple[str, float]]:
                     assert out["n_problems"] == LIMIT
                 if "--prm" in shrunk.argv and shrunk.argv[1] == "run":
                     assert set(SELECTION_NAMES) <= set(out["selections"]), sorted(out["selections"])
+                if shrunk.argv[1:3] == ["prm", "eval"]:
+                    assert out["problems"] == LIMIT and {"majority", *PAIRS} <= set(out["bon_selections"])
             for check in checks_for(cmd):
                 assert check(r) is not False, f"`testtime {shown}`: {check}"
     finally:
         if server is not None:
             rc = server.stop()
             print(f"serve stopped: rc={rc}")
+    if server is not None:
+        assert rc == 0, f"serve did not shut down cleanly on Ctrl-C (exit {rc}): {server.tail()}"
     return timings
 
 
 BLOCKS = [b for b in readme_blocks() if runnable(b)]
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One working directory for the whole README, as a newcomer running it top to bottom in a checkout has:
+    every command's default store is ``runs/``, so a block replays the samples an earlier block drew (Best-of-N
+    samples what majority voting samples). Each block still makes what it reads itself (``prepare``)."""
+    return tmp_path_factory.mktemp("readme")
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_readme_block(block: Block, tmp_path: Path):
+def test_readme_block(block: Block, workdir: Path):
     """Every runnable testtime command of one README block, in README order, exits 0 and prints what the
     README says it prints."""
-    run_block(block, tmp_path)
+    run_block(block, workdir)
 
 
 def test_documented_json_keys_are_documented():
@@ -561,24 +595,47 @@ def test_shrink_rewrites_only_what_it_documents():
                 "--set", "name=x"], options)
     assert s.argv[1:] == ["sweep", "--config", "r.yaml", "--set", "limit=2", "--set", "n_max=4", "--set", "name=x"]
     assert shrink(["testtime", "sweep", "--config", "r.yaml"], options).argv[-2:] == ["--set", "limit=2"]
+    s = shrink(["testtime", "sweep", "--config", "r.yaml", "--set", "budgets=[1, 2, 4, 8]", "--set", "n_max=8"],
+               options)
+    assert s.argv[4:] == ["--set", "budgets=[1, 2, 4]", "--set", "n_max=4", "--set", "limit=2"]
     s = shrink(["testtime", "prm", "label", "--limit", "150"], options)
     assert s.renamed == {"-n150-": "-n2-"}
     later = shrink(["testtime", "prm", "train", "--labels", "runs/x-n150-*.jsonl"], options, s.renamed)
     assert later.argv[-1] == "runs/x-n2-*.jsonl"  # no such file here: left to fail as the shell would
     assert "--limit" not in shrink(["testtime", "prm", "train", "--labels", "a.jsonl"], options).argv
     assert shrink(["testtime", "run", "...", "--out", "runs-ok"], options).argv[1:] == [
-        "run", "--out", "runs-ok", "--limit", "2"]
+        "run", "--out", "runs-ok", "--n", "4", "--limit", "2"]
+    assert "--n" not in shrink(["testtime", "run", "--strategy", "cot"], options).argv
     s = shrink(["testtime", "serve"], options, port=18123)
     assert s.argv[1:] == ["serve", "--port", "18123"] and "--limit" not in s.argv
     assert shrink(["testtime", "data", "list"], options).argv[1:] == ["data", "list"]
+
+
+def unlisted(blocks: list[Block]) -> list[str]:
+    """Commands that are neither testtime's (run or skipped) nor out of scope by their program."""
+    return [c.text for b in blocks for c in b.commands if not is_testtime(c.argv) and out_of_scope(c.argv) is None]
+
+
+def stale(blocks: list[Block]) -> list[str]:
+    """SKIP / CHECKS keys and OUT_OF_SCOPE programs that match no command."""
+    texts = [c.text for b in blocks for c in b.commands]
+    keys = [k for k in [*SKIP, *CHECKS] if not any(k in t for t in texts)]
+    return keys + [p for p in OUT_OF_SCOPE if not any(out_of_scope(t.split()) for t in texts if t.startswith(p))]
+
+
+def test_the_lists_catch_new_and_vanished_commands():
+    md = "```bash\nmake demo\ndocker run testtime\n.venv/bin/testtime data list\n```\n"
+    blocks = parse_blocks(md)
+    assert unlisted(blocks) == ["docker run testtime"]  # a new kind of command fails until it is listed
+    gone = stale(blocks)
+    assert "device=cuda" in gone and "curl" in gone and "make" not in gone and "data list" not in gone
 
 
 def test_every_readme_command_is_run_or_listed():
     blocks = readme_blocks()
     commands = [c for b in blocks for c in b.commands]
     assert len(commands) >= 20, "the README parser finds too few commands"
-    unlisted = [c.text for c in commands if not is_testtime(c.argv) and out_of_scope(c.argv) is None]
-    assert not unlisted, f"README commands neither testtime nor listed in OUT_OF_SCOPE: {unlisted}"
+    assert not unlisted(blocks), f"README commands neither testtime nor listed in OUT_OF_SCOPE: {unlisted(blocks)}"
     options = _command_options()
     for c in commands:
         if is_testtime(c.argv):
@@ -591,8 +648,4 @@ def test_every_readme_command_is_run_or_listed():
 
 
 def test_skip_list_does_not_rot():
-    texts = [c.text for b in readme_blocks() for c in b.commands]
-    for key in [*SKIP, *CHECKS]:
-        assert any(key in t for t in texts), f"{key!r} matches no README command: remove it"
-    for prog in OUT_OF_SCOPE:
-        assert any(out_of_scope(t.split()) for t in texts if t.startswith(prog)), f"{prog!r} matches no README line"
+    assert not stale(readme_blocks()), f"these entries match no README command: remove them: {stale(readme_blocks())}"
