@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# CoT vs majority voting (N = 1..8) on 30 arith problems over the 5 difficulty levels, embedded SmolLM2.
+# The main job on 100 fresh arith problems (seed 7, which the shipped table never saw): compute-optimal
+# allocation with the shipped table and difficulty model vs CoT, majority@N and uniform Best-of-N, N = 1..8.
 demo: $(STAMP)
-	$(VENV)/bin/testtime demo --dataset arith --limit 30 --n 8 --out $(DEMO_OUT)
+	$(VENV)/bin/testtime demo --dataset arith --limit 100 --n 8 --seed 7 --out $(DEMO_OUT)
 
 # The report test opens the HTML in headless Chromium: install Debian's when absent (needs root).
 chromium:
@@ -76,14 +77,17 @@ probe: $(STAMP)
 			--exclude-from $(PROBE_OUT)/smollm2-135m-arith.json || exit 1; \
 	done
 
-# The calibrated table shipped for the embedded default (SmolLM2-135M + arith-check), used by
-# `run --strategy optimal` without --table: two sweeps (200 arith problems, Best-of-N@8 pool + CoT), calibrated as
-# one. About 35 minutes on 2 idle cores; resumable.
+# The calibrated table and difficulty model shipped for the embedded default (SmolLM2-135M + arith-check), used
+# by `run --strategy optimal` and `demo` without --table: three sweeps (360 arith problems, Best-of-N@16 pool +
+# CoT), calibrated as one, the difficulty models trained on the same calibration problems (the policy's hidden
+# state at the end of each prompt included). Resumable.
 table: $(STAMP)
 	$(VENV)/bin/testtime sweep --config recipes/table-smollm2-arithcheck.yaml
 	$(VENV)/bin/testtime sweep --config recipes/table-smollm2-arithcheck-medium.yaml
+	$(VENV)/bin/testtime sweep --config recipes/table-smollm2-arithcheck-medium2.yaml
 	$(VENV)/bin/testtime calibrate runs/table/sweep-table-smollm2-arithcheck.json \
-		runs/table/sweep-table-smollm2-arithcheck-medium.json --out src/testtime/optimal/shipped/smollm2-135m-arith-check.json
+		runs/table/sweep-table-smollm2-arithcheck-medium.json runs/table/sweep-table-smollm2-arithcheck-medium2.json \
+		--out src/testtime/optimal/shipped/smollm2-135m-arith-check.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
