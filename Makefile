@@ -78,7 +78,7 @@ probe: $(STAMP)
 	done
 
 # The calibrated table and difficulty model shipped for the embedded default (SmolLM2-135M + arith-check), used
-# by `run --strategy optimal` and `demo` without --table: three sweeps (360 arith problems, Best-of-N@16 pool +
+# by `run --strategy optimal` and `demo` without --table: three sweeps (320 arith problems, Best-of-N@16 pool +
 # CoT), calibrated as one, the difficulty models trained on the same calibration problems (the policy's hidden
 # state at the end of each prompt included). Resumable.
 table: $(STAMP)
