@@ -339,12 +339,17 @@ class AllocationModel:
 
     def reference_cost(self, kind: str, z: np.ndarray, budget: float) -> np.ndarray:
         """Per problem, the predicted FLOPs of `budget` samples of the reference config: what a uniform
-        Best-of-`budget` would spend (pooled costs are linear in N: the N = 1 curve times the budget)."""
+        Best-of-`budget` would spend (pooled costs are linear in N: the N = 1 curve times the budget), and
+        never less than greedy CoT's cost. Budget 1 is the paper's N = 1, CoT: a pooled sample shares its
+        prompt with its siblings, so it costs less than a CoT run of its own, and a batch of budget 1 could
+        otherwise not afford CoT for every problem."""
         ones = [c for c in self.curves[kind] if c.config == self.reference]
         if not ones:
             raise ConfigError("predictor", kind, f"no curve for the reference config {self.reference!r}")
         c1 = min(ones, key=lambda c: c.budget)
-        return c1.cost(z) * (budget / c1.budget)
+        cost = c1.cost(z) * (budget / c1.budget)
+        cot = [c for c in self.curves[kind] if c.strategy == "cot"]
+        return np.maximum(cost, cot[0].cost(z)) if cot else cost
 
 
 # -- training from a sweep ---------------------------------------------------------------------------------
