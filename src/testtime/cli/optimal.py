@@ -208,6 +208,8 @@ def calibrate(
     if no_model:
         printer.print(f"[yellow]warning:[/yellow] no difficulty model for --allocation batch: {no_model}",
                       highlight=False)
+    if table.allocation:
+        printer.print(predictor_table(table.allocation))
     t = Table(title=f"calibrated best config per bin and budget ({table.policy[:16]}, PRM {table.prm}, "
                     f"{len(table.calibration_ids)} calibration problems)")
     t.add_column("bin")
@@ -229,6 +231,22 @@ def calibrate(
         print(json.dumps({"table": str(path), "budgets": table.budgets,
                           "best": {k: {str(b): f"{c.config}@{c.budget}" for b, c in v.items()}
                                    for k, v in table.table.items()}}))
+
+
+def predictor_table(allocation: dict[str, Any]) -> Table:
+    """Each difficulty model's held-out calibration (Brier vs a constant, bin accuracy with its exact interval)
+    and what its allocations scored there, its own cost paid; the default marked."""
+    t = Table(title="difficulty models on the held-out problems (--allocation batch; --predictor)")
+    for col in ("predictor", "features", "Brier (constant)", "bin accuracy [95%]", "allocated accuracy by B"):
+        t.add_column(col)
+    for kind, rep in allocation.get("report", {}).items():
+        blocks = "+".join(allocation["models"][kind]["blocks"])
+        ci = rep.get("bin_accuracy_ci") or [0.0, 0.0]
+        acc = ", ".join(f"{p['budget']}: {100 * p['accuracy']:.0f}%" for p in rep.get("heldout_allocation", []))
+        mark = " (default)" if kind == allocation.get("default") else ""
+        t.add_row(kind + mark, blocks, f"{rep['brier']:.3f} ({rep['brier_constant']:.3f})",
+                  f"{100 * rep['bin_accuracy']:.0f}% [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]", acc)
+    return t
 
 
 def report(
