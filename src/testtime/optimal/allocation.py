@@ -26,12 +26,12 @@ import numpy as np
 
 from testtime.engine import RunConfig
 from testtime.errors import ConfigError
-from testtime.execution import ScorerInfo, as_executor
+from testtime.execution import as_executor
 from testtime.optimal.allocate import Allocation, allocate
 from testtime.optimal.calibrate import PROMPT_KEYS, Choice, Table
 from testtime.optimal.metrics import absolute_bins
 from testtime.optimal.predictor import TEXT_FEATURES, AllocationModel, Curve, ProblemFeatures, text_features
-from testtime.optimal.selector import OptimalResult, check_table, run_choices
+from testtime.optimal.selector import OptimalResult, checked_scorer, run_choices
 from testtime.optimal.shift import Shift, check_question_shift
 from testtime.optimal.sweep import probe_features
 from testtime.search import BestOfN, Majority
@@ -156,13 +156,7 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
     kind = model.kind(predictor)
     if budget < 1:
         raise ConfigError("budget", budget, "must be >= 1")
-    info: ScorerInfo | None = None
-    if scorer is not None:
-        prm = scorer.name
-        info = ScorerInfo(scorer.name, bool(getattr(scorer, "outcome_only", False)))
-    elif prm:
-        info = executor.scorer_info(prm)
-    check_table(table, executor.model_id, info.name if info else None, force)
+    prm, info = checked_scorer(table, executor, scorer, prm, force)
     needs = model.models[kind].needs
     compute: dict[str, Compute] = {p.id: Compute() for p in problems}
     failed: dict[str, str] = {}
@@ -326,11 +320,7 @@ def run_uniform(table: Table, budget: int, policy: Any, scorer: Any, problems: l
     executor = as_executor(policy, scorer)
     try:
         t0 = time.perf_counter()
-        info = ScorerInfo(scorer.name, bool(getattr(scorer, "outcome_only", False))) if scorer is not None else (
-            executor.scorer_info(prm) if prm else None)
-        if scorer is not None:
-            prm = scorer.name
-        check_table(table, executor.model_id, info.name if info else None, force)
+        prm, info = checked_scorer(table, executor, scorer, prm, force)
         usable = [b for b in table.fixed if b <= budget]
         if not usable:
             raise ConfigError("budget", budget, f"below the smallest calibrated budget {min(table.budgets)}")

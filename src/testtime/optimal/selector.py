@@ -116,6 +116,20 @@ def run_choices(executor: Any, base: RunConfig, prm: str | None, problems: list[
     return run_ids
 
 
+def checked_scorer(table: Table, executor: Any, scorer: Any, prm: str | None, force: bool
+                   ) -> tuple[str | None, ScorerInfo | None]:
+    """The run's scorer spec and what it is (from the scorer object, else the executor builds `prm`), after
+    checking that the table was calibrated for it and for the executor's policy."""
+    info: ScorerInfo | None = None
+    if scorer is not None:
+        prm = scorer.name
+        info = ScorerInfo(scorer.name, bool(getattr(scorer, "outcome_only", False)))
+    elif prm:
+        info = executor.scorer_info(prm)
+    check_table(table, executor.model_id, info.name if info else None, force)
+    return prm, info
+
+
 def check_table(table: Table, policy_id: str, scorer_name: str | None, force: bool) -> None:
     if force:
         return
@@ -158,13 +172,7 @@ def run_optimal(
 def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
                  base: RunConfig, force: bool, prm: str | None, margin: float, fallbacks: bool) -> OptimalResult:
     t0 = time.perf_counter()
-    info: ScorerInfo | None = None
-    if scorer is not None:
-        prm = scorer.name
-        info = ScorerInfo(scorer.name, bool(getattr(scorer, "outcome_only", False)))
-    elif prm:
-        info = executor.scorer_info(prm)
-    check_table(table, executor.model_id, info.name if info else None, force)
+    prm, info = checked_scorer(table, executor, scorer, prm, force)
     probe_n = table.predictor.probe_n
     # the sweep's pool, in small: scored by the PRM when there is one, as the predictor was fitted
     probe_strategy = BestOfN.name if info is not None else Majority.name
