@@ -3,6 +3,8 @@ one-standard-error rule that prefers the cheaper config within noise."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -244,5 +246,11 @@ def test_the_rule_is_recorded_and_tables_saved_before_it_load(tmp_path):
     sw, _calib, _held = fluke_sweep()
     back = Table.load(calibrate(sw).save(tmp_path / "t.json"))
     assert back.one_se is True and Table.load(calibrate(sw, one_se=False).save(tmp_path / "u.json")).one_se is False
-    old = Table.load(shipped_table(None, None))  # saved before the rule: it chose by the plain best
-    assert old.one_se is False and old.fixed
+    # a table saved before the rule (no one_se, no allocation field): it chose by the plain best
+    d = json.loads(shipped_table(None, None).read_text())
+    for key in ("one_se", "allocation"):
+        d.pop(key, None)
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    old = Table.load(tmp_path / "old.json")
+    assert old.one_se is False and old.allocation is None and old.fixed
+    assert Table.load(shipped_table(None, None)).one_se is True  # the shipped one is calibrated with it
