@@ -336,6 +336,12 @@ def verdict(result: Any) -> str:
     if p is None:
         return "no paired comparison with uniform Best-of-N"
     ratio = p["flops_ratio"]
+    match = result.summary["flops_to_match_uniform"]
+    if match["estimate"] is not None and match["estimate"] < 0.9 and match["ci"] and match["ci"][1] < 1.0:
+        ci = match["ci"]
+        return (f"compute-optimal reaches uniform Best-of-{result.n}'s accuracy at {100 * match['estimate']:.0f}% "
+                f"[{100 * ci[0]:.0f}%, {100 * ci[1]:.0f}%] of its FLOPs: the saving is the result here; at the same "
+                f"average budget {result.n}: {p['text']} at {ratio:.2f}x its FLOPs")
     if p["significant"] and p["difference"] > 0:
         return (f"compute-optimal beats uniform Best-of-{result.n} here: {p['text']}, at {ratio:.2f}x its FLOPs")
     if p["significant"]:
