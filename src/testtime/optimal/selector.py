@@ -79,11 +79,27 @@ class OptimalResult:
             "failed": len(self.failed), "failures": dict(self.failed),
             "generated_tokens": c.generated_tokens, "prompt_tokens_evaluated": c.prompt_tokens - c.cached_prompt_tokens,
             "prompt_tokens_cached": c.cached_prompt_tokens, "flops": c.flops,
+            # the keys every run's summary has (engine.RunResult.summary), so scripts read both alike
+            "prompt_tokens": c.prompt_tokens, "cached_prompt_tokens": c.cached_prompt_tokens,
+            "new_generations": c.new_generations, "cached_generations": c.cached_generations,
+            "by_level": self.by_level(),
             "probe_generated_tokens": self.probe_compute.generated_tokens, "probe_flops": self.probe_compute.flops,
             "wall_s": self.wall_s, "run_ids": self.run_ids,
             "decided_by": dict(Counter(self.rules.values())),
             "shift": self.shift.to_dict() if self.shift is not None else None,
         }
+
+    def by_level(self) -> dict[str, dict[str, Any]]:
+        """Per dataset level: problems, accuracy, mean FLOPs per problem, and the configs given."""
+        out: dict[str, dict[str, Any]] = {}
+        for level in dict.fromkeys(str(p.level) for p in self.problems):
+            ids = [p.id for p in self.problems if str(p.level) == level]
+            configs = Counter(f"{self.choices[i].config}@{self.choices[i].budget}" for i in ids if i in self.choices)
+            out[level] = {"n_problems": len(ids), "accuracy": sum(self.correct.get(i, False) for i in ids) / len(ids),
+                          "flops_per_problem": sum(self.per_problem_compute[i].flops for i in ids
+                                                   if i in self.per_problem_compute) / len(ids),
+                          "configs": dict(configs)}
+        return out
 
 
 def run_choices(executor: Any, base: RunConfig, prm: str | None, problems: list[Problem],
