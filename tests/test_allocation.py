@@ -27,7 +27,7 @@ def brute_force(problems: list[list[Option]], budget: float) -> float:
     """The exact optimum by enumeration (tiny instances)."""
     best = -1.0
     for combo in product(*(range(len(o)) for o in problems)):
-        if sum(problems[i][j].cost for i, j in enumerate(combo)) <= budget + 1e-9:
+        if sum(problems[i][j].cost for i, j in enumerate(combo)) <= budget:
             best = max(best, sum(problems[i][j].success for i, j in enumerate(combo)))
     return best
 
@@ -200,3 +200,17 @@ def test_question_shift_flags_reworded_problems_not_fresh_ones() -> None:
     assert shift.shifted and shift.components["text:symbol_ops"] > 1.0
     # a handful of questions is never flagged on noise alone
     assert not check_question_shift(cal, [text_features(q) for q in reworded[:3]], TEXT_FEATURES).shifted
+
+
+def test_min_rate_keeps_flat_curves_at_the_minimum_even_with_budget_to_spare() -> None:
+    costs = [1, 2, 4, 8]
+    hopeless = curve("h", [(c, s) for c, s in zip(costs, [0.01, 0.012, 0.015, 0.02], strict=True)])
+    middle = curve("m", [(c, s) for c, s in zip(costs, [0.2, 0.35, 0.5, 0.6], strict=True)])
+    spend_all = allocate([hopeless, middle], budget=16)
+    assert spend_all.picks == [3, 3]  # room for everything: every predicted gain is bought
+    frugal = allocate([hopeless, middle], budget=16, min_rate=0.01)  # a step must buy 1 point per unit
+    assert frugal.picks == [0, 3] and frugal.total_cost == 9
+    assert frugal.decisions[0].below_min and "minimum gain" in frugal.decisions[0].why(frugal.cutoff_rate)
+    assert allocate([hopeless, middle], budget=16, min_rate=[0.0, 1.0]).picks == [3, 0]  # per problem
+    with pytest.raises(ConfigError):
+        allocate([hopeless], budget=4, min_rate=[0.1, 0.1])

@@ -198,6 +198,9 @@ def run(
     predictor: Annotated[str | None, typer.Option(
         help="optimal, batch: difficulty from the question (question), a probe of a few samples (probe), or "
              "both [default: the table's]")] = None,
+    min_gain: Annotated[float, typer.Option(
+        help="optimal, batch: the least a step may buy, in points of accuracy per sample it costs (0: spend the "
+             "budget while any gain is predicted)")] = 0.0,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
     ci: Annotated[float, typer.Option("--ci", help="confidence level of the accuracy intervals")] = 0.95,
@@ -242,7 +245,7 @@ def run(
     if strategy == "optimal":
         from testtime.cli.optimal import run_optimal
 
-        run_optimal(table, budget, prm, force, config, mapping, where, as_json, ci, allocation, predictor)
+        run_optimal(table, budget, prm, force, config, mapping, where, as_json, ci, allocation, predictor, min_gain)
         return
     problems = load_problems(dataset, limit, seed, level, **mapping)
     ex = open_policy(**where)
@@ -276,6 +279,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="problem seed (7: problems the shipped table never saw)")] = 7,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     table: Annotated[Path | None, typer.Option(help="calibration table (default: the shipped one)")] = None,
+    min_gain: Annotated[float, typer.Option(help="see run --min-gain")] = 0.0,
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
     fewshot_file: Annotated[Path | None, typer.Option(help="JSONL of worked examples (see run)")] = None,
     extraction: ExtractionOpt = DEFAULT_EXTRACTION,
@@ -309,7 +313,7 @@ def demo(
         check_prm(ex, PRM)
         with printer.status("demo") as status:
             result = run_demo(ex, cal, table_path, problems, base, n,
-                              on_step=lambda step: status.update(f"demo: {step}"))
+                              on_step=lambda step: status.update(f"demo: {step}"), min_gain=min_gain)
     except ConfigError as e:
         fail_config(e)
     finally:
@@ -382,12 +386,15 @@ def demo_tables(result: Any) -> list[Table]:
     paired.add_column("FLOPs ratio", justify="right")
     for k, v in s["paired"].items():
         paired.add_row(k, v["text"], f"{v['flops_ratio']:.2f}x")
-    where = Table(title=f"where the budget went at N={result.n} (mean FLOPs per problem)")
+    where = Table(title="where the budget went (mean FLOPs per problem by level)")
     where.add_column("level")
-    where.add_column("uniform Best-of-N", justify="right")
-    where.add_column("compute-optimal", justify="right")
+    where.add_column(f"uniform Best-of-{result.n}", justify="right")
+    per = s["budget_by_level_per_budget"]
+    for b in per:
+        where.add_column(f"compute-optimal @{b}", justify="right")
     for level, row in s["budget_by_level"].items():
-        where.add_row(level, fmt_flops(row.get(UNIFORM, 0.0)), fmt_flops(row.get(ALLOCATED, 0.0)))
+        where.add_row(level, fmt_flops(row.get(UNIFORM, 0.0)),
+                      *[fmt_flops(per[b].get(level, {}).get(ALLOCATED, 0.0)) for b in per])
     where.caption = "configs given: " + ", ".join(f"{c} x{k}" for c, k in s["configs"].get(str(result.n), {}).items())
     return [acc, paired, where]
 

@@ -38,6 +38,7 @@ class Decision:
     steps: int  # hull steps taken above the cheapest option
     last_rate: float | None  # success per unit cost of the last step taken (None: none taken)
     next_rate: float | None  # the same for the next step on its hull (None: it is at the top)
+    below_min: bool = False  # the next step was refused as buying less than the minimum rate, not for budget
 
     def why(self, cutoff: float | None, unit: str = "TFLOP", scale: float = 1e12) -> str:
         """One line: the marginal gains that decided, in points of accuracy per `unit` of cost."""
@@ -46,6 +47,9 @@ class Decision:
 
         if self.steps == 0 and self.next_rate is None:
             return "cheapest: nothing more costly is predicted to help"
+        if self.below_min:
+            return (f"{'kept at the cheapest' if self.steps == 0 else f'raised {self.steps} step(s)'}: the next "
+                    f"step would buy {pts(self.next_rate)}, less than the minimum gain asked for")
         if self.steps == 0:
             return f"kept at the cheapest: one more step buys {pts(self.next_rate)}, below the batch's cutoff " \
                    f"{pts(cutoff)}"
@@ -100,11 +104,17 @@ def _check(problems: Sequence[Sequence[Option]], budget: float) -> None:
                 raise ConfigError("options", o.key, f"success must be in [0, 1] and cost finite >= 0, got {o}")
 
 
-def allocate(problems: Sequence[Sequence[Option]], budget: float) -> Allocation:
+def allocate(problems: Sequence[Sequence[Option]], budget: float,
+             min_rate: float | Sequence[float] = 0.0) -> Allocation:
     """Each problem's option maximising the expected number solved with total cost <= `budget` (see the
     module docstring). When even the cheapest options exceed the budget, every problem gets its cheapest
-    and the allocation says ``over_budget``."""
+    and the allocation says ``over_budget``. ``min_rate`` (one for all, or one per problem): a step that buys
+    less success per unit cost than this is not taken even when the budget has room (0: spend while any
+    gain is predicted)."""
     _check(problems, budget)
+    floor = [float(min_rate)] * len(problems) if isinstance(min_rate, int | float) else [float(r) for r in min_rate]
+    if len(floor) != len(problems) or any(not r >= 0 for r in floor):
+        raise ConfigError("min_rate", min_rate, "one rate >= 0, or one per problem")
     hulls = [upper_hull(opts) for opts in problems]
     pos = [0] * len(problems)
     spent = sum(opts[h[0]].cost for opts, h in zip(problems, hulls, strict=True))
@@ -115,9 +125,13 @@ def allocate(problems: Sequence[Sequence[Option]], budget: float) -> Allocation:
             heap.append((-_rate(problems[i][h[0]], problems[i][h[1]]), i))
     heapq.heapify(heap)
     last: list[float | None] = [None] * len(problems)
+    refused = [False] * len(problems)
     cutoff: float | None = None
     while heap and not over:
         neg, i = heapq.heappop(heap)
+        if -neg < floor[i]:
+            refused[i] = True
+            continue  # not worth its cost; its later steps buy even less per unit (a concave hull)
         h, k = hulls[i], pos[i]
         step = problems[i][h[k + 1]].cost - problems[i][h[k]].cost
         if spent + step > budget * (1 + 1e-12):
@@ -133,6 +147,6 @@ def allocate(problems: Sequence[Sequence[Option]], budget: float) -> Allocation:
     for i, h in enumerate(hulls):
         k = pos[i]
         nxt = _rate(problems[i][h[k]], problems[i][h[k + 1]]) if k + 1 < len(h) else None
-        decisions.append(Decision(h[k], k, last[i], nxt))
+        decisions.append(Decision(h[k], k, last[i], nxt, refused[i]))
     solved = sum(problems[i][d.pick].success for i, d in enumerate(decisions))
     return Allocation(decisions, spent, solved, budget, cutoff, over)

@@ -115,10 +115,11 @@ def _choice_of(curve: Curve, success: float) -> Choice:
 
 
 def plan_batch(model: AllocationModel, kind: str, feats: list[ProblemFeatures], budget: float,
-               predictor_flops: dict[str, float], max_n: int | None = None
+               predictor_flops: dict[str, float], max_n: int | None = None, min_gain: float = 0.0
                ) -> tuple[Allocation, list[Curve], list[list[Any]], np.ndarray, float]:
     """The allocation for these problems at average budget `budget` (samples of the reference config), the
-    predictor's own FLOPs charged first; configs of more than `max_n` samples are left out of the menu.
+    predictor's own FLOPs charged first; configs of more than `max_n` samples are left out of the menu; a
+    step must buy at least `min_gain` points of accuracy per reference sample it costs.
     Returns (allocation, the menu's curves, options per problem, z, the batch's total)."""
     z = model.models[kind].score(feats)
     keep = [j for j, c in enumerate(model.curves[kind]) if max_n is None or c.budget <= max_n]
@@ -126,20 +127,25 @@ def plan_batch(model: AllocationModel, kind: str, feats: list[ProblemFeatures], 
     options = [[row[j] for j in keep] for row in model.options(kind, z)]
     total = float(model.reference_cost(kind, z, budget).sum())
     spent_on_prediction = sum(predictor_flops.get(f.id, 0.0) for f in feats)
-    return allocate(options, max(0.0, total - spent_on_prediction)), curves, options, z, total
+    per_sample = model.reference_cost(kind, z, 1.0, floor=False)
+    rates = (min_gain / 100.0) / np.maximum(per_sample, 1.0)
+    return allocate(options, max(0.0, total - spent_on_prediction), rates.tolist()), curves, options, z, total
 
 
 def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems: list[Problem], base: RunConfig,
                   *, predictor: str | None = None, force: bool = False, prm: str | None = None,
-                  max_n: int | None = None, fallbacks: bool = True) -> AllocatedResult:
+                  max_n: int | None = None, fallbacks: bool = True, min_gain: float = 0.0) -> AllocatedResult:
     """Allocate the batch's budget (average `budget` samples per problem) across `problems` and run it.
     `policy`/`scorer`/`prm` as in ``selector.run_optimal``; `max_n`: no config of more samples (None: the
     table's whole menu); `fallbacks` False: allocate even when the problems look unlike the calibration ones
-    (to measure what the fallback buys; the shift is still reported)."""
+    (to measure what the fallback buys; the shift is still reported); `min_gain`: the least a step must buy,
+    in points of accuracy per reference sample it costs (0: spend while any gain is predicted)."""
+    if not min_gain >= 0:
+        raise ConfigError("min_gain", min_gain, "must be >= 0")
     executor = as_executor(policy, scorer)
     try:
         return _run_allocated(table, budget, executor, scorer, problems, base, predictor, force, prm, max_n,
-                              fallbacks)
+                              fallbacks, min_gain)
     finally:
         if executor is not policy:
             executor.close()
@@ -147,7 +153,7 @@ def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems:
 
 def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
                    base: RunConfig, predictor: str | None, force: bool, prm: str | None,
-                   max_n: int | None, fallbacks: bool) -> AllocatedResult:
+                   max_n: int | None, fallbacks: bool, min_gain: float) -> AllocatedResult:
     t0 = time.perf_counter()
     model = allocation_model(table)
     if model is None:
@@ -187,7 +193,7 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
     live = [p for p in problems if p.id not in failed]
     feats = [ProblemFeatures.of(p, hidden.get(p.id), *probe.get(p.id, (None, None))) for p in live]
     plan, curves, options, z, total = plan_batch(model, kind, feats, budget,
-                                                 {pid: c.flops for pid, c in compute.items()}, max_n)
+                                                 {pid: c.flops for pid, c in compute.items()}, max_n, min_gain)
     pass1 = dict(zip([p.id for p in live], model.models[kind].predict(feats).tolist(), strict=True))
     choices = {p.id: _choice_of(curves[d.pick], options[i][d.pick].success)
                for i, (p, d) in enumerate(zip(live, plan.decisions, strict=True))}

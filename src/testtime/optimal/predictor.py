@@ -337,7 +337,7 @@ class AllocationModel:
         return [[Option(c.key, float(succ[i, j]), float(cost[i, j])) for j, c in enumerate(curves)]
                 for i in range(len(z))]
 
-    def reference_cost(self, kind: str, z: np.ndarray, budget: float) -> np.ndarray:
+    def reference_cost(self, kind: str, z: np.ndarray, budget: float, floor: bool = True) -> np.ndarray:
         """Per problem, the predicted FLOPs of `budget` samples of the reference config: what a uniform
         Best-of-`budget` would spend (pooled costs are linear in N: the N = 1 curve times the budget), and
         never less than greedy CoT's cost. Budget 1 is the paper's N = 1, CoT: a pooled sample shares its
@@ -349,7 +349,7 @@ class AllocationModel:
         c1 = min(ones, key=lambda c: c.budget)
         cost = c1.cost(z) * (budget / c1.budget)
         cot = [c for c in self.curves[kind] if c.strategy == "cot"]
-        return np.maximum(cost, cot[0].cost(z)) if cot else cost
+        return np.maximum(cost, cot[0].cost(z)) if cot and floor else cost
 
 
 # -- training from a sweep ---------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def _verdicts(res: Any, selection: str | None) -> tuple[dict[str, float], dict[s
 
 def allocation_study(table: Table, executor: Any, problems: list[Problem], base: RunConfig, prm: str,
                      budgets: Sequence[int] = (1, 2, 4, 8, 16), headline: int = 8, predictor: str | None = None,
-                     on_step: Callable[[str], None] | None = None) -> Study:
+                     on_step: Callable[[str], None] | None = None, min_gain: float = 0.0) -> Study:
     """The study on `executor` (``testtime.execution``; left open). `base` carries the dataset, seed, store
     and sampling settings every run shares."""
     t0 = time.perf_counter()
@@ -260,7 +260,8 @@ def allocation_study(table: Table, executor: Any, problems: list[Problem], base:
         maj = step("replays", lambda b=b: executor.run(base.with_strategy(Majority.name, b), problems))
         points.append(Point(MAJORITY, b, *_verdicts(maj, None)))
         alloc = step("allocation", lambda b=b: run_allocated(table, b, executor, None, problems, base,
-                                                              predictor=kind, prm=prm, max_n=top))
+                                                              predictor=kind, prm=prm, max_n=top,
+                                                              min_gain=min_gain))
         points.append(Point(ALLOCATED, b, {k: float(v) for k, v in alloc.correct.items()},
                             {k: c.flops for k, c in alloc.per_problem_compute.items()}, label=kind,
                             configs={k: f"{c.config}@{c.budget}" for k, c in alloc.choices.items()}))

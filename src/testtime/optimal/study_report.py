@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from testtime.optimal.report import _CSS, ReportFiles, _csp_hash, _e, _png_figure, _table_html  # noqa: E402
 from testtime.optimal.study import ALLOCATED, COT, HINDSIGHT, MAJORITY, UNIFORM, Study  # noqa: E402
@@ -49,18 +50,24 @@ def plot_curves(study: Study, path: Path) -> Path:
 
 
 def plot_budget(study: Study, path: Path) -> Path:
-    by_level = study.budget_by_level()
-    levels = list(by_level)
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
-    width = 0.38
-    for k, series in enumerate((UNIFORM, ALLOCATED)):
-        vals = [by_level[lv].get(series, 0.0) for lv in levels]
-        ax.bar([i + (k - 0.5) * width for i in range(len(levels))], vals, width, label=f"{series} @{study.headline}",
-               color=STYLE[series][0])
+    """Mean FLOPs per problem of each level: uniform Best-of-N at the headline budget, and the allocation at
+    every average budget (where the budget moves as it grows)."""
+    per = {p.budget: study.budget_by_level(p.budget) for p in study.curve(ALLOCATED)}
+    head = study.budget_by_level()
+    levels = list(head)
+    series = [(f"{UNIFORM} @{study.headline}", [head[lv].get(UNIFORM, 0.0) for lv in levels], STYLE[UNIFORM][0])]
+    greens = plt.cm.Greens(np.linspace(0.35, 0.9, max(1, len(per))))
+    for k, (b, by) in enumerate(sorted(per.items())):
+        series.append((f"compute-optimal @{b}", [by[lv].get(ALLOCATED, 0.0) for lv in levels], greens[k]))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    width = 0.8 / len(series)
+    for k, (label, vals, color) in enumerate(series):
+        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(levels))], vals, width, label=label,
+               color=color)
     ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
     ax.set_ylabel("mean FLOPs per problem")
-    ax.set_title(f"Where the budget went (average budget {study.headline})")
-    ax.legend(fontsize=8)
+    ax.set_title("Where the budget went, per level (compute-optimal at each average budget)")
+    ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -124,7 +131,8 @@ def write_study_report(study: Study, summary: dict[str, Any], out_dir: str | Pat
                          "compute-optimal allocation (green) against uniform Best-of-N, majority voting and CoT; "
                          "bars are 95% intervals over problems."),
              _png_figure(budget, "where the budget went per level", "Mean FLOPs per problem of each level: "
-                         "uniform Best-of-N spends alike on every level; the allocator moves it."),
+                         "uniform Best-of-N at the headline budget, and compute-optimal at each average budget "
+                         "(easy and hopeless levels stay cheap while the middle ones get more)."),
              "<h2>Tables</h2>", *[_table_html(t) for t in study_tables(study, summary)]]  # type: ignore[arg-type]
     csp = f"default-src 'none'; img-src data:; style-src {_csp_hash(_CSS)}; base-uri 'none'; form-action 'none'"
     page = out / "report.html"
