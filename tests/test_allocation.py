@@ -214,3 +214,25 @@ def test_min_rate_keeps_flat_curves_at_the_minimum_even_with_budget_to_spare() -
     assert allocate([hopeless, middle], budget=16, min_rate=[0.0, 1.0]).picks == [3, 0]  # per problem
     with pytest.raises(ConfigError):
         allocate([hopeless], budget=4, min_rate=[0.1, 0.1])
+
+
+def test_first_reaching_interpolates_and_the_study_ratios_follow() -> None:
+    from testtime.optimal.study import ALLOCATED, MAJORITY, UNIFORM, Point, Study, first_reaching
+    from testtime.types import Problem
+
+    ids = [f"p{i}" for i in range(4)]
+
+    def pt(series: str, budget: int, solved: int, flops: float) -> Point:
+        return Point(series, budget, {i: float(k < solved) for k, i in enumerate(ids)}, {i: flops for i in ids})
+
+    alloc = [pt(ALLOCATED, 1, 1, 10.0), pt(ALLOCATED, 2, 3, 20.0), pt(ALLOCATED, 4, 3, 40.0)]
+    # 50% lies halfway between 25% at 10 FLOPs and 75% at 20: 15
+    assert first_reaching(alloc, ids, 0.5) == pytest.approx(15.0)
+    assert first_reaching(alloc, ids, 0.25) == 10.0 and first_reaching(alloc, ids, 1.0) is None
+    problems = [Problem(i, "q", "1", meta={"level": 1}) for i in ids]
+    study = Study(problems, [*alloc, pt(UNIFORM, 4, 2, 40.0), pt(MAJORITY, 2, 1, 20.0), pt(MAJORITY, 4, 2, 40.0)],
+                  headline=4, reference="best_of_n/prm_min_vote", predictor="question", wall_s=0.0)
+    assert study.flops_to_match() == pytest.approx(15.0 / 40.0)
+    assert study.efficiency_gain() == pytest.approx(40.0 / 15.0)  # majority's best (50%) at 40, allocation's at 15
+    boot = study.bootstrap(study.flops_to_match, rounds=50)
+    assert boot["estimate"] == pytest.approx(0.375) and boot["rounds"] == 50

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,14 +223,6 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
         predictor=kind, predictor_compute=predictor_total, curves=per_curve, why=why, budget_flops=total,
         planned_flops=plan.total_cost + predictor_total.flops, expected_solved=plan.expected_solved,
         cutoff_rate=plan.cutoff_rate)
-
-
-def group_sizes(result: OptimalResult) -> dict[str, int]:
-    """Problems per config given (a report's "where the budget went")."""
-    out: dict[str, int] = defaultdict(int)
-    for c in result.choices.values():
-        out[f"{c.config}@{c.budget}"] += 1
-    return dict(out)
 
 
 def sweep_problems(sweep: Any) -> list[Problem]:
