@@ -50,6 +50,11 @@ def test_demo_runs_the_main_job_and_prints_where_the_report_is(tmp_path, monkeyp
     assert allocation_model(Table.load(path)).to_dict() == model.to_dict()
     assert {"question", "probe", "both"} == set(model.models) and model.default in model.models
     assert all(model.report[k]["heldout_allocation"] for k in model.models)  # how the default was chosen
+    # the minimum gain: the largest on the grid whose held-out allocations lose nothing beyond noise
+    grid = model.min_gain_report
+    assert str(model.min_gain) in grid and set(grid) >= {"0.0", str(model.min_gain)}
+    chosen, spend_all = grid[str(model.min_gain)], grid["0.0"]
+    assert chosen["flops"] <= spend_all["flops"] and chosen["accuracy"] >= spend_all["accuracy"] - 0.05
     problems = load_dataset("arith", limit=10, seed=7)
     # levels 2-3 answered right by the second and fourth sample only; level 1 always right; 4-5 never
     script = {p.question: ([p.answer] if p.level == 1 else ["x", p.answer, "y", p.answer] if p.level in (2, 3)

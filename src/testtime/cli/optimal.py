@@ -30,7 +30,7 @@ from testtime.errors import ConfigError
 
 def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, force: bool, base: Any,
                 mapping: dict[str, Any], where: dict[str, Any], as_json: bool, ci: float = 0.95,
-                allocation: str | None = None, predictor: str | None = None, min_gain: float = 0.0) -> None:
+                allocation: str | None = None, predictor: str | None = None, min_gain: float | None = None) -> None:
     """`run --strategy optimal`: the selector over `base` (a validated RunConfig template: dataset, seed,
     out, sampling and tree settings) with the calibrated table, at the budget: allocated over the batch, per
     problem by its predicted bin, or one fixed config for all."""
@@ -50,7 +50,7 @@ def run_optimal(table_path: Path | None, budget: int | None, prm: str | None, fo
     mode = allocation or ("batch" if cal.allocation else "per-problem")
     if mode not in ALLOCATIONS:
         fail_config(ConfigError("allocation", mode, f"must be one of {', '.join(ALLOCATIONS)}"))
-    if (predictor is not None or min_gain) and mode != "batch":
+    if (predictor is not None or min_gain is not None) and mode != "batch":
         fail("--predictor and --min-gain apply to --allocation batch only")
     problems = load_problems(base.dataset, base.limit, base.seed, base.levels, **mapping)
     spec = prm or cal.prm

@@ -198,9 +198,9 @@ def run(
     predictor: Annotated[str | None, typer.Option(
         help="optimal, batch: difficulty from the question (question), a probe of a few samples (probe), or "
              "both [default: the table's]")] = None,
-    min_gain: Annotated[float, typer.Option(
+    min_gain: Annotated[float | None, typer.Option(
         help="optimal, batch: the least a step may buy, in points of accuracy per sample it costs (0: spend the "
-             "budget while any gain is predicted)")] = 0.0,
+             "budget while any gain is predicted) [default: the table's, chosen on its held-out problems]")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
     ci: Annotated[float, typer.Option("--ci", help="confidence level of the accuracy intervals")] = 0.95,
@@ -279,7 +279,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="problem seed (7: problems the shipped table never saw)")] = 7,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     table: Annotated[Path | None, typer.Option(help="calibration table (default: the shipped one)")] = None,
-    min_gain: Annotated[float, typer.Option(help="see run --min-gain")] = 0.0,
+    min_gain: Annotated[float | None, typer.Option(help="see run --min-gain [default: the table's]")] = None,
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
     fewshot_file: Annotated[Path | None, typer.Option(help="JSONL of worked examples (see run)")] = None,
     extraction: ExtractionOpt = DEFAULT_EXTRACTION,

@@ -134,13 +134,14 @@ def plan_batch(model: AllocationModel, kind: str, feats: list[ProblemFeatures], 
 
 def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems: list[Problem], base: RunConfig,
                   *, predictor: str | None = None, force: bool = False, prm: str | None = None,
-                  max_n: int | None = None, fallbacks: bool = True, min_gain: float = 0.0) -> AllocatedResult:
+                  max_n: int | None = None, fallbacks: bool = True, min_gain: float | None = None) -> AllocatedResult:
     """Allocate the batch's budget (average `budget` samples per problem) across `problems` and run it.
     `policy`/`scorer`/`prm` as in ``selector.run_optimal``; `max_n`: no config of more samples (None: the
     table's whole menu); `fallbacks` False: allocate even when the problems look unlike the calibration ones
     (to measure what the fallback buys; the shift is still reported); `min_gain`: the least a step must buy,
-    in points of accuracy per reference sample it costs (0: spend while any gain is predicted)."""
-    if not min_gain >= 0:
+    in points of accuracy per reference sample it costs (0: spend while any gain is predicted; None: the
+    table's, chosen on its held-out problems)."""
+    if min_gain is not None and not min_gain >= 0:
         raise ConfigError("min_gain", min_gain, "must be >= 0")
     executor = as_executor(policy, scorer)
     try:
@@ -153,13 +154,14 @@ def run_allocated(table: Table, budget: int, policy: Any, scorer: Any, problems:
 
 def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, problems: list[Problem],
                    base: RunConfig, predictor: str | None, force: bool, prm: str | None,
-                   max_n: int | None, fallbacks: bool, min_gain: float) -> AllocatedResult:
+                   max_n: int | None, fallbacks: bool, min_gain: float | None) -> AllocatedResult:
     t0 = time.perf_counter()
     model = allocation_model(table)
     if model is None:
         raise ConfigError("allocation", "batch", "this table has no difficulty model (recalibrate it with "
                                                  "this version of testtime)")
     kind = model.kind(predictor)
+    min_gain = model.min_gain if min_gain is None else min_gain
     if budget < 1:
         raise ConfigError("budget", budget, "must be >= 1")
     prm, info = checked_scorer(table, executor, scorer, prm, force)
@@ -276,6 +278,11 @@ def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Tabl
     scored = {k: np.mean([p["accuracy"] for p in model.report[k]["heldout_allocation"]]) for k in model.models}
     if scored:  # ties: the cheaper kind (question-only first)
         model.default = max(model.models, key=lambda k: (round(float(scored[k]), 9), -list(model.models).index(k)))
+        kind = model.default
+        cost = {i: (hidden_cost[i].flops if i in hidden_cost and "hidden" in model.models[kind].needs else 0.0)
+                + (probe_cost.get(i, 0.0) if "probe" in model.models[kind].needs else 0.0) for i in held}
+        model.min_gain, model.min_gain_report = choose_min_gain(model, kind, [feats[i] for i in held], cells,
+                                                                   table.budgets, cost)
     table.allocation = model.to_dict()
     return table
 
@@ -290,14 +297,15 @@ def _probe_flops(cells: list[Any], probe_n: int, ids: set[str]) -> dict[str, flo
 
 
 def heldout_allocation(model: AllocationModel, kind: str, feats: list[ProblemFeatures], cells: list[Any],
-                       budgets: list[int], predictor_flops: dict[str, float]) -> list[dict[str, float]]:
+                       budgets: list[int], predictor_flops: dict[str, float], min_gain: float = 0.0,
+                       per_problem: dict[str, list[float]] | None = None) -> list[dict[str, float]]:
     """Per average budget: the allocation planned for these problems, scored with their sweep cells (the
     expected accuracy of each config given, its measured FLOPs, plus the predictor's): what this predictor
-    buys out of sample."""
+    buys out of sample. `per_problem`, when given, collects each problem's accuracy at every budget."""
     by_key = {(c.problem_id, c.config, c.budget): c for c in cells}
     out = []
     for b in budgets:
-        plan, curves, _opts, _z, total = plan_batch(model, kind, feats, b, predictor_flops)
+        plan, curves, _opts, _z, total = plan_batch(model, kind, feats, b, predictor_flops, min_gain=min_gain)
         acc, flops = [], []
         for f, d in zip(feats, plan.decisions, strict=True):
             c = by_key.get((f.id, curves[d.pick].config, curves[d.pick].budget))
@@ -305,10 +313,38 @@ def heldout_allocation(model: AllocationModel, kind: str, feats: list[ProblemFea
                 continue
             acc.append(c.accuracy)
             flops.append(c.flops + predictor_flops.get(f.id, 0.0))
+            if per_problem is not None:
+                per_problem.setdefault(f.id, []).append(c.accuracy)
         if acc:
             out.append({"budget": b, "accuracy": float(np.mean(acc)), "flops": float(np.mean(flops)),
                         "budget_flops": total / max(1, len(feats)), "n": len(acc)})
     return out
+
+
+MIN_GAIN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def choose_min_gain(model: AllocationModel, kind: str, feats: list[ProblemFeatures], cells: list[Any],
+                    budgets: list[int], predictor_flops: dict[str, float]) -> tuple[float, dict[str, Any]]:
+    """The largest minimum gain whose held-out allocations lose nothing beyond noise against spending while
+    any gain is predicted: per problem, its accuracy averaged over the budgets minus that at 0, and G is
+    kept while the mean difference is >= minus its standard error (a paired one-SE rule toward spending
+    less). Returns (G, per G: mean accuracy and FLOPs over the budgets)."""
+    base: dict[str, list[float]] = {}
+    rows = {0.0: heldout_allocation(model, kind, feats, cells, budgets, predictor_flops, 0.0, base)}
+    chosen = 0.0
+    for g in MIN_GAIN_GRID[1:]:
+        got: dict[str, list[float]] = {}
+        rows[g] = heldout_allocation(model, kind, feats, cells, budgets, predictor_flops, g, got)
+        diff = np.asarray([np.mean(got[i]) - np.mean(base[i]) for i in base if i in got])
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        if len(diff) and diff.mean() >= -se - 1e-12:
+            chosen = g
+        else:
+            break  # a larger G refuses even more steps
+    summary = {str(g): {"accuracy": float(np.mean([p["accuracy"] for p in r])) if r else None,
+                        "flops": float(np.mean([p["flops"] for p in r])) if r else None} for g, r in rows.items()}
+    return chosen, summary
 
 
 def run_uniform(table: Table, budget: int, policy: Any, scorer: Any, problems: list[Problem], base: RunConfig,

@@ -60,7 +60,7 @@ def demo_config(dataset: str = "arith", n: int = 8, limit: int = 100, seed: int 
 
 
 def run_demo(executor: Any, table: Table, table_path: Path, problems: list[Problem], base: RunConfig, n: int = 8,
-             on_step: Callable[[str], None] | None = None, min_gain: float = 0.0) -> DemoResult:
+             on_step: Callable[[str], None] | None = None, min_gain: float | None = None) -> DemoResult:
     """The study at average budgets 1, 2, 4 ... n on `executor` (left open; it builds arith-check), and the
     HTML report in ``OUT/report``."""
     from testtime.optimal.study_report import write_study_report

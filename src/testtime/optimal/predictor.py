@@ -304,6 +304,9 @@ class AllocationModel:
     report: dict[str, Any] = field(default_factory=dict)  # held-out calibration of each kind (Brier, bins, ...)
     # the calibration problems' question features (TEXT_FEATURES): the question-only shift check's reference
     text_profile: list[list[float]] = field(default_factory=list)
+    # the least a step must buy (points of accuracy per reference sample), chosen on the held-out problems
+    min_gain: float = 0.0
+    min_gain_report: dict[str, Any] = field(default_factory=dict)  # per G on the grid: held-out accuracy, FLOPs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

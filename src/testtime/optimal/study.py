@@ -220,7 +220,7 @@ def _verdicts(res: Any, selection: str | None) -> tuple[dict[str, float], dict[s
 
 def allocation_study(table: Table, executor: Any, problems: list[Problem], base: RunConfig, prm: str,
                      budgets: Sequence[int] = (1, 2, 4, 8, 16), headline: int = 8, predictor: str | None = None,
-                     on_step: Callable[[str], None] | None = None, min_gain: float = 0.0) -> Study:
+                     on_step: Callable[[str], None] | None = None, min_gain: float | None = None) -> Study:
     """The study on `executor` (``testtime.execution``; left open). `base` carries the dataset, seed, store
     and sampling settings every run shares."""
     t0 = time.perf_counter()
