@@ -28,10 +28,10 @@ from testtime.engine import RunConfig
 from testtime.errors import ConfigError
 from testtime.execution import as_executor
 from testtime.optimal.allocate import Allocation, allocate
-from testtime.optimal.calibrate import PROMPT_KEYS, Choice, Table
+from testtime.optimal.calibrate import PROMPT_KEYS, Choice, Table, probe_cost
 from testtime.optimal.metrics import absolute_bins
 from testtime.optimal.predictor import TEXT_FEATURES, AllocationModel, Curve, ProblemFeatures, text_features
-from testtime.optimal.selector import OptimalResult, checked_scorer, run_choices
+from testtime.optimal.selector import OptimalResult, checked_scorer, run_choices, total_compute
 from testtime.optimal.shift import Shift, check_question_shift
 from testtime.optimal.sweep import probe_features
 from testtime.search import BestOfN, Majority
@@ -215,9 +215,7 @@ def _run_allocated(table: Table, budget: int, executor: Any, scorer: Any, proble
                  for i, p in enumerate(live)}
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
     run_ids += run_choices(executor, base, prm if info else None, live, choices, compute, failed, correct)
-    grand = Compute()
-    for c in compute.values():
-        grand.add(c)
+    grand = total_compute(compute)
     bins = absolute_bins(pass1, easy=table.easy, hard=table.hard)
     return AllocatedResult(
         budget, table.prm, problems, pass1, bins, choices, correct, grand, predictor_total, run_ids,
@@ -269,31 +267,20 @@ def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Tabl
     model.report = {kind: evaluate_difficulty(m, [feats[i] for i in held], [infos[i].pass1 for i in held],
                                               table.easy, table.hard) for kind, m in model.models.items()}
     # the default predictor: the one whose allocations do best on the held-out problems, its own cost paid
-    probe_cost = _probe_flops(cells, table.predictor.probe_n, set(held))
+    probe_flops = {i: flops for i, (_tokens, flops) in probe_cost(cells, table.predictor.probe_n, set(held)).items()}
+    costs = {kind: {i: (hidden_cost[i].flops if i in hidden_cost and "hidden" in m.needs else 0.0)
+                    + (probe_flops.get(i, 0.0) if "probe" in m.needs else 0.0) for i in held}
+             for kind, m in model.models.items()}
     for kind in model.models:
-        cost = {i: (hidden_cost[i].flops if i in hidden_cost and "hidden" in model.models[kind].needs else 0.0)
-                + (probe_cost.get(i, 0.0) if "probe" in model.models[kind].needs else 0.0) for i in held}
         model.report[kind]["heldout_allocation"] = heldout_allocation(model, kind, [feats[i] for i in held], cells,
-                                                                      table.budgets, cost)
+                                                                      table.budgets, costs[kind])
     scored = {k: np.mean([p["accuracy"] for p in model.report[k]["heldout_allocation"]]) for k in model.models}
     if scored:  # ties: the cheaper kind (question-only first)
         model.default = max(model.models, key=lambda k: (round(float(scored[k]), 9), -list(model.models).index(k)))
-        kind = model.default
-        cost = {i: (hidden_cost[i].flops if i in hidden_cost and "hidden" in model.models[kind].needs else 0.0)
-                + (probe_cost.get(i, 0.0) if "probe" in model.models[kind].needs else 0.0) for i in held}
-        model.min_gain, model.min_gain_report = choose_min_gain(model, kind, [feats[i] for i in held], cells,
-                                                                   table.budgets, cost)
+        model.min_gain, model.min_gain_report = choose_min_gain(
+            model, model.default, [feats[i] for i in held], cells, table.budgets, costs[model.default])
     table.allocation = model.to_dict()
     return table
-
-
-def _probe_flops(cells: list[Any], probe_n: int, ids: set[str]) -> dict[str, float]:
-    """The sample probe's FLOPs per problem: probe_n samples of the scored pool (the selector's probe)."""
-    out: dict[str, float] = {}
-    for c in cells:
-        if c.strategy == BestOfN.name and c.problem_id in ids and c.problem_id not in out and c.budget >= probe_n:
-            out[c.problem_id] = c.flops / c.budget * probe_n
-    return out
 
 
 def heldout_allocation(model: AllocationModel, kind: str, feats: list[ProblemFeatures], cells: list[Any],
@@ -364,9 +351,7 @@ def run_uniform(table: Table, budget: int, policy: Any, scorer: Any, problems: l
         failed: dict[str, str] = {}
         correct: dict[str, bool] = {}
         run_ids = run_choices(executor, base, prm if info else None, problems, choices, compute, failed, correct)
-        grand = Compute()
-        for c in compute.values():
-            grand.add(c)
+        grand = total_compute(compute)
         return OptimalResult(budget, table.prm, problems, {}, {p.id: "all" for p in problems}, choices, correct,
                              grand, Compute(), run_ids, time.perf_counter() - t0, compute, failed,
                              {p.id: "uniform" for p in problems}, None)

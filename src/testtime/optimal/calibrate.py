@@ -265,7 +265,7 @@ def best_within(acc: Accuracies, budget: int, one_se: bool = False) -> Choice | 
     if one_se:
         floor = v.accuracy - v.se - 1e-12  # (float noise: a config exactly one SE below is within it)
         # Cost without the selector's probe: every config the selector runs pays the same probe_n samples
-        # first (its bin is predicted from them: see `_probe_cost`, which evaluate charges every problem),
+        # first (its bin is predicted from them: see `probe_cost`, which evaluate charges every problem),
         # and the fixed row's configs run with no probe at all, so within any one comparison the probe is a
         # constant and adding it cannot change the order. (In wall-clock a pooled config of N >= probe_n
         # replays the probe's samples from the store; the accounting charges them anyway, and so do we.)
@@ -515,7 +515,7 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
     shift = heldout_shift(table, infos.values())
     selected = {b: decide(table, b, pred_pass1, shift, margin) for b in table.budgets} if infos else {}
     cell = {(c.problem_id, c.config, c.budget): c for c in sweep.cells if c.problem_id in held}
-    probe_cost = _probe_cost(sweep, table.predictor.probe_n, held)
+    probe_costs = probe_cost(sweep.cells, table.predictor.probe_n, held)
     labels = bin_order(set(oracle.values()) | set(predicted.values()))
     curves: dict[str, dict[str, list[dict[str, float]]]] = {b: defaultdict(list) for b in [*labels, ALL]}
 
@@ -526,7 +526,7 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
             c = cell.get((pid, ch.config, ch.budget)) if ch else None
             if c is None:
                 return None
-            got.append((c, probe_cost.get(pid, (0.0, 0.0)) if extra_cost else (0.0, 0.0)))
+            got.append((c, probe_costs.get(pid, (0.0, 0.0)) if extra_cost else (0.0, 0.0)))
         if not got:
             return None
         n = len(got)
@@ -579,9 +579,9 @@ def _choice_of(strategy: str, budget: int) -> Choice:
     return Choice(strategy, strategy, strategy_class(strategy).effective_n(budget), None, None, 0.0, 0)
 
 
-def _probe_cost(sweep: SweepResult, probe_n: int, ids: set[str]) -> dict[str, tuple[float, float]]:
+def probe_cost(cells: Sequence[Cell], probe_n: int, ids: set[str]) -> dict[str, tuple[float, float]]:
     """(tokens, FLOPs) of the probe per problem: probe_n samples of the pool, scored when the pool was."""
-    pooled_cells = [c for c in sweep.cells if strategy_class(c.strategy).pooled]
+    pooled_cells = [c for c in cells if strategy_class(c.strategy).pooled]
     scored = any(strategy_class(c.strategy).needs_scorer for c in pooled_cells)
     out: dict[str, tuple[float, float]] = {}
     for c in pooled_cells:

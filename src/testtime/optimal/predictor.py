@@ -37,6 +37,7 @@ from scipy.optimize import minimize
 from testtime.errors import ConfigError
 from testtime.optimal.allocate import Option
 from testtime.optimal.calibrate import isotonic
+from testtime.search import BestOfN, CoT, Majority
 from testtime.types import Problem
 
 BLOCKS = ("level", "text", "hidden", "probe")
@@ -351,16 +352,16 @@ class AllocationModel:
             raise ConfigError("predictor", kind, f"no curve for the reference config {self.reference!r}")
         c1 = min(ones, key=lambda c: c.budget)
         cost = c1.cost(z) * (budget / c1.budget)
-        cot = [c for c in self.curves[kind] if c.strategy == "cot"]
+        cot = [c for c in self.curves[kind] if c.strategy == CoT.name]
         return np.maximum(cost, cot[0].cost(z)) if cot and floor else cost
 
 
 # -- training from a sweep ---------------------------------------------------------------------------------
 
-MENU_FAMILIES = ("cot", "majority")  # plus the reference Best-of-N selection
+MENU_FAMILIES = (CoT.name, Majority.name)  # plus the reference Best-of-N selection
 
 
-def choose_reference(cells: Sequence[Any], ids: set[str], scored_strategy: str = "best_of_n") -> str | None:
+def choose_reference(cells: Sequence[Any], ids: set[str], scored_strategy: str = BestOfN.name) -> str | None:
     """The Best-of-N config whose selection has the best mean accuracy over the sweep's budgets >= 2 on `ids`
     (N = 1 is the same sample whatever the selection). None: the sweep has no PRM-scored pool."""
     acc: dict[str, list[float]] = {}

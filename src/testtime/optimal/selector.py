@@ -61,17 +61,8 @@ class OptimalResult:
 
     def summary(self) -> dict[str, Any]:
         n = len(self.problems)
-        by_bin: dict[str, dict[str, Any]] = {}
-        for label in bin_order(set(self.bins.values())):
-            ids = [p.id for p in self.problems if self.bins.get(p.id) == label]
-            configs: dict[str, int] = defaultdict(int)
-            for i in ids:
-                configs[f"{self.choices[i].config}@{self.choices[i].budget}"] += 1
-            by_bin[label] = {"n_problems": len(ids), "accuracy": sum(self.correct[i] for i in ids) / len(ids),
-                             "configs": dict(configs),
-                             # where the budget went: mean FLOPs per problem of the bin, its share of the total
-                             "flops_per_problem": sum(self.per_problem_compute[i].flops for i in ids
-                                                      if i in self.per_problem_compute) / len(ids)}
+        by_bin = {label: self._group([p.id for p in self.problems if self.bins.get(p.id) == label])
+                  for label in bin_order(set(self.bins.values()))}
         c = self.compute
         return {
             "strategy": "optimal", "budget": self.budget, "prm": self.table_prm, "n_problems": n,
@@ -91,15 +82,24 @@ class OptimalResult:
 
     def by_level(self) -> dict[str, dict[str, Any]]:
         """Per dataset level: problems, accuracy, mean FLOPs per problem, and the configs given."""
-        out: dict[str, dict[str, Any]] = {}
-        for level in dict.fromkeys(str(p.level) for p in self.problems):
-            ids = [p.id for p in self.problems if str(p.level) == level]
-            configs = Counter(f"{self.choices[i].config}@{self.choices[i].budget}" for i in ids if i in self.choices)
-            out[level] = {"n_problems": len(ids), "accuracy": sum(self.correct.get(i, False) for i in ids) / len(ids),
-                          "flops_per_problem": sum(self.per_problem_compute[i].flops for i in ids
-                                                   if i in self.per_problem_compute) / len(ids),
-                          "configs": dict(configs)}
-        return out
+        return {level: self._group([p.id for p in self.problems if str(p.level) == level])
+                for level in dict.fromkeys(str(p.level) for p in self.problems)}
+
+    def _group(self, ids: list[str]) -> dict[str, Any]:
+        """Problems, accuracy, the configs given and where the budget went (mean FLOPs per problem)."""
+        configs = Counter(f"{self.choices[i].config}@{self.choices[i].budget}" for i in ids if i in self.choices)
+        return {"n_problems": len(ids), "accuracy": sum(self.correct.get(i, False) for i in ids) / len(ids),
+                "configs": dict(configs),
+                "flops_per_problem": sum(self.per_problem_compute[i].flops for i in ids
+                                         if i in self.per_problem_compute) / len(ids)}
+
+
+def total_compute(per_problem: dict[str, Compute]) -> Compute:
+    """The batch's compute: every problem's summed."""
+    total = Compute()
+    for c in per_problem.values():
+        total.add(c)
+    return total
 
 
 def run_choices(executor: Any, base: RunConfig, prm: str | None, problems: list[Problem],
@@ -224,8 +224,6 @@ def _run_optimal(table: Table, budget: int, executor: Any, scorer: Any, problems
     correct: dict[str, bool] = {p.id: False for p in problems if p.id in failed}
     run_ids = [probe.run_id, *run_choices(executor, base, prm if info else None, live, choices, compute, failed,
                                           correct)]
-    total = Compute()
-    for c in compute.values():
-        total.add(c)
+    total = total_compute(compute)
     return OptimalResult(budget, table.prm, problems, pass1, bins, choices, correct, total, probe_total, run_ids,
                          time.perf_counter() - t0, compute, failed, rules, shift)

@@ -136,9 +136,8 @@ def check_question_shift(calibration: Sequence[Sequence[float]], batch: Sequence
     question feature (``predictor.text_features``) between the calibration problems and the batch, each over
     its critical value at alpha / (number of features) (Bonferroni: the score is the largest of several), plus
     the profile's answer-kind and prompt notes."""
-    if calibration and batch:
-        per = alpha / max(1, len(names))
-        level = min(_KS_C, key=lambda a: abs(math.log(a) - math.log(per)))  # the nearest tabulated alpha
+    per = alpha / max(1, len(names))
+    level = min(_KS_C, key=lambda a: abs(math.log(a) - math.log(per)))  # the nearest tabulated alpha
     components: dict[str, float] = {}
     raw: dict[str, float] = {}
     for j, name in enumerate(names):

@@ -16,6 +16,7 @@ cost included). Every series keeps each problem's verdict and FLOPs, so the comp
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,23 +189,20 @@ def _level_order(s: str) -> tuple[int, Any]:
 
 
 def _count(configs: dict[str, str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for c in configs.values():
-        out[c] = out.get(c, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+    return dict(Counter(configs.values()).most_common())
 
 
 def first_reaching(curve: Sequence[Point], ids: Sequence[str], target: float) -> float | None:
     """The mean FLOPs where the curve's accuracy first reaches `target`, linear between its points (by
     increasing FLOPs); None when it never does."""
     pts = sorted(((p.mean_flops(ids), p.accuracy(ids)) for p in curve), key=lambda t: t[0])
-    prev: tuple[float, float] | None = None
+    prev: tuple[float, float] | None = None  # the most accurate point so far (all below target)
     for x, a in pts:
         if a >= target - 1e-12:
-            if prev is None or prev[1] >= a:
+            if prev is None:
                 return x
-            x0, a0 = prev
-            return x0 + (target - a0) / (a - a0) * (x - x0) if a > a0 else x
+            x0, a0 = prev  # a0 < target <= a: interpolate between them
+            return x0 + (target - a0) / (a - a0) * (x - x0)
         prev = (x, a) if prev is None or a > prev[1] else prev
     return None
 
