@@ -358,7 +358,7 @@ def verdict(result: Any) -> str:
 def demo_tables(result: Any) -> list[Table]:
     """Accuracy [interval] and FLOPs per series and average budget; the paired comparisons; where the
     budget went per level."""
-    from testtime.optimal.study import ALLOCATED, COT, HINDSIGHT, MAJORITY, UNIFORM
+    from testtime.optimal.study import ALLOCATED, HINDSIGHT, UNIFORM, rows_by_series
 
     s = result.summary
     budgets = sorted({r["budget"] for r in s["rows"]})
@@ -367,10 +367,7 @@ def demo_tables(result: Any) -> list[Table]:
     acc.add_column("series")
     for b in budgets:
         acc.add_column(f"N={b}", justify="right")
-    for series in (COT, MAJORITY, UNIFORM, HINDSIGHT, ALLOCATED):
-        by_b = {r["budget"]: r for r in s["rows"] if r["series"] == series}
-        if not by_b:
-            continue
+    for series, by_b in rows_by_series(s["rows"]).items():
         label = series
         sel = next((r["label"] for r in by_b.values() if r["label"]), "")
         if series in (UNIFORM, HINDSIGHT) and sel:

@@ -181,6 +181,15 @@ class Study:
         }
 
 
+SERIES = (COT, MAJORITY, UNIFORM, HINDSIGHT, ALLOCATED)  # the order every table shows them in
+
+
+def rows_by_series(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """A summary's ``rows`` as series -> budget -> row, in ``SERIES`` order (series without rows left out)."""
+    out = {s: {r["budget"]: r for r in rows if r["series"] == s} for s in SERIES}
+    return {s: by_b for s, by_b in out.items() if by_b}
+
+
 def _level_order(s: str) -> tuple[int, Any]:
     try:
         return (0, float(s))

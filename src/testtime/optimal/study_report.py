@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from testtime.optimal.report import _CSS, ReportFiles, _csp_hash, _e, _png_figure, _table_html  # noqa: E402
-from testtime.optimal.study import ALLOCATED, COT, HINDSIGHT, MAJORITY, UNIFORM, Study  # noqa: E402
+from testtime.optimal.study import ALLOCATED, COT, HINDSIGHT, MAJORITY, UNIFORM, Study, rows_by_series  # noqa: E402
 
 CURVES_PNG = "accuracy_vs_flops.png"
 BUDGET_PNG = "budget_by_level.png"
@@ -78,10 +78,7 @@ def plot_budget(study: Study, path: Path) -> Path:
 def study_tables(study: Study, summary: dict[str, Any]) -> list[dict[str, Any]]:
     budgets = sorted({p.budget for p in study.points})
     rows = []
-    for series in (COT, MAJORITY, UNIFORM, HINDSIGHT, ALLOCATED):
-        by_b = {r["budget"]: r for r in summary["rows"] if r["series"] == series}
-        if not by_b:
-            continue
+    for series, by_b in rows_by_series(summary["rows"]).items():
         rows.append([series] + [None if b not in by_b else
                                 f"{100 * by_b[b]['accuracy']:.1f}% [{100 * by_b[b]['accuracy_ci'][0]:.0f}, "
                                 f"{100 * by_b[b]['accuracy_ci'][1]:.0f}] ({by_b[b]['flops']:.3g} FLOPs)"
