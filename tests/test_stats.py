@@ -318,12 +318,12 @@ def test_curves_with_intervals_are_drawn_with_bands():
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
-    from testtime.optimal.report import _draw_panel, _strategy_colors
+    from testtime.optimal.report.plots import draw_panel, strategy_colors
 
     pts = [{"budget": b, "accuracy": a, "flops": 1e9 * b, "ci": [a - 0.1, a + 0.1]} for b, a in ((1, 0.3), (4, 0.5))]
     data = from_dict({"curves": {"all": {"x": pts, "y": [{k: v for k, v in p.items() if k != "ci"} for p in pts]}}})
     fig, ax = plt.subplots()
-    _draw_panel(ax, data, "all", "budget", _strategy_colors(data))
+    draw_panel(ax, data, "all", "budget", strategy_colors(data))
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 1  # "x" has intervals, "y" has none
     ys = bands[0].get_paths()[0].vertices[:, 1]

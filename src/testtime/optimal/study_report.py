@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from testtime.optimal.report import _CSS, ReportFiles, _csp_hash, _e, _png_figure, _table_html  # noqa: E402
+from testtime.optimal.report import ReportFiles  # noqa: E402
+from testtime.optimal.report.page import CSS, csp_hash, escape, png_figure, table_html  # noqa: E402
 from testtime.optimal.study import ALLOCATED, COT, HINDSIGHT, MAJORITY, UNIFORM, Study, rows_by_series  # noqa: E402
 
 CURVES_PNG = "accuracy_vs_flops.png"
@@ -121,20 +122,20 @@ def write_study_report(study: Study, summary: dict[str, Any], out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     curves = plot_curves(study, out / CURVES_PNG)
     budget = plot_budget(study, out / BUDGET_PNG)
-    parts = [f"<h1>{_e(title)}</h1>", "<h2>Headline figures</h2>",
-             "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in headline_lines(study, summary)) + "</ul>",
+    parts = [f"<h1>{escape(title)}</h1>", "<h2>Headline figures</h2>",
+             "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in headline_lines(study, summary)) + "</ul>",
              "<h2>Plots</h2>",
-             _png_figure(curves, "accuracy vs FLOPs per series", "Accuracy vs mean FLOPs per problem: "
-                         "compute-optimal allocation (green) against uniform Best-of-N, majority voting and CoT; "
-                         "bars are 95% intervals over problems."),
-             _png_figure(budget, "where the budget went per level", "Mean FLOPs per problem of each level: "
-                         "uniform Best-of-N at the headline budget, and compute-optimal at each average budget "
-                         "(easy and hopeless levels stay cheap while the middle ones get more)."),
-             "<h2>Tables</h2>", *[_table_html(t) for t in study_tables(study, summary)]]  # type: ignore[arg-type]
-    csp = f"default-src 'none'; img-src data:; style-src {_csp_hash(_CSS)}; base-uri 'none'; form-action 'none'"
+             png_figure(curves, "accuracy vs FLOPs per series", "Accuracy vs mean FLOPs per problem: "
+                        "compute-optimal allocation (green) against uniform Best-of-N, majority voting and CoT; "
+                        "bars are 95% intervals over problems."),
+             png_figure(budget, "where the budget went per level", "Mean FLOPs per problem of each level: "
+                        "uniform Best-of-N at the headline budget, and compute-optimal at each average budget "
+                        "(easy and hopeless levels stay cheap while the middle ones get more)."),
+             "<h2>Tables</h2>", *[table_html(t) for t in study_tables(study, summary)]]  # type: ignore[arg-type]
+    csp = f"default-src 'none'; img-src data:; style-src {csp_hash(CSS)}; base-uri 'none'; form-action 'none'"
     page = out / "report.html"
     page.write_text("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                    f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
-                    f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(parts)
+                    f'<meta http-equiv="Content-Security-Policy" content="{escape(csp)}">'
+                    f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(parts)
                     + "\n</body></html>\n", encoding="utf-8")
     return ReportFiles(html=page, pngs=[curves, budget])
