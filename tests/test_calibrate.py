@@ -115,19 +115,19 @@ def test_held_out_compute_optimal_beats_every_fixed_config(monkeypatch):
     # 12 problems per bin, half held out: every bin rests on < 10 calibration problems, so the selector
     # does not trust the bins and takes the robust choice everywhere
     assert all(n < 10 for n in table.bin_support().values())
-    assert set(evaluate(sw, table)["decided_by"][4]) == {"robust: unreliable bin"}
+    assert set(evaluate(sw, table).decided_by[4]) == {"robust: unreliable bin"}
     # with the reliability threshold lowered, the per-bin choices apply
     monkeypatch.setattr("testtime.optimal.calibrate.MIN_BIN_CALIBRATION", 1)
     ev = evaluate(sw, table)
-    allc = ev["curves"][ALL]
-    opt = {p["budget"]: p["accuracy"] for p in allc["compute-optimal (oracle bins)"]}
-    fixed = {p["budget"]: p["accuracy"] for p in allc["best fixed"]}
+    allc = ev.curves[ALL]
+    opt = {p.budget: p.accuracy for p in allc["compute-optimal (oracle bins)"]}
+    fixed = {p.budget: p.accuracy for p in allc["best fixed"]}
     assert all(opt[b] >= fixed[b] for b in fixed)
     assert opt[4] == 1.0 > fixed[4]  # easy -> CoT, hard -> beam@4: every held-out problem solved
-    pred = {p["budget"]: p for p in allc["compute-optimal (predicted bins)"]}
-    assert pred[4]["accuracy"] == 1.0  # the probe predicts the right bins here
-    assert pred[4]["flops"] > allc["compute-optimal (oracle bins)"][-1]["flops"]  # probe compute counted
-    assert ev["confusion"] == [[sum(1 for p in table.holdout_ids if p in EASY), 0],
+    pred = {p.budget: p for p in allc["compute-optimal (predicted bins)"]}
+    assert pred[4].accuracy == 1.0  # the probe predicts the right bins here
+    assert pred[4].flops > allc["compute-optimal (oracle bins)"][-1].flops  # probe compute counted
+    assert ev.confusion == [[sum(1 for p in table.holdout_ids if p in EASY), 0],
                                [0, sum(1 for p in table.holdout_ids if p in HARD)]]
 
 
@@ -218,8 +218,8 @@ def test_evaluate_sees_every_seed_and_the_report_shows_their_spread():
     table = calibrate(sw)
     ev = evaluate(sw, table)
     held_easy = [p for p in table.holdout_ids if p in EASY]
-    maj = {p["budget"]: p for p in ev["curves"][ALL]["majority"]}
-    assert all(maj[1]["per_problem"][p] == 0.5 for p in held_easy)
+    maj = {p.budget: p for p in ev.curve("majority")}
+    assert all(maj[1].per_problem[p] == 0.5 for p in held_easy)
     report = build_report(sw, table)
     point = next(p for p in report["reference"][ALL]["majority"] if p["budget"] == 1)
     share = len(held_easy) / len(table.holdout_ids)
@@ -297,18 +297,18 @@ def test_evaluate_reports_hindsight_and_every_fixed_config():
     sw = synthetic_sweep()
     table = calibrate(sw)
     ev = evaluate(sw, table)
-    allc = ev["curves"][ALL]
-    hind = {p["budget"]: p["accuracy"] for p in allc[HINDSIGHT]}
-    fixed = {p["budget"]: p["accuracy"] for p in allc[FIXED]}
+    allc = ev.curves[ALL]
+    hind = {p.budget: p.accuracy for p in allc[HINDSIGHT]}
+    fixed = {p.budget: p.accuracy for p in allc[FIXED]}
     assert all(hind[b] >= fixed[b] for b in fixed)  # hindsight is chosen on the held-out problems themselves
     # every fixed config that fits the budget, with its held-out accuracy; hindsight is the best of them
-    for b, accs in ev["fixed_configs"].items():
+    for b, accs in ev.fixed_configs.items():
         assert all(int(k.rsplit("@", 1)[1]) <= b for k in accs)
         assert max(accs.values()) == pytest.approx(hind[b])
-    assert "cot@1" in ev["fixed_configs"][1] and "beam(m=2)/prm_last_max@4" in ev["fixed_configs"][4]
+    assert "cot@1" in ev.fixed_configs[1] and "beam(m=2)/prm_last_max@4" in ev.fixed_configs[4]
     # the predicted-bin curve is what the selector does, fallbacks included: every held-out problem has a rule
-    assert sum(ev["decided_by"][4].values()) == ev["n_holdout"] and OPT_PRED in allc
-    assert ev["shift"] is not None and "score" in ev["shift"]
+    assert sum(ev.decided_by[4].values()) == ev.n_holdout == len(table.holdout_ids) and OPT_PRED in allc
+    assert ev.shift is not None and ev.shift.n_batch == len(table.holdout_ids)
 
 
 def test_the_shipped_table_loads_and_names_the_default_policy_and_prm():

@@ -219,7 +219,7 @@ def test_one_se_rule_prefers_the_cheap_consistent_config_over_a_calibration_fluk
     fluke = mean_accuracy(sw.cells, set(calib))[("beam(m=2)/prm_last_max", 8)]
     assert fluke.accuracy - on.fixed[8].accuracy == pytest.approx(1 / len(calib)) and fluke.se > 1 / len(calib)
     # and held out the fluke loses: the rule's fixed config is 10 points better at N=8
-    acc = {t.one_se: {p["budget"]: p["accuracy"] for p in evaluate(sw, t)["curves"][ALL][FIXED]} for t in (on, off)}
+    acc = {t.one_se: {p.budget: p.accuracy for p in evaluate(sw, t).curve(FIXED)} for t in (on, off)}
     assert (acc[True][8], acc[False][8]) == (pytest.approx(0.7), pytest.approx(0.6))
 
 

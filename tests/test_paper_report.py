@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from fakes import ScriptedPolicy
 from testtime.cli import app
-from testtime.optimal.calibrate import ALL, OPT_PRED, calibrate, evaluate
+from testtime.optimal.calibrate import OPT_PRED, calibrate, evaluate
 from testtime.optimal.paper import (
     AUTHORS,
     CALIBRATED,
@@ -104,9 +104,9 @@ def test_deployment_rows_are_the_held_out_selector_figures():
     dep = by(rows, DEPLOYMENT, CALIBRATED)
     assert dep.n_problems == len(table.holdout_ids) < 20
     ev = evaluate(sw, table)
-    pred = ev["curves"][ALL][OPT_PRED]
-    assert dep.optimal.accuracy == pytest.approx(pred[-1]["accuracy"])
-    assert dep.optimal.flops == pytest.approx(pred[-1]["flops"])  # probe cost included, as the report charges it
+    pred = ev.curve(OPT_PRED)
+    assert dep.optimal.accuracy == pytest.approx(pred[-1].accuracy)
+    assert dep.optimal.flops == pytest.approx(pred[-1].flops)  # probe cost included, as the report charges it
     assert dep.optimal.flops_uncached > dep.optimal.flops
     assert by(rows, PAPER, CALIBRATED).n_problems == 20  # the paper rows stay on every problem
     tables = paper_tables(rows)

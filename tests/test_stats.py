@@ -18,7 +18,7 @@ from testtime.cli import app
 from testtime.datasets import load_dataset
 from testtime.errors import ConfigError
 from testtime.optimal.analysis import build_report, efficiency_interval
-from testtime.optimal.calibrate import ROBUST_UNRELIABLE, TABLE_RULE, calibrate, decide
+from testtime.optimal.calibrate import ROBUST_UNRELIABLE, TABLE_RULE, HeldoutPoint, calibrate, decide
 from testtime.optimal.report import ReportDataError, from_dict, render_html
 from testtime.probe.metrics import auroc, auroc_ci
 
@@ -208,9 +208,9 @@ def test_report_model_refuses_an_interval_that_misses_its_estimate():
         from_dict({"curves": {"all": {"x": [{"budget": 1, "accuracy": 0.5, "ci": [0.4]}]}}})
 
 
-def _curve(per_budget: dict[int, list[float]], ids: list[str]) -> list[dict]:
-    return [{"budget": b, "accuracy": float(np.mean(v)), "per_problem": dict(zip(ids, v, strict=True))}
-            for b, v in per_budget.items()]
+def _curve(per_budget: dict[int, list[float]], ids: list[str]) -> list[HeldoutPoint]:
+    return [HeldoutPoint(budget=b, accuracy=float(np.mean(v)), tokens=0.0, flops=0.0,
+                         per_problem=dict(zip(ids, v, strict=True))) for b, v in per_budget.items()]
 
 
 def test_efficiency_gain_interval_includes_1_on_few_problems_and_excludes_it_on_many():

@@ -21,13 +21,26 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from testtime import stats
-from testtime.optimal.calibrate import ALL, FIXED, HINDSIGHT, OPT_ORACLE, OPT_PRED, Table, evaluate, mean_accuracy
+from testtime.optimal.calibrate import (
+    ALL,
+    FIXED,
+    HINDSIGHT,
+    OPT_ORACLE,
+    OPT_PRED,
+    Curve,
+    Evaluation,
+    HeldoutPoint,
+    Table,
+    evaluate,
+    mean_accuracy,
+)
 from testtime.optimal.metrics import absolute_bins, bin_accuracy, efficiency_gain, performance_gain
 from testtime.optimal.sweep import SweepResult
 from testtime.search import CoT, Majority
@@ -88,34 +101,32 @@ def _spread_field(per_problem: Sequence[Sequence[float] | None]) -> dict[str, An
     return {"seed_spread": spread.as_dict()} if spread else {}
 
 
-def with_intervals(curve: list[dict], bins: Mapping[str, str], label: str) -> list[dict]:
-    """Curve points with a bootstrap interval over their problems ("ci") and, over several sampling seeds,
-    the seed-to-seed spread ("seed_spread"); their per-problem values dropped."""
+def with_intervals(curve: Curve, bins: Mapping[str, str], label: str) -> list[dict]:
+    """A held-out curve as the report's points: a bootstrap interval over their problems ("ci") and, over
+    several sampling seeds, the seed-to-seed spread ("seed_spread"); no per-problem values."""
     out = []
     for p in curve:
-        per = p.get("per_problem") or {}
-        q = {k: v for k, v in p.items() if k not in ("per_problem", "per_seed")}
-        if per:
-            strata = [bins.get(pid, "?") for pid in per] if label == ALL else None
-            q["ci"] = stats.mean_ci(list(per.values()), strata).as_list()
-        q.update(_spread_field(list((p.get("per_seed") or {}).values())))
+        q: dict[str, Any] = {"budget": p.budget, "accuracy": p.accuracy, "tokens": p.tokens, "flops": p.flops}
+        if p.per_problem:
+            strata = [bins.get(pid, "?") for pid in p.per_problem] if label == ALL else None
+            q["ci"] = stats.mean_ci(list(p.per_problem.values()), strata).as_list()
+        q.update(_spread_field(list((p.per_seed or {}).values())))
         out.append(q)
     return out
 
 
 def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None = None) -> dict[str, Any]:
     ev = evaluate(sweep, table)
-    labels: list[str] = ev["labels"]
-    oracle_bins: dict[str, str] = ev["oracle_bins"]
+    labels, oracle_bins = ev.labels, ev.oracle_bins
     metrics, fig_rows, sure = _metrics(ev, table)
-    ev["curves"] = {label: {name: with_intervals(curve, oracle_bins, label) for name, curve in by.items()}
-                    for label, by in ev["curves"].items()}
+    shown = {label: {name: with_intervals(curve, oracle_bins, label) for name, curve in by.items()}
+             for label, by in ev.curves.items()}
     fam = family_curves(sweep, table, oracle_bins)
     curves: dict[str, dict[str, list[dict]]] = {}
     reference: dict[str, dict[str, Any]] = {}
     frontier: dict[str, list[dict]] = {}
     for label in [*labels, ALL]:
-        ev_curves = ev["curves"].get(label, {})
+        ev_curves = shown.get(label, {})
         curves[label] = {k: v for k, v in fam.get(label, {}).items() if k not in BASELINES}
         for name in (OPT_PRED, FIXED, HINDSIGHT):
             if ev_curves.get(name):
@@ -137,7 +148,7 @@ def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None 
          "rows": _fixed_rows(ev)},
         {"title": "Predicted (probe) vs oracle difficulty bins on held-out problems: rows = oracle",
          "columns": ["oracle \\ predicted", *labels],
-         "rows": [[lab, *row] for lab, row in zip(labels, ev["confusion"], strict=True)]},
+         "rows": [[lab, *row] for lab, row in zip(labels, ev.confusion, strict=True)]},
     ]
     return {
         "title": f"Compute-optimal TTS: {sweep.recipe.get('name')} ({sweep.recipe.get('dataset')})",
@@ -186,10 +197,10 @@ def calibrated_rows(sweep: SweepResult, table: Table) -> list[list[Any]]:
     return rows
 
 
-def _fixed_rows(ev: dict[str, Any]) -> list[list[Any]]:
-    pred = {p["budget"]: p["accuracy"] for p in ev["curves"].get(ALL, {}).get(OPT_PRED, [])}
+def _fixed_rows(ev: Evaluation) -> list[list[Any]]:
+    pred = {p.budget: p.accuracy for p in ev.curve(OPT_PRED)}
     rows = []
-    for b, accs in sorted(ev.get("fixed_configs", {}).items()):
+    for b, accs in sorted(ev.fixed_configs.items()):
         if b not in pred or not accs:
             continue
         best = max(accs, key=lambda k: (accs[k], k))
@@ -208,12 +219,13 @@ def _frontier_label(table: Table, label: str, budget: int) -> str:
     return f"{ch.config}@{ch.budget}"
 
 
-def _at(curve: list[dict], budget: int) -> float | None:
-    return next((p["accuracy"] for p in curve if p["budget"] == budget), None)
+def _at(curve: Curve, budget: int) -> HeldoutPoint | None:
+    return next((p for p in curve if p.budget == budget), None)
 
 
-def _per(curve: list[dict], budget: int) -> dict[str, float] | None:
-    return next((p.get("per_problem") for p in curve if p["budget"] == budget), None)
+def _per(curve: Curve, budget: int) -> dict[str, float] | None:
+    p = _at(curve, budget)
+    return None if p is None else p.per_problem
 
 
 def _paired(a: Mapping[str, float] | None, b: Mapping[str, float] | None, bins: Mapping[str, str],
@@ -228,14 +240,14 @@ def _paired(a: Mapping[str, float] | None, b: Mapping[str, float] | None, bins: 
                                 confidence=confidence)
 
 
-def _matrix(curve: list[dict], ids: Sequence[str]) -> tuple[list[int], np.ndarray]:
+def _matrix(curve: Curve, ids: Sequence[str]) -> tuple[list[int], np.ndarray]:
     """(budgets, problems x budgets accuracies) of a curve, over `ids`, at the budgets that measured all of them."""
-    pts = [p for p in curve if p.get("per_problem") and all(i in p["per_problem"] for i in ids)]
-    return [p["budget"] for p in pts], np.array([[p["per_problem"][i] for p in pts] for i in ids]).reshape(
+    pts = [p for p in curve if p.per_problem and all(i in p.per_problem for i in ids)]
+    return [p.budget for p in pts], np.array([[p.per_problem[i] for p in pts] for i in ids]).reshape(
         len(ids), len(pts))
 
 
-def efficiency_interval(maj: list[dict], opt: list[dict], ids: Sequence[str], bins: Mapping[str, str],
+def efficiency_interval(maj: Curve, opt: Curve, ids: Sequence[str], bins: Mapping[str, str],
                         confidence: float = stats.DEFAULT_CONFIDENCE) -> stats.Interval | None:
     """The efficiency gain's bootstrap interval over problems: both curves recomputed on each resample. A
     resample whose optimal curve never reaches majority's best counts as gain 0 (below any measured gain)."""
@@ -279,111 +291,141 @@ def _gain_text(iv: stats.Interval) -> str:
     return f"[{iv.low:+.0%}, {high}]"
 
 
-def _metrics(ev: dict[str, Any], table: Table, confidence: float = stats.DEFAULT_CONFIDENCE
+@dataclass
+class _Headline:
+    """The headline being built: formatted figures (display order), their intervals as data, the sentences of
+    the "how sure" paragraph, and the efficiency intervals the warnings look at."""
+
+    figures: dict[str, str]
+    intervals: dict[str, Any] = field(default_factory=dict)
+    sentences: list[str] = field(default_factory=list)
+    efficiency: dict[str, stats.Interval | None] = field(default_factory=dict)
+
+
+def _metrics(ev: Evaluation, table: Table, confidence: float = stats.DEFAULT_CONFIDENCE
              ) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
     """The headline figures (formatted, with intervals), the held-out accuracy table, and "how sure": the
     warnings, a paragraph generated from the numbers, and the intervals as data (for --json)."""
-    allc = ev["curves"].get(ALL, {})
-    bins: dict[str, str] = ev["oracle_bins"]
-    ids = sorted(bins)
-    opt, pred, fixed = allc.get(OPT_ORACLE, []), allc.get(OPT_PRED, []), allc.get(FIXED, [])
-    maj, cot = allc.get(Majority.name, []), allc.get(CoT.name, [])
-    level = f"{confidence:.0%}"
-    out: dict[str, str] = {"held-out problems": str(ev["n_holdout"]),
-                           "calibration problems": str(len(table.calibration_ids))}
-    intervals: dict[str, dict[str, Any]] = {}
-    sentences: list[str] = []
-    efficiency: dict[str, stats.Interval | None] = {}
+    bins = ev.oracle_bins
+    pred = ev.curve(OPT_PRED)
+    h = _Headline({"held-out problems": str(ev.n_holdout), "calibration problems": str(len(table.calibration_ids))})
     if pred:
-        b = pred[-1]["budget"]
-        per = _per(pred, b) or {}
-        if per:
-            iv = stats.mean_ci([per[i] for i in ids if i in per], [bins[i] for i in ids if i in per],
-                               confidence=confidence)
-            spread = _seed_spread(pred, b)
-            out[f"compute-optimal (predicted bins) accuracy at N={b}"] = iv.pct(1) + (
-                f" ({spread.text()})" if spread else "")
-            intervals[f"accuracy at N={b} (predicted bins)"] = {
-                "estimate": iv.estimate, "ci": iv.as_list(), **({"seed_spread": spread.as_dict()} if spread else {})}
-            sentences.append(f"At N={b} compute-optimal (predicted bins) reaches {iv.pct(1)} ({level} bootstrap "
-                             "interval over the held-out problems, stratified by difficulty bin)" + (
-                                 f"; over {len(spread.per_seed)} sampling seeds it ranged "
-                                 f"{100 * spread.low:.1f}-{100 * spread.high:.1f}% (sd {100 * spread.sd:.1f} "
-                                 "points)." if spread else "."))
-    if cot and pred:
-        b = pred[-1]["budget"]
-        g = performance_gain(pred[-1]["accuracy"], cot[0]["accuracy"])
-        name = f"performance gain over CoT at N={b} (predicted bins)"
-        if g is None:
-            out[name] = "n/a (CoT 0%)"
-        else:
-            iv = gain_interval(_per(pred, b) or {}, _per(cot, cot[0]["budget"]) or {}, bins, confidence)
-            out[name] = f"{g:+.1%}" + (f" {_gain_text(iv)}" if iv else "")
-            if iv:
-                intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list()}
-                sure = "excludes" if iv.low > 0 or iv.high < 0 else "includes"
-                sentences.append(f"The performance gain over CoT is {g:+.1%} {_gain_text(iv)}; the interval {sure} "
-                                 "no gain.")
-        pc = _paired(_per(pred, b), _per(cot, cot[0]["budget"]), bins, confidence)
-        if pc is not None:
-            out[f"compute-optimal (predicted) at N={b} - CoT (paired)"] = pc.describe()
-            intervals[f"vs CoT at N={b}"] = _paired_dict(pc)
-    for which, curve in (("predicted bins", pred), ("oracle bins", opt)):
-        if maj and curve:
-            e = efficiency_gain([(p["budget"], p["accuracy"]) for p in maj],
-                                [(p["budget"], p["accuracy"]) for p in curve])
-            name = f"efficiency gain over majority voting ({which})"
-            iv = efficiency_interval(maj, curve, ids, bins, confidence) if e.value is not None else None
-            efficiency[name] = iv
-            out[name] = (str(e) if e.value is None else f"{e}x") + (f" {_ratio_text(iv)}" if iv else "")
-            if iv:
-                intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list(), "lower_bound": e.lower_bound}
-                if which == "predicted bins":
-                    sure = ("includes 1x: the data do not show that compute-optimal needs less compute than "
-                            "majority voting" if iv.low <= 1 else "excludes 1x")
-                    sentences.append(f"The efficiency gain over majority voting is {e} {_ratio_text(iv)}; the "
-                                     f"interval {sure}.")
-    for name, ref in (("best fixed", fixed), ("best fixed in hindsight", allc.get(HINDSIGHT, [])),
-                      ("majority", maj)):
-        if not (ref and pred):
-            continue
-        # only the budgets where both were measured (majority cannot spend every budget)
-        paired = {p["budget"]: c for p in pred
-                  if (c := _paired(_per(pred, p["budget"]), _per(ref, p["budget"]), bins, confidence)) is not None}
-        if not paired:
-            continue
-        head = stats.wins_headline(list(paired.values()))
-        out[f"compute-optimal (predicted) vs {name}"] = head
-        intervals[f"vs {name}"] = {str(b): _paired_dict(c) for b, c in paired.items()}
-        if name == "best fixed":
-            sentences.append(f"Against the best fixed config (chosen on the same calibration problems) it is {head} "
-                             f"(McNemar's exact test, p < {1 - confidence:.2g}).")
-    if pred and ev.get("fixed_configs"):
-        b = pred[-1]["budget"]
-        accs = list(ev["fixed_configs"].get(b, {}).values())
-        if accs:
-            beaten = sum(1 for a in accs if pred[-1]["accuracy"] >= a - 1e-12)
-            out[f"fixed configs at N <= {b} that compute-optimal (predicted) matches or beats"] = (
-                f"{beaten} of {len(accs)}")
-    if ev.get("shift") is not None:
-        sh = ev["shift"]
-        out["held-out shift score (> 1: shifted)"] = f"{sh['score']:.2f}" + (" SHIFTED" if sh["shifted"] else "")
-    try:
-        acc = bin_accuracy(ev["confusion"])
-        hits = [float(ev["predicted_bins"].get(i) == bins[i]) for i in ids]
-        iv = stats.mean_ci(hits, [bins[i] for i in ids], confidence=confidence)
-        out["probe bin accuracy"] = f"{acc:.0%} [{100 * iv.low:.0f}, {100 * iv.high:.0f}]"
-        intervals["probe bin accuracy"] = {"estimate": acc, "ci": iv.as_list()}
-    except ValueError:
-        pass
-    warnings = stats.small_sample_warnings(ev["n_holdout"], table.bin_support(), efficiency)
-    paragraph = " ".join([f"These figures rest on {ev['n_holdout']} held-out problems "
-                          f"({len(table.calibration_ids)} calibration problems chose the table).", *sentences,
+        _top_accuracy(h, pred[-1], bins, confidence)
+        _vs_cot(h, pred, ev.curve(CoT.name), bins, confidence)
+    for which, name in (("predicted bins", OPT_PRED), ("oracle bins", OPT_ORACLE)):
+        _efficiency(h, which, ev.curve(Majority.name), ev.curve(name), bins, confidence)
+    for name, series in (("best fixed", FIXED), ("best fixed in hindsight", HINDSIGHT), ("majority", Majority.name)):
+        _vs_reference(h, name, pred, ev.curve(series), bins, confidence)
+    _selector_checks(h, ev, confidence)
+    warnings = stats.small_sample_warnings(ev.n_holdout, table.bin_support(), h.efficiency)
+    paragraph = " ".join([f"These figures rest on {ev.n_holdout} held-out problems "
+                          f"({len(table.calibration_ids)} calibration problems chose the table).", *h.sentences,
                           *(["Caution: " + "; ".join(warnings) + "."] if warnings else [])])
-    series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, HINDSIGHT, *BASELINES) if allc.get(s)]
-    rows = [[b, *[_cell_text(allc[s], b, bins, confidence) for s in series]] for b in table.budgets]
-    return out, {"series": series, "rows": rows}, {"warnings": warnings, "paragraph": paragraph,
-                                                   "intervals": intervals}
+    series = [s for s in (OPT_ORACLE, OPT_PRED, FIXED, HINDSIGHT, *BASELINES) if ev.curve(s)]
+    rows = [[b, *[_cell_text(ev.curve(s), b, bins, confidence) for s in series]] for b in table.budgets]
+    return h.figures, {"series": series, "rows": rows}, {"warnings": warnings, "paragraph": paragraph,
+                                                         "intervals": h.intervals}
+
+
+def _top_accuracy(h: _Headline, top: HeldoutPoint, bins: Mapping[str, str], confidence: float) -> None:
+    """Compute-optimal (predicted bins) at its largest budget, with its interval and seed-to-seed spread."""
+    b, per = top.budget, top.per_problem
+    if not per:
+        return
+    ids = sorted(i for i in bins if i in per)
+    iv = stats.mean_ci([per[i] for i in ids], [bins[i] for i in ids], confidence=confidence)
+    spread = _seed_spread([top], b)
+    h.figures[f"compute-optimal (predicted bins) accuracy at N={b}"] = iv.pct(1) + (
+        f" ({spread.text()})" if spread else "")
+    h.intervals[f"accuracy at N={b} (predicted bins)"] = {
+        "estimate": iv.estimate, "ci": iv.as_list(), **({"seed_spread": spread.as_dict()} if spread else {})}
+    h.sentences.append(f"At N={b} compute-optimal (predicted bins) reaches {iv.pct(1)} ({confidence:.0%} bootstrap "
+                       "interval over the held-out problems, stratified by difficulty bin)" + (
+                           f"; over {len(spread.per_seed)} sampling seeds it ranged "
+                           f"{100 * spread.low:.1f}-{100 * spread.high:.1f}% (sd {100 * spread.sd:.1f} "
+                           "points)." if spread else "."))
+
+
+def _vs_cot(h: _Headline, pred: Curve, cot: Curve, bins: Mapping[str, str], confidence: float) -> None:
+    """The performance gain over CoT at the largest budget, and the paired difference."""
+    if not cot:
+        return
+    top, base = pred[-1], cot[0]
+    g = performance_gain(top.accuracy, base.accuracy)
+    name = f"performance gain over CoT at N={top.budget} (predicted bins)"
+    if g is None:
+        h.figures[name] = "n/a (CoT 0%)"
+    else:
+        iv = gain_interval(top.per_problem, base.per_problem, bins, confidence)
+        h.figures[name] = f"{g:+.1%}" + (f" {_gain_text(iv)}" if iv else "")
+        if iv:
+            h.intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list()}
+            sure = "excludes" if iv.low > 0 or iv.high < 0 else "includes"
+            h.sentences.append(f"The performance gain over CoT is {g:+.1%} {_gain_text(iv)}; the interval {sure} "
+                               "no gain.")
+    pc = _paired(top.per_problem, base.per_problem, bins, confidence)
+    if pc is not None:
+        h.figures[f"compute-optimal (predicted) at N={top.budget} - CoT (paired)"] = pc.describe()
+        h.intervals[f"vs CoT at N={top.budget}"] = _paired_dict(pc)
+
+
+def _efficiency(h: _Headline, which: str, maj: Curve, curve: Curve, bins: Mapping[str, str],
+                confidence: float) -> None:
+    """The efficiency gain over majority voting of one compute-optimal curve."""
+    if not (maj and curve):
+        return
+    e = efficiency_gain([(p.budget, p.accuracy) for p in maj], [(p.budget, p.accuracy) for p in curve])
+    name = f"efficiency gain over majority voting ({which})"
+    iv = efficiency_interval(maj, curve, sorted(bins), bins, confidence) if e.value is not None else None
+    h.efficiency[name] = iv
+    h.figures[name] = (str(e) if e.value is None else f"{e}x") + (f" {_ratio_text(iv)}" if iv else "")
+    if iv:
+        h.intervals[name] = {"estimate": iv.estimate, "ci": iv.as_list(), "lower_bound": e.lower_bound}
+        if which == "predicted bins":
+            sure = ("includes 1x: the data do not show that compute-optimal needs less compute than "
+                    "majority voting" if iv.low <= 1 else "excludes 1x")
+            h.sentences.append(f"The efficiency gain over majority voting is {e} {_ratio_text(iv)}; the "
+                               f"interval {sure}.")
+
+
+def _vs_reference(h: _Headline, name: str, pred: Curve, ref: Curve, bins: Mapping[str, str],
+                  confidence: float) -> None:
+    """Compute-optimal (predicted) against a reference series, paired, at every budget both measured
+    (majority cannot spend every budget)."""
+    if not (ref and pred):
+        return
+    paired = {p.budget: c for p in pred
+              if (c := _paired(p.per_problem, _per(ref, p.budget), bins, confidence)) is not None}
+    if not paired:
+        return
+    head = stats.wins_headline(list(paired.values()))
+    h.figures[f"compute-optimal (predicted) vs {name}"] = head
+    h.intervals[f"vs {name}"] = {str(b): _paired_dict(c) for b, c in paired.items()}
+    if name == "best fixed":
+        h.sentences.append(f"Against the best fixed config (chosen on the same calibration problems) it is {head} "
+                           f"(McNemar's exact test, p < {1 - confidence:.2g}).")
+
+
+def _selector_checks(h: _Headline, ev: Evaluation, confidence: float) -> None:
+    """How many fixed configs the selector matches, the held-out shift score, and the probe's bin accuracy."""
+    pred = ev.curve(OPT_PRED)
+    accs = list(ev.fixed_configs.get(pred[-1].budget, {}).values()) if pred else []
+    if accs:
+        beaten = sum(1 for a in accs if pred[-1].accuracy >= a - 1e-12)
+        h.figures[f"fixed configs at N <= {pred[-1].budget} that compute-optimal (predicted) matches or beats"] = (
+            f"{beaten} of {len(accs)}")
+    if ev.shift is not None:
+        h.figures["held-out shift score (> 1: shifted)"] = f"{ev.shift.score:.2f}" + (
+            " SHIFTED" if ev.shift.shifted else "")
+    bins, ids = ev.oracle_bins, sorted(ev.oracle_bins)
+    try:
+        acc = bin_accuracy(ev.confusion)
+    except ValueError:  # no problem in both bin maps
+        return
+    hits = [float(ev.predicted_bins.get(i) == bins[i]) for i in ids]
+    iv = stats.mean_ci(hits, [bins[i] for i in ids], confidence=confidence)
+    h.figures["probe bin accuracy"] = f"{acc:.0%} [{100 * iv.low:.0f}, {100 * iv.high:.0f}]"
+    h.intervals["probe bin accuracy"] = {"estimate": acc, "ci": iv.as_list()}
 
 
 def _paired_dict(c: stats.PairedComparison) -> dict[str, Any]:
@@ -391,23 +433,21 @@ def _paired_dict(c: stats.PairedComparison) -> dict[str, Any]:
             "better": c.test.better, "worse": c.test.worse, "significant": c.significant}
 
 
-def _cell_text(curve: list[dict], budget: int, bins: Mapping[str, str], confidence: float) -> str | None:
+def _cell_text(curve: Curve, budget: int, bins: Mapping[str, str], confidence: float) -> str | None:
     """A held-out accuracy with its interval, "62% [41, 80]"; None where the series has no point."""
     per = _per(curve, budget)
     if not per:
-        acc = _at(curve, budget)
-        return None if acc is None else f"{acc:.0%}"
+        p = _at(curve, budget)
+        return None if p is None else f"{p.accuracy:.0%}"
     text = stats.mean_ci(list(per.values()), [bins.get(i, "?") for i in per], confidence=confidence).pct()
     spread = _seed_spread(curve, budget)
     return f"{text} ({spread.text()})" if spread else text
 
 
-def _seed_spread(curve: list[dict], budget: int) -> stats.SeedSpread | None:
+def _seed_spread(curve: Curve, budget: int) -> stats.SeedSpread | None:
     """A curve point's seed-to-seed spread (a sweep over several sampling seeds), None otherwise."""
-    for p in curve:
-        if p["budget"] == budget and p.get("per_seed"):
-            return stats.seed_spread(list(p["per_seed"].values()))
-    return None
+    p = _at(curve, budget)
+    return stats.seed_spread(list(p.per_seed.values())) if p is not None and p.per_seed else None
 
 
 def _trees(sweep: SweepResult, store_dir: str | Path | None) -> dict[str, Any]:

@@ -501,7 +501,46 @@ def heldout_shift(table: Table, infos: Iterable[ProblemInfo]) -> Shift | None:
                        [p.prm_agrees for p in ps if p.prm_agrees is not None], [p.kind for p in ps if p.kind])
 
 
-def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HeldoutPoint:
+    """One series' held-out figures at one budget: means over the problems, and the per-problem values the
+    report bootstraps and pairs on (same ids across series at a budget)."""
+
+    budget: int
+    accuracy: float
+    tokens: float
+    flops: float
+    per_problem: dict[str, float]
+    per_seed: dict[str, list[float]] | None = None  # per problem, its accuracy per sampling seed (several seeds)
+
+
+Curve = list[HeldoutPoint]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``evaluate``'s result: the held-out curves per bin label (and ``ALL``) and series name, and how the
+    selector decided on the held-out problems."""
+
+    curves: dict[str, dict[str, Curve]]
+    labels: list[str]  # the bins, in display order
+    confusion: list[list[int]]  # rows: oracle bin, columns: predicted bin, in ``labels`` order
+    oracle_bins: dict[str, str]  # held-out problem -> bin by its measured pass@1
+    predicted_bins: dict[str, str]  # held-out problem -> bin by the predictor
+    fixed_configs: dict[int, dict[str, float]]  # budget -> "config@N" (N <= budget) -> held-out accuracy
+    shift: Shift | None  # the held-out shift check
+    decided_by: dict[int, dict[str, int]]  # budget -> the selector's rule -> how many problems it decided
+
+    @property
+    def n_holdout(self) -> int:
+        return len(self.oracle_bins)
+
+    def curve(self, name: str, label: str = ALL) -> Curve:
+        """A series' curve in a bin (all problems by default); [] where it has none."""
+        return self.curves.get(label, {}).get(name, [])
+
+
+def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> Evaluation:
     """Held-out curves per budget: compute-optimal with oracle bins and as the selector runs it (predicted
     bins, its fallbacks, probe cost included), the best fixed config chosen on calibration, the best fixed
     config in hindsight (chosen on the held-out problems themselves: an upper bound for any fixed choice),
@@ -517,9 +556,9 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
     cell = {(c.problem_id, c.config, c.budget): c for c in sweep.cells if c.problem_id in held}
     probe_costs = probe_cost(sweep.cells, table.predictor.probe_n, held)
     labels = bin_order(set(oracle.values()) | set(predicted.values()))
-    curves: dict[str, dict[str, list[dict[str, float]]]] = {b: defaultdict(list) for b in [*labels, ALL]}
+    curves: dict[str, dict[str, Curve]] = {b: defaultdict(list) for b in [*labels, ALL]}
 
-    def point(ids: list[str], pick, extra_cost: bool) -> dict[str, float] | None:
+    def point(ids: list[str], pick, b: int, extra_cost: bool) -> HeldoutPoint | None:
         got = []
         for pid in ids:
             ch = pick(pid)
@@ -530,40 +569,37 @@ def evaluate(sweep: SweepResult, table: Table, margin: float = 0.05) -> dict[str
         if not got:
             return None
         n = len(got)
-        return {"accuracy": sum(c.accuracy for c, _ in got) / n,
-                "tokens": sum(c.tokens + pc[0] for c, pc in got) / n,
-                "flops": sum(c.flops + pc[1] for c, pc in got) / n,
-                # per problem, so the report can bootstrap and pair (same ids across series at a budget)
-                "per_problem": {c.problem_id: c.accuracy for c, _ in got},
-                # and per sampling seed, for the seed-to-seed spread (several seeds only)
-                **({"per_seed": {c.problem_id: c.seed_accuracies for c, _ in got}}
-                   if all(c.seed_accuracies for c, _ in got) else {})}
+        return HeldoutPoint(budget=b, accuracy=sum(c.accuracy for c, _ in got) / n,
+                            tokens=sum(c.tokens + pc[0] for c, pc in got) / n,
+                            flops=sum(c.flops + pc[1] for c, pc in got) / n,
+                            per_problem={c.problem_id: c.accuracy for c, _ in got},
+                            per_seed=({c.problem_id: list(c.seed_accuracies) for c, _ in got}
+                                      if all(c.seed_accuracies for c, _ in got) else None))
 
     for b in table.budgets:
         for label in [*labels, ALL]:
             ids = sorted(pid for pid in infos if label == ALL or oracle[pid] == label)
             series = {
-                OPT_ORACLE: point(ids, lambda p, b=b: table.choice(oracle[p], b), False),
-                OPT_PRED: point(ids, lambda p, b=b: selected[b][p][0], True),
-                FIXED: point(ids, lambda p, b=b: table.fixed.get(max(x for x in table.budgets if x <= b)), False),
+                OPT_ORACLE: point(ids, lambda p, b=b: table.choice(oracle[p], b), b, False),
+                OPT_PRED: point(ids, lambda p, b=b: selected[b][p][0], b, True),
+                FIXED: point(ids, lambda p, b=b: table.fixed.get(max(x for x in table.budgets if x <= b)), b, False),
             }
             hindsight = _best_fixed(cell, ids, b)
             if hindsight is not None:
-                series[HINDSIGHT] = point(ids, lambda p, h=hindsight: h, False)
+                series[HINDSIGHT] = point(ids, lambda p, h=hindsight: h, b, False)
             for cfg in (Majority.name, CoT.name):  # the baselines, at the budgets they can spend
                 if strategy_class(cfg).effective_n(b) == b:
-                    series[cfg] = point(ids, lambda p, b=b, cfg=cfg: _choice_of(cfg, b), False)
+                    series[cfg] = point(ids, lambda p, b=b, cfg=cfg: _choice_of(cfg, b), b, False)
             for name, pt in series.items():
                 if pt is not None:
-                    curves[label][name].append({"budget": b, **pt})
-    confusion = confusion_matrix(oracle, predicted, labels)
+                    curves[label][name].append(pt)
     ids = sorted(infos)
     fixed_configs = {b: {f"{k[0]}@{k[1]}": v.accuracy for k, v in mean_accuracy(cell.values(), held).items()
                          if k[1] <= b and v.n == len(ids)} for b in table.budgets}
-    rules = {b: dict(Counter(rule for _c, rule in selected[b].values())) for b in selected}
-    return {"curves": {k: dict(v) for k, v in curves.items()}, "labels": labels, "confusion": confusion,
-            "n_holdout": len(infos), "oracle_bins": oracle, "predicted_bins": predicted,
-            "fixed_configs": fixed_configs, "shift": shift.to_dict() if shift else None, "decided_by": rules}
+    return Evaluation(curves={k: dict(v) for k, v in curves.items()}, labels=labels,
+                      confusion=confusion_matrix(oracle, predicted, labels), oracle_bins=oracle,
+                      predicted_bins=predicted, fixed_configs=fixed_configs, shift=shift,
+                      decided_by={b: dict(Counter(rule for _c, rule in selected[b].values())) for b in selected})
 
 
 def _best_fixed(cell: Mapping[tuple[str, str, int], Cell], ids: Sequence[str], budget: int) -> Choice | None:

@@ -24,7 +24,16 @@ from typing import Any
 
 from testtime.engine import RunConfig
 from testtime.errors import ConfigError
-from testtime.optimal.calibrate import ALL, PROMPT_KEYS, Table, calibrate, evaluate, fit_predictor, profile_of
+from testtime.optimal.calibrate import (
+    ALL,
+    PROMPT_KEYS,
+    Evaluation,
+    Table,
+    calibrate,
+    evaluate,
+    fit_predictor,
+    profile_of,
+)
 from testtime.optimal.metrics import absolute_bins, powers_of_two
 from testtime.optimal.recipe import Recipe
 from testtime.optimal.sweep import ProblemInfo, SweepResult, probe_features, run_sweep, sweep_path
@@ -39,16 +48,16 @@ class Recalibration:
     table: Table
     table_path: Path
     sweep_path: Path
-    evaluation: dict[str, Any]  # calibrate.evaluate on the held-out part
+    evaluation: Evaluation  # calibrate.evaluate on the held-out part
 
     def heldout_rows(self) -> list[dict[str, Any]]:
         """Per budget: held-out accuracy of compute-optimal (as the selector runs it) and of each reference."""
-        curves = self.evaluation["curves"].get(ALL, {})
+        curves = self.evaluation.curves.get(ALL, {})
         rows = []
         for b in self.table.budgets:
             row: dict[str, Any] = {"budget": b}
             for name, pts in curves.items():
-                row[name] = next((p["accuracy"] for p in pts if p["budget"] == b), None)
+                row[name] = next((p.accuracy for p in pts if p.budget == b), None)
             rows.append(row)
         return rows
 
@@ -57,14 +66,13 @@ class Recalibration:
         bin), and the warnings the sample size calls for (``testtime.stats``)."""
         from testtime import stats
 
-        bins = self.evaluation.get("oracle_bins", {})
+        bins = self.evaluation.oracle_bins
         out: dict[int, dict[str, list[float]]] = {}
-        for name, pts in self.evaluation["curves"].get(ALL, {}).items():
+        for name, pts in self.evaluation.curves.get(ALL, {}).items():
             for p in pts:
-                per = p.get("per_problem")
-                if per:
-                    iv = stats.mean_ci(list(per.values()), [bins.get(i, "?") for i in per])
-                    out.setdefault(p["budget"], {})[name] = iv.as_list()
+                if p.per_problem:
+                    iv = stats.mean_ci(list(p.per_problem.values()), [bins.get(i, "?") for i in p.per_problem])
+                    out.setdefault(p.budget, {})[name] = iv.as_list()
         return out
 
     def warnings(self) -> list[str]:
