@@ -7,7 +7,10 @@ On the held-out half of the sweep (the calibration split of ``testtime calibrate
 * adaptive self-consistency: samples drawn per problem at each N vs majority@N's N, and their accuracies;
 * confidence-weighted voting vs plain majority voting at each N, per oracle difficulty bin;
 * the compute-optimal curve (oracle and predicted bins) calibrated on every config vs on the paper's
-  configs only (no confidence votes, no adaptive voting, no particle filter): what the richer space buys.
+  configs only: what the richer space buys. A config is the paper's when its strategy class and its
+  selection both say so (``Strategy.from_paper``, ``Selection.from_paper``): cot, majority, best_of_n, beam
+  and dvts with majority / PRM-Max / PRM-Vote; the confidence votes, adaptive voting, DeepConf online,
+  REBASE and the particle filter are new.
 """
 
 from __future__ import annotations
@@ -20,17 +23,22 @@ from typing import Any
 
 from testtime.optimal.analysis import family_curves
 from testtime.optimal.calibrate import ALL, OPT_ORACLE, OPT_PRED, calibrate, evaluate
-from testtime.optimal.sweep import SweepResult
+from testtime.optimal.sweep import Cell, SweepResult
+from testtime.search import strategy_class
 from testtime.search.adaptive import AdaptiveMajority
-from testtime.search.particle import ParticleFilter
-from testtime.search.selection import CONFIDENCE_SELECTIONS
+from testtime.search.selection import CONFIDENCE_SELECTIONS, SELECTIONS
 from testtime.stats import compare_paired
 
-NEW = (*CONFIDENCE_SELECTIONS, AdaptiveMajority.name, ParticleFilter.name)
+
+def from_paper(cell: Cell) -> bool:
+    """Whether a cell's config is in the paper's space: its strategy and its selection both are."""
+    return strategy_class(cell.strategy).from_paper and (cell.selection is None
+                                                        or SELECTIONS[cell.selection].from_paper)
 
 
-def is_new(config: str) -> bool:
-    return config.split("/")[0].split("(")[0] in NEW
+def new_votes(sweep: SweepResult) -> list[str]:
+    """The new PRM-free configs (confidence votes, adaptive voting, DeepConf online): compared with majority@N."""
+    return sorted({c.config for c in sweep.cells if not from_paper(c) and not strategy_class(c.strategy).needs_scorer})
 
 
 def by_bin(sweep: SweepResult, ids: set[str], bins: dict[str, str], config: str) -> dict[str, dict[int, float]]:
@@ -57,7 +65,7 @@ def measure(sweep: SweepResult) -> dict[str, Any]:
     table = calibrate(sweep)
     ev = evaluate(sweep, table)
     held = set(table.holdout_ids)
-    bins: dict[str, str] = ev["oracle_bins"]
+    bins = ev.oracle_bins
     families = family_curves(sweep, table, bins)
     # adaptive: the samples it drew, from its tokens over the pool's tokens per sample
     per_sample = {c.problem_id: c.tokens / c.budget for c in sweep.cells if c.config == "majority"}
@@ -73,27 +81,27 @@ def measure(sweep: SweepResult) -> dict[str, Any]:
     strata = [bins[p] for p in ids]
     budgets = sorted({c.budget for c in sweep.cells})
     versus_majority = {cfg: {b: paired(per_problem(sweep, ids, cfg, b), per_problem(sweep, ids, "majority", b), strata)
-                             for b in budgets} for cfg in (*CONFIDENCE_SELECTIONS, AdaptiveMajority.name)}
+                             for b in budgets} for cfg in new_votes(sweep)}
     # the paper's space only: the same sweep without the new configs, calibrated the same way
-    paper = replace(sweep, cells=[c for c in sweep.cells if not is_new(c.config)])
+    paper = replace(sweep, cells=[c for c in sweep.cells if from_paper(c)])
     ev_paper = evaluate(paper, calibrate(paper))
     optimal = {}
     richer: dict[str, dict[int, str | None]] = {}
     for k in (OPT_ORACLE, OPT_PRED):
-        new_pts = {p["budget"]: p for p in ev["curves"].get(ALL, {}).get(k, [])}
-        old_pts = {p["budget"]: p for p in ev_paper["curves"].get(ALL, {}).get(k, [])}
-        richer[k] = {b: paired([new_pts[b]["per_problem"][p] for p in ids], [old_pts[b]["per_problem"][p] for p in ids],
+        new_pts = {p.budget: p for p in ev.curve(k)}
+        old_pts = {p.budget: p for p in ev_paper.curve(k)}
+        richer[k] = {b: paired([new_pts[b].per_problem[p] for p in ids], [old_pts[b].per_problem[p] for p in ids],
                                strata) for b in sorted(set(new_pts) & set(old_pts))}
     for name, e in (("with new strategies", ev), ("paper's strategies only", ev_paper)):
-        curves = e["curves"].get(ALL, {})
-        optimal[name] = {k: {p["budget"]: (round(p["accuracy"], 4), p["flops"]) for p in curves.get(k, [])}
+        optimal[name] = {k: {p.budget: (round(p.accuracy, 4), p.flops) for p in e.curve(k)}
                          for k in (OPT_ORACLE, OPT_PRED)}
     chosen = {label: {b: ch.config for b, ch in row.items()} for label, row in table.table.items()}
     return {"held_out": len(held), "calibration": len(table.calibration_ids),
             "bins": {label: sum(1 for p in held if bins[p] == label) for label in set(bins.values())},
             "families": families.get(ALL, {}), "adaptive": adaptive, "confidence": confidence,
             "versus_majority": versus_majority, "optimal": optimal, "richer_minus_paper": richer, "chosen": chosen,
-            "metrics": ev.get("decided_by")}
+            "paper_configs": sorted({c.config for c in paper.cells}),
+            "new_configs": sorted({c.config for c in sweep.cells if not from_paper(c)}), "metrics": ev.decided_by}
 
 
 def main() -> None:
@@ -106,6 +114,7 @@ def main() -> None:
         print(json.dumps(out, default=str))
         return
     print(f"held-out problems: {out['held_out']} (calibration {out['calibration']}); bins {out['bins']}")
+    print(f"new configs (left out of the paper's space): {', '.join(out['new_configs'])}")
     print("\naccuracy (FLOPs) per budget, held out, per family:")
     for fam, pts in out["families"].items():
         print(f"  {fam:40s} " + "  ".join(f"N={p['budget']}: {p['accuracy']:.1%} ({p['flops']:.2e})" for p in pts))

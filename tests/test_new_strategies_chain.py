@@ -3,6 +3,8 @@ they enter the config space like the paper's ones, with their own costs."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fakes import ScriptedPolicy
@@ -80,12 +82,7 @@ def test_the_selector_answers_with_a_calibrated_confidence_vote(chain, tmp_path)
 def test_the_measurement_bench_pairs_confidence_voting_against_majority(chain):
     """bench/new_strategies.py's figures on this chain: the scripted confidence wins show up as a positive
     paired difference against majority, and the with/without-new-configs comparison covers every budget."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    import new_strategies
-
+    new_strategies = _bench()
     _problems, _policy, _recipe, sweep, table, _out = chain
     out = new_strategies.measure(sweep)
     assert out["held_out"] == len(table.holdout_ids) and out["calibration"] == len(table.calibration_ids)
@@ -98,4 +95,52 @@ def test_the_measurement_bench_pairs_confidence_voting_against_majority(chain):
     assert text.startswith("+") and f"({len(wins)} better, 0 worse" in text
     for k in ("compute-optimal (oracle bins)", "compute-optimal (predicted bins)"):
         assert set(out["richer_minus_paper"][k]) == {1, 2, 4}
-    assert not new_strategies.is_new("best_of_n/prm_min_max") and new_strategies.is_new("particle_filter/majority")
+    paper = {c.config for c in sweep.cells if new_strategies.from_paper(c)}
+    assert {"cot", "majority"} <= paper and any(c.startswith("best_of_n/prm_") for c in paper)
+    assert not paper & {"confidence_vote", "confidence_top", "adaptive_majority"}
+    assert not any(c.startswith("particle_filter") for c in paper)
+    assert set(out["new_configs"]) == set(sweep.configs()) - paper and set(out["paper_configs"]) == paper
+
+
+def _bench():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import new_strategies
+
+    return new_strategies
+
+
+def test_every_strategy_and_selection_says_whether_it_is_the_papers():
+    from pathlib import Path
+
+    from testtime.search import STRATEGIES
+    from testtime.search.deepconf import DeepConfOnline
+    from testtime.search.selection import SELECTIONS
+
+    assert all("from_paper" in vars(cls) for cls in STRATEGIES.values())  # declared, not inherited
+    paper = {name for name, cls in STRATEGIES.items() if cls.from_paper}
+    assert paper == {"cot", "majority", "best_of_n", "beam", "dvts"} and not DeepConfOnline.from_paper
+    # the paper's recipes run exactly the paper's strategies
+    recipes = sorted((Path(__file__).resolve().parent.parent / "recipes" / "paper").glob("*.yaml"))
+    assert recipes and all({s.name for s in load_recipe(r).strategies} == paper for r in recipes)
+    assert {k for k, s in SELECTIONS.items() if not s.from_paper} == {"confidence_vote", "confidence_top"}
+
+
+def test_the_paper_baseline_leaves_out_deepconf_online():
+    """A sweep where only deepconf_online solves the hard problems at N=2: with it, compute-optimal gains
+    there; the paper-only baseline must not contain it (it did when the bench listed new strategies by hand)."""
+    from test_calibrate import HARD, cell, synthetic_sweep
+
+    sw = synthetic_sweep()
+    sw.cells += [cell(pid, "deepconf_online", b, 1.0 if pid in HARD and b >= 2 else 0.0)
+                 for pid in [p.id for p in sw.problems] for b in (1, 2, 4)]
+    out = _bench().measure(sw)
+    assert "deepconf_online" in out["new_configs"] and "deepconf_online" not in out["paper_configs"]
+    assert "deepconf_online" in out["versus_majority"]
+    with_new = out["optimal"]["with new strategies"]["compute-optimal (oracle bins)"]
+    paper = out["optimal"]["paper's strategies only"]["compute-optimal (oracle bins)"]
+    assert with_new[2][0] > paper[2][0]  # the hard held-out problems solved at N=2 only with deepconf_online
+    better = re.search(r"\((\d+) better, 0 worse", out["richer_minus_paper"]["compute-optimal (oracle bins)"][2])
+    assert better and int(better.group(1)) > 0

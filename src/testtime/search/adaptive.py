@@ -39,6 +39,7 @@ def settled(answers: list[str | None]) -> bool:
 class AdaptiveMajority(Strategy):
     budget: int = 16
     name = "adaptive_majority"
+    from_paper = False  # not in Liu et al. 2025
     Options = AdaptiveOptions
 
     @classmethod

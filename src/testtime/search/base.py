@@ -155,6 +155,8 @@ class Strategy(ABC):
 
     * ``needs_scorer``: takes a step scorer (``prm``); ``is_tree``: searches over steps;
     * ``pooled``: its curve for every N <= N_max is subsampled from one N_max pool (sweeps run it once);
+    * ``from_paper``: one of Liu et al. 2025's strategies (the paper's config space); every concrete
+      strategy declares it on its own class;
     * ``Options``: its options dataclass (fields named as ``RunConfig``'s), validated in ``__post_init__``;
     * ``effective_n`` / ``check_budget`` / ``sweep_budgets``: what its budget N means and allows.
     """
@@ -167,6 +169,7 @@ class Strategy(ABC):
     needs_scorer: ClassVar[bool] = False
     is_tree: ClassVar[bool] = False
     pooled: ClassVar[bool] = False
+    from_paper: ClassVar[bool]  # no default: each strategy says
     # Bumped when a strategy's procedure changes what it returns: results stored under the old
     # procedure must not replay as the new one's (the run identity carries it from 2 on).
     version: ClassVar[int] = 1

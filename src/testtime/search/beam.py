@@ -164,6 +164,7 @@ class BeamOptions(TreeOptions):
 @dataclass
 class BeamSearch(TreeSearch):
     name = "beam"
+    from_paper = True  # one of Liu et al. 2025's strategies
     Options = BeamOptions
 
     @classmethod
@@ -211,6 +212,7 @@ class BeamSearch(TreeSearch):
 @dataclass
 class DVTS(TreeSearch):
     name = "dvts"
+    from_paper = True  # one of Liu et al. 2025's strategies
     version = 2  # 2: subtrees de-duplicate and seed independently (before: one shared first request)
 
     @property
@@ -264,6 +266,7 @@ class RebaseOptions(TreeOptions):
 @dataclass
 class Rebase(TreeSearch):
     name = "rebase"
+    from_paper = False  # not in Liu et al. 2025 (Wu et al. 2024)
     Options = RebaseOptions
 
     @classmethod

@@ -18,6 +18,7 @@ from testtime.types import Problem, Trace
 class BestOfN(Strategy):
     budget: int = 8
     name = "best_of_n"
+    from_paper = True  # one of Liu et al. 2025's strategies
     Options = ScoredOptions
     needs_scorer = True
     pooled = True

@@ -93,6 +93,7 @@ class _Sample:
 class DeepConfOnline(Strategy):
     budget: int = 16
     name = "deepconf_online"
+    from_paper = False  # not in Liu et al. 2025 (DeepConf, arXiv 2508.15260)
     Options = DeepConfOptions
 
     @classmethod

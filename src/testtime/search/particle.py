@@ -40,6 +40,7 @@ def resample(weights: Sequence[float], k: int, rng: random.Random) -> list[int]:
 @dataclass
 class ParticleFilter(Rebase):
     name = "particle_filter"
+    from_paper = False  # not in Liu et al. 2025
     Options = ParticleOptions
 
     @classmethod

@@ -22,6 +22,7 @@ class CoT(Strategy):
     """One greedy chain of thought per problem (whatever N is asked for, its budget is 1)."""
 
     name = "cot"
+    from_paper = True  # one of Liu et al. 2025's strategies
 
     @classmethod
     def effective_n(cls, n: int) -> int:
@@ -45,6 +46,7 @@ class Majority(Strategy):
 
     budget: int = 8
     name = "majority"
+    from_paper = True  # one of Liu et al. 2025's strategies
     pooled = True
 
     def run(self, problems: list[Problem], ctx: SearchContext) -> list[Trace]:

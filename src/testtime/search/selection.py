@@ -32,6 +32,8 @@ Equivalent = Callable[[str, str], bool]
 
 RULES: tuple[str, ...] = ("majority", "prm_max", "prm_vote", "confidence_vote", "confidence_top")
 CONFIDENCE_RULES: tuple[str, ...] = ("confidence_vote", "confidence_top")
+# Liu et al. 2025's answer rules (majority vote, PRM-Max, PRM-Vote): the paper's config space
+PAPER_RULES: tuple[str, ...] = ("majority", "prm_max", "prm_vote")
 # confidence_top keeps this share of a pool's answered samples, the most confident first (DeepConf's eta;
 # its paper keeps 10% of 512 traces; with 4-16 samples half is the smallest share that still votes)
 CONFIDENCE_TOP = 0.5
@@ -63,6 +65,11 @@ class Selection:
     @property
     def uses_confidence(self) -> bool:
         return self.rule in CONFIDENCE_RULES
+
+    @property
+    def from_paper(self) -> bool:
+        """One of the paper's selections (its rule is one of ``PAPER_RULES``); the confidence votes are not."""
+        return self.rule in PAPER_RULES
 
 
 MAJORITY = Selection("majority")
