@@ -25,7 +25,8 @@ from testtime import engine, grading
 from testtime.datasets import load_dataset
 from testtime.policy.openai_compat import OpenAICompatPolicy
 from testtime.reward.http import HTTPScorer, RetryPolicy
-from testtime.store import Store, check_store
+from testtime.store import Store
+from testtime.store_salvage import check_store
 
 PROBLEMS = load_dataset("arith", limit=6, seed=3)
 TRANSIENT = ("drop", "500", "429", "slow", "truncated")  # retried by netretry

@@ -37,7 +37,8 @@ from faultserver import FaultServer, openai_handler
 from testtime import engine
 from testtime.cli import app
 from testtime.datasets import load_dataset
-from testtime.store import Store, StoreError, check_store, salvage_store
+from testtime.store import Store, StoreError
+from testtime.store_salvage import check_store, salvage_store
 
 SRC = str(Path(testtime.__file__).resolve().parent.parent)
 ENV = {**os.environ, "PYTHONPATH": SRC}
@@ -376,7 +377,8 @@ def test_kill_9_at_random_points_of_a_sweep_loses_and_recomputes_nothing(server,
 
 
 def test_salvage_refuses_rows_whose_values_were_read_from_lost_pages():
-    from testtime.store import _damaged_values, generation_key
+    from testtime.store import generation_key
+    from testtime.store_salvage import _damaged_values
 
     row = {"key": generation_key("m", "prompt", {"t": 1}, 0, 2), "model": "m", "prompt": "prompt",
            "params": '{"t": 1}', "seed": 0, "sample_index": 2, "text": "42"}

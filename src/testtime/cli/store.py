@@ -23,7 +23,7 @@ def check(
     as_json: AsJsonOpt = False,
 ) -> None:
     """SQLite's full integrity check and the rows of each table; exit status 1 when the store is damaged."""
-    from testtime.store import check_store
+    from testtime.store_salvage import check_store
 
     report = check_store(path)
     if report.error == "no such file":
@@ -55,7 +55,8 @@ def salvage(
     as_json: AsJsonOpt = False,
 ) -> None:
     """Copy every row SQLite can still read into a new store and say what could not be read."""
-    from testtime.store import StoreError, salvage_store
+    from testtime.store import StoreError
+    from testtime.store_salvage import salvage_store
 
     try:
         report = salvage_store(path, new)
