@@ -206,7 +206,7 @@ def main() -> None:
         for schedule in args.schedules.split(","):
             # scatter reproduces the policy before issue 20: llama.cpp's default of clearing idle slots too
             base = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot,
-                               clear_idle_slots=schedule == "scatter", pin_lanes=schedule == "lanes")
+                               cache_idle_slots=schedule == "scatter", pin_lanes=schedule == "lanes")
             policy = Recorder(base if schedule.startswith("lanes") else ScatterPolicy(base), args.slots, overhead)
             t0 = time.perf_counter()
             try:

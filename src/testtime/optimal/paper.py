@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testtime.optimal.calibrate import Choice, Table, best_within, decide, heldout_shift, mean_accuracy
-from testtime.optimal.metrics import EfficiencyGain, absolute_bins, bin_order, efficiency_gain, performance_gain
+from testtime.optimal.metrics import EfficiencyGain, absolute_bins, efficiency_gain, performance_gain
 from testtime.optimal.sweep import Cell, SweepResult
 from testtime.search import CoT, Majority, strategy_class
 
@@ -266,11 +266,3 @@ def paper_tables(rows: Sequence[PaperRow]) -> list[dict[str, Any]]:
             out.append({"title": f"Table 5 ({protocol}); accuracies in %, FLOPs at the compute-optimal budget",
                         "columns": COLUMNS, "rows": [row_cells(r) for r in mine]})
     return out
-
-
-def paper_bins(sweep: SweepResult) -> dict[str, int]:
-    """How many problems each oracle bin holds (all problems): the paper protocol's bins."""
-    diff = sweep.recipe.get("difficulty", {})
-    bins = absolute_bins({p.id: p.pass1 for p in sweep.problems}, easy=diff.get("easy", 0.5),
-                         hard=diff.get("hard", 0.1))
-    return {b: sum(1 for v in bins.values() if v == b) for b in bin_order(bins.values())}
