@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from fakes import ScriptedPolicy, words
 from testtime.errors import ConfigError
 from testtime.reward.base import BatchScorer, Scored
-from testtime.serve import Backend, ServeConfig, create_app
-from testtime.serve.backend import Cancelled, TrackingPolicy, apply_stops
+from testtime.serve import ServeConfig, Solver, create_app
+from testtime.serve.solver import Cancelled, TrackingPolicy, apply_stops
 from testtime.serve.thread import ServerThread
 from testtime.store import Store
 
@@ -68,7 +68,7 @@ def make(tmp_path, policy=None, scorer=None, **cfg):
     cfg.setdefault("strategy", "best_of_n")
     cfg.setdefault("batch_window_ms", 5)
     config = ServeConfig(out=str(tmp_path / "store"), **cfg)
-    backend = Backend(policy, config, scorer)
+    backend = Solver(policy, config, scorer)
     return create_app(backend), policy, backend
 
 

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from fakes import ScriptedPolicy
-from testtime.serve import Backend, ServeConfig, create_app
+from testtime.serve import ServeConfig, Solver, create_app
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def app(tmp_path_factory):
     cfg = ServeConfig(out=str(store), strategy="majority", budget=2, max_budget=8, max_n=2, batch_window_ms=0,
                       efforts={"low": 1, "medium": 2, "high": 8},
                       deadline_s=20)
-    backend = Backend(ScriptedPolicy(), cfg)
+    backend = Solver(ScriptedPolicy(), cfg)
     yield create_app(backend)
     backend.close()
 

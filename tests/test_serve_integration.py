@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from testtime.serve import Backend, ServeConfig, create_app
+from testtime.serve import ServeConfig, Solver, create_app
 from testtime.serve.thread import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ KEY = "test-key"
 def server(smollm2, tmp_path_factory):
     cfg = ServeConfig(out=str(tmp_path_factory.mktemp("serve-store")), strategy="majority", budget=2,
                       max_tokens=32, max_tokens_cap=256, api_key=KEY, batch_window_ms=10)
-    backend = Backend(smollm2, cfg)
+    backend = Solver(smollm2, cfg)
     with ServerThread(create_app(backend)) as srv:
         yield srv
     backend.close()

@@ -70,7 +70,7 @@ def serve(
     import uvicorn
 
     from testtime.cli.common import policy_spec
-    from testtime.serve import Backend, ServeConfig, create_app
+    from testtime.serve import ServeConfig, Solver, create_app
     from testtime.serve.settings import AUTO, DEFAULT_EFFORTS
 
     try:
@@ -98,7 +98,7 @@ def serve(
         fail_config(e)
     except (ValueError, FileNotFoundError, RuntimeError, ConnectionError, ImportError, TypeError) as e:
         fail(f"--backend {backend}: {e}")
-    svc = Backend(policy, cfg)
+    svc = Solver(policy, cfg)
     try:
         try:
             svc.executor.scorer_info(cfg.prm)  # a bad --prm is one line now, not an error on every request

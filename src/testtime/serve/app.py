@@ -1,7 +1,7 @@
 """The FastAPI app: OpenAI-compatible endpoints that answer with test-time scaling.
 
 Handlers only translate: a request becomes a ``Plan`` (``serve.plan``), its choices become jobs for the
-``Batcher`` (which solves them with others of the same settings in the worker thread, ``serve.backend``), and
+``Batcher`` (which solves them with others of the same settings in the worker thread, ``serve.solver``), and
 the answers become an OpenAI-shaped response, or server-sent events when ``stream`` is set. Errors are
 OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``) with the usual status codes.
 """
@@ -26,12 +26,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from testtime.errors import ConfigError, one_line
-from testtime.serve.backend import Answer, Backend, Cancelled, Job
 from testtime.serve.batcher import Batcher, QueueFull
 from testtime.serve.metrics import CONTENT_TYPE, Metrics
 from testtime.serve.plan import REQUEST_FIELDS, Plan, PlanError, plan_request
 from testtime.serve.schemas import ChatRequest, CompletionRequest
 from testtime.serve.settings import AUTO, ServeConfig
+from testtime.serve.solver import Answer, Cancelled, Job, Solver
 
 log = logging.getLogger("testtime.serve")
 KEEPALIVE_S = 5.0  # a comment line at least this often while a streamed answer is being searched
@@ -148,11 +148,11 @@ def _failure(err: BaseException) -> tuple[int, dict[str, Any]]:
     return 500, error_body(f"internal error: {type(err).__name__}: {one_line(err)}", "server_error")
 
 
-def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metrics | None = None) -> FastAPI:
-    """The app over a ``Backend`` (a policy, its scorers, the store); ``cfg``: the backend's own by default."""
-    cfg = cfg or backend.cfg
+def create_app(solver: Solver, cfg: ServeConfig | None = None, metrics: Metrics | None = None) -> FastAPI:
+    """The app over a ``Solver`` (a policy, its scorers, the store); ``cfg``: the solver's own by default."""
+    cfg = cfg or solver.cfg
     metrics = metrics or Metrics()
-    batcher = Batcher(backend.solve, window_s=cfg.batch_window_ms / 1000.0, max_batch=cfg.max_batch,
+    batcher = Batcher(solver.solve, window_s=cfg.batch_window_ms / 1000.0, max_batch=cfg.max_batch,
                       queue_size=cfg.queue_size, on_depth=metrics.queue.set, on_batch=metrics.batch.observe)
 
     @asynccontextmanager
@@ -164,7 +164,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
                   lifespan=lifespan)
     app.state.batcher = batcher
     app.state.metrics = metrics
-    app.state.backend = backend
+    app.state.solver = solver
 
     @app.middleware("http")
     async def auth_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -219,7 +219,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": cfg.model_name, "object": "model", "created": 0,
-                                            "owned_by": "testtime", "backend_model": backend.model_id}]}
+                                            "owned_by": "testtime", "backend_model": solver.model_id}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Response:
@@ -270,7 +270,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
             for i, a in enumerate(answers)
         ]
         return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
-                             "created": created, "model": cfg.model_name, "system_fingerprint": backend.model_id,
+                             "created": created, "model": cfg.model_name, "system_fingerprint": solver.model_id,
                              "choices": choices, "usage": usage(answers), "tts": tts_object(plan, answers)})
 
     def _count(answers: list[Answer]) -> None:
@@ -307,7 +307,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None, metrics: Metric
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
             body = {"id": rid, "object": obj, "created": created, "model": cfg.model_name,
-                    "system_fingerprint": backend.model_id, "choices": choices, **extra}
+                    "system_fingerprint": solver.model_id, "choices": choices, **extra}
             return f"data: {json.dumps(body)}\n\n"
 
         def delta(i: int, text: str | None, finish: str | None = None, role: bool = False) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from testtime.serve.backend import Answer, Job
+from testtime.serve.solver import Answer, Job
 
 SolveFn = Callable[[list[Job]], list[Any]]
 
@@ -103,7 +103,7 @@ class Batcher:
     def _solve_live(self, jobs: list[Job]) -> list[Answer | BaseException]:
         """In the worker: jobs cancelled while the batch waited for the worker are left out."""
         live = [j for j in jobs if not j.cancelled.is_set()]
-        from testtime.serve.backend import Cancelled
+        from testtime.serve.solver import Cancelled
 
         if not live:
             return [Cancelled("the client went away")] * len(jobs)

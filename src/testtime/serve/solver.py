@@ -184,8 +184,11 @@ def pick_candidate(trace: Trace) -> tuple[int, str, str | None]:
     return 0, "no_answer_first_sample", note
 
 
-class Backend:
-    """Solves batches of jobs on one policy; every method runs in the worker thread."""
+class Solver:
+    """Solves batches of jobs on one policy (its scorers, the store); every method runs in the worker thread.
+
+    Not to be confused with a *policy backend* (``testtime.backends``, ``--backend``): the solver runs the
+    engine over whichever policy backend the server was started with."""
 
     def __init__(self, policy: Policy, cfg: ServeConfig, scorer: Any = None):
         self.cfg = cfg
