@@ -50,7 +50,7 @@ def serve():
 
 
 def policy(urls, **kw) -> OpenAICompatPolicy:
-    opts = dict(timeout_s=5.0, retries=2, backoff_s=0.0)
+    opts = dict(timeout_s=5.0, retries=2, backoff_s=0.0, n_params=1000)  # a scripted server reports no size
     opts.update(kw)
     return OpenAICompatPolicy(urls, "org/model", **opts)
 
@@ -67,7 +67,9 @@ def test_body_fields_seeds_and_split(serve):
     assert sorted((b["seed"], b["n"]) for b in srv.bodies) == [(102, 2), (104, 2), (106, 1)]
     body = srv.bodies[0]
     assert body["model"] == "org/model" and body["prompt"] == "P" and body["max_tokens"] == 32
-    assert body["temperature"] == 0.8 and body["top_p"] == 0.95 and body["stop"] == ["\n\n"]
+    assert body["temperature"] == 0.8 and body["top_p"] == 0.95
+    # the server exposes no chat template: plain Question:/Answer: prompts also stop at the next turn
+    assert pol.prompt_format == "plain" and body["stop"] == ["\n\n", "\nQuestion:"]
     assert body["top_k"] == -1 and body["min_p"] == 0.0
     assert body["logprobs"] == 5  # per-sample token counts and top-5 for the confidence
     assert set(srv.paths) == {"/v1/completions"}
@@ -108,6 +110,8 @@ def test_exact_tokens_from_logprobs_and_missing_cache_details(serve):
         ({"stop_reason": 151643}, ("\n\n",), ("eos", None)),
         ({"matched_stop": "END"}, ("\n\n", "END"), ("stop", "END")),
         ({"matched_stop": 2}, ("\n\n",), ("eos", None)),
+        ({"stop_reason": "\nQuestion:"}, ("\n\n",), ("eos", None)),  # the next turn's marker: the answer ended
+        ({"stop_reason": "\nQuestion:"}, (), ("eos", None)),
         ({}, ("\n\n",), ("stop", "\n\n")),
         ({}, ("\n\n", "END"), ("stop", None)),
         ({}, (), ("eos", None)),
@@ -202,7 +206,8 @@ def test_cached_generator_rerun_makes_no_http_calls(serve, tmp_path):
 
 def test_load_policy_openai(serve):
     srv = serve()
-    pol = load_policy("org/model", backend="openai", base_urls=[srv.url], model_id="vllm:org/model@q8", retries=0)
+    pol = load_policy("org/model", backend="openai", base_urls=[srv.url], model_id="vllm:org/model@q8", retries=0,
+                      n_params=1000)
     assert isinstance(pol, OpenAICompatPolicy) and pol.model_id == "vllm:org/model@q8"
     assert pol.render_chat([{"role": "user", "content": "2+2?"}]) == "Question: 2+2?\nAnswer:\n"
     [[c]] = pol.generate([GenerationRequest("P", n=1, seed=3, params=PARAMS)])
@@ -213,8 +218,8 @@ def test_load_policy_openai(serve):
 
 
 def test_jinja_chat_template():
-    pol = OpenAICompatPolicy("http://127.0.0.1:1", "m", chat_template="{% for m in messages %}<{{ m.content }}>"
-                             "{% endfor %}{% if add_generation_prompt %}[A]{% endif %}")
+    pol = OpenAICompatPolicy("http://127.0.0.1:1", "m", retries=0,
+                             chat_template="{% for m in messages %}<{{ m.content }}>{% endfor %}{% if add_generation_prompt %}[A]{% endif %}")
     assert pol.render_chat([{"role": "user", "content": "hi"}]) == "<hi>[A]"
     pol.close()
 

@@ -25,7 +25,8 @@ from testtime import engine
 from testtime.cli import app
 from testtime.datasets import load_dataset
 from testtime.execution import RAY_MISSING, LocalExecutor, PolicySpec, open_executor
-from testtime.grading import extract_answer, grade_many
+from testtime.extraction import extract_answer
+from testtime.grading import grade_many
 from testtime.search.selection import majority_vote, math_equivalent
 from testtime.store import Store
 
@@ -220,7 +221,7 @@ def test_failures_on_actors_are_recorded_and_retried_on_rerun(local_ray, tmp_pat
     script = Completions({DOWN.question})
     srv = TestServer(script)
     try:
-        spec = PolicySpec("org/model", "openai", {"base_urls": [srv.url], "retries": 1, "backoff_s": 0.0})
+        spec = PolicySpec("org/model", "openai", {"base_urls": [srv.url], "retries": 1, "backoff_s": 0.0, "n_params": 1000})
         with open_executor("ray", spec, actors=2) as ex:
             assert ex.model_id == "openai:org/model"
             res = ex.run(config(tmp_path), PROBLEMS)
@@ -242,7 +243,8 @@ def test_cli_run_on_ray_over_an_openai_server(local_ray, tmp_path):
     srv = TestServer(Completions())
     try:
         args = ["run", "--executor", "ray", "--actors", "2", "--backend", "openai", "--model", "org/model",
-                "--base-url", srv.url, "--limit", "6", "--n", "2", "--out", str(tmp_path), "--json"]
+                "--base-url", srv.url, "--policy-option", "n_params=1000", "--limit", "6", "--n", "2", "--out",
+                str(tmp_path), "--json"]
         result = runner.invoke(app, args)
     finally:
         srv.close()

@@ -249,7 +249,7 @@ def test_client_key_is_never_forwarded_upstream(tmp_path):
 
     upstream = TestServer(reply)
     try:
-        policy = OpenAICompatPolicy(upstream.url, "tiny", api_key="upstream-key", retries=0)
+        policy = OpenAICompatPolicy(upstream.url, "tiny", api_key="upstream-key", retries=0, n_params=1000)
         app, _, _ = make(tmp_path, policy, strategy="majority", budget=2, api_key="client-key")
         with TestClient(app) as c:
             r = c.post("/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer client-key"})

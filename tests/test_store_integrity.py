@@ -251,7 +251,7 @@ def recipe(server: FaultServer, out: Path, path: Path) -> Path:
     data = {
         "name": "reliab", "dataset": "arith", "limit": 8, "seed": 5, "backend": "openai", "model": "fake",
         "policy_options": {"base_urls": [server.base_url], "retries": 3, "backoff_s": 0.05, "timeout_s": 20,
-                           "max_n_per_request": 2},
+                           "max_n_per_request": 2, "n_params": 1000},
         "prm": "arith-check", "n_max": 4, "budgets": [1, 2, 4], "fewshot": 0, "max_tokens": 64, "max_depth": 4,
         "strategies": ["cot", "majority", "best_of_n", {"name": "beam", "m": 2}], "out": str(out),
     }
@@ -266,7 +266,7 @@ def sweep_cmd(recipe_path: Path) -> list[str]:
 def run_cmd(server: FaultServer, out: Path) -> list[str]:
     # the sweep's majority run (same identity: same run id), as `testtime run` writes it
     return [sys.executable, "-m", "testtime.cli", "run", "--backend", "openai", "--base-url", server.base_url,
-            "--model", "fake", "--policy-option", "max_n_per_request=2", "--dataset", "arith", "--limit", "8",
+            "--model", "fake", "--policy-option", "max_n_per_request=2", "--policy-option", "n_params=1000", "--dataset", "arith", "--limit", "8",
             "--seed", "5", "--strategy", "majority", "--n", "4", "--fewshot", "0", "--max-tokens", "64",
             "--out", str(out), "--json"]
 
