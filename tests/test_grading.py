@@ -1,4 +1,5 @@
-"""Tests for testtime.grading: extraction, equivalence per kind, time bounds, threads, batching."""
+"""Tests for testtime.grading and its math-verify worker: extraction, equivalence per kind, time bounds,
+threads, batching, and the import graph of grading / extraction / the worker."""
 
 from __future__ import annotations
 
@@ -14,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from testtime import grading
-from testtime.grading import (
-    extract_answer,
-    grade,
-    grade_many,
-    is_equivalent,
-    parse_number,
-    reference_answer,
-)
+from testtime import math_verify_worker as worker
+from testtime.extraction import extract_answer, reference_answer
+from testtime.grading import grade, grade_many, is_equivalent, parse_number
 from testtime.types import Problem
 
 SRC = Path(grading.__file__).resolve().parents[1]  # the src/ dir of the grading under test
@@ -249,10 +245,10 @@ def test_stuck_worker_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatch) ->
     """When the worker's own alarm does not fire (a long C call, where signals wait), the parent
     kills it at timeout_s, counts the pair wrong, and the next call gets a fresh worker."""
     is_equivalent("x+1", "1+x")
-    old = grading._worker
+    old = worker._worker
     kills = grading.worker_stats()["kills"]
     assert old is not None
-    monkeypatch.setattr(grading, "_inner_budget", lambda timeout_s: 600.0)  # silence the worker alarm
+    monkeypatch.setattr(worker, "_inner_budget", lambda timeout_s: 600.0)  # silence the worker alarm
     t0 = time.perf_counter()
     assert is_equivalent("6", r"10^{10^{10^{10}}}", timeout_s=1.0) is False
     assert time.perf_counter() - t0 < 1.0 + 5.0
@@ -260,11 +256,11 @@ def test_stuck_worker_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatch) ->
     assert old.proc.returncode is not None and _gone(old.proc.pid)  # killed and reaped
     # A pair never seen before (settled pairs are answered from the cache without a worker).
     assert is_equivalent(r"4\sqrt{2}", r"\sqrt{32}") is True
-    assert grading._worker is not None and grading._worker.proc.pid != old.proc.pid
+    assert worker._worker is not None and worker._worker.proc.pid != old.proc.pid
 
 
 def test_grade_many_resends_the_rest_after_a_kill(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(grading, "_inner_budget", lambda timeout_s: 600.0)
+    monkeypatch.setattr(worker, "_inner_budget", lambda timeout_s: 600.0)
     pairs = [(r"5\sqrt{2}", r"\sqrt{50}"), ("7", r"10^{10^{10^{10}}}"), (r"6\sqrt{2}", r"\sqrt{72}"),
              (r"6\sqrt{3}", r"\sqrt{72}")]
     kills = grading.worker_stats()["kills"]
@@ -282,7 +278,7 @@ def test_interrupted_batch_drops_the_worker(monkeypatch: pytest.MonkeyPatch) -> 
     def interrupted(*args: object, **kwargs: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(grading, "_collect", interrupted)
+    monkeypatch.setattr(worker, "_collect", interrupted)
     kills = grading.worker_stats()["kills"]
     with pytest.raises(KeyboardInterrupt):
         grade_many([(r"7\sqrt{2}", r"\sqrt{98}"), (r"7\sqrt{3}", r"\sqrt{98}")], "math")
@@ -347,7 +343,7 @@ def test_grade_many_bounds_each_pair_and_keeps_going() -> None:
 
 def test_shutdown_reaps_worker_and_next_call_restarts() -> None:
     is_equivalent("x+2", "2+x")
-    w = grading._worker
+    w = worker._worker
     assert w is not None
     grading.shutdown()
     assert grading.worker_stats()["worker_pid"] is None
@@ -368,3 +364,67 @@ def test_atexit_leaves_no_worker_behind() -> None:
                          timeout=60, check=True)
     pid = int(out.stdout.strip())
     assert _gone(pid)  # stopped and reaped by atexit before the parent exited
+
+
+# ----------------------------------------------------------------------------- import graph
+
+_GRAPH_MODULES = ("testtime.grading", "testtime.extraction", "testtime.math_verify_worker")
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """Every module ``path`` imports anywhere: top level, inside functions, under ``if TYPE_CHECKING``."""
+    import ast
+
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x / from .grading import y
+                base = ".".join([package, *([base] if base else [])])
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)  # from testtime import grading
+    return out
+
+
+def _import_graph() -> dict[str, set[str]]:
+    root = SRC / "testtime"
+    return {m: _imported_modules(root / f"{m.rsplit('.', 1)[1]}.py", "testtime") & set(_GRAPH_MODULES)
+            for m in _GRAPH_MODULES}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (as a path that returns to its start), or None."""
+    def walk(node: str, path: list[str]) -> list[str] | None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                return [*path[path.index(nxt):], nxt]
+            found = walk(nxt, [*path, nxt])
+            if found:
+                return found
+        return None
+
+    return next((c for m in sorted(graph) if (c := walk(m, [m]))), None)
+
+
+def test_grading_extraction_and_the_worker_import_no_cycle() -> None:
+    """grading -> extraction -> worker, grading -> worker; nothing points back (lazy imports count too).
+    The worker is loaded by path in its subprocess, so it imports nothing from testtime at all."""
+    graph = _import_graph()
+    assert _cycle(graph) is None, _cycle(graph)
+    assert graph["testtime.grading"] == {"testtime.extraction", "testtime.math_verify_worker"}
+    assert graph["testtime.extraction"] == {"testtime.math_verify_worker"}
+    worker_imports = _imported_modules(SRC / "testtime" / "math_verify_worker.py", "testtime")
+    assert not {m for m in worker_imports if m == "testtime" or m.startswith("testtime.")}
+
+
+def test_cycle_finder_sees_a_lazy_import(tmp_path: Path) -> None:
+    """The check above is not vacuous: a function-level import back into grading is a cycle."""
+    lazy = tmp_path / "extraction.py"
+    lazy.write_text("def f():\n    from testtime.grading import is_equivalent\n    from . import grading\n")
+    assert {"testtime.grading", "testtime.grading.is_equivalent"} <= _imported_modules(lazy, "testtime")
+    graph = {"testtime.grading": {"testtime.extraction"},
+             "testtime.extraction": _imported_modules(lazy, "testtime") & set(_GRAPH_MODULES),
+             "testtime.math_verify_worker": set()}
+    assert _cycle(graph) == ["testtime.extraction", "testtime.grading", "testtime.extraction"]

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from testtime import grading
 from testtime.cli import app
 from testtime.datasets import DatasetError, load_dataset
+from testtime.extraction import extract_answer
 from testtime.optimal.metrics import subsample_curve
 from testtime.optimal.recipe import load_recipe
 from testtime.search.base import split_steps
@@ -68,7 +69,7 @@ def is_subsequence(small: str, big: str) -> bool:
 @example(text="The answer is $1,234$.", fallback=False)
 @example(text="\\boxed{\\frac{1}{2}} and then \\boxed{3", fallback=False)
 def test_extract_answer_never_raises_and_returns_only_text_from_the_input(text, fallback):
-    got = grading.extract_answer(text, fallback_last_number=fallback)
+    got = extract_answer(text, fallback_last_number=fallback)
     assert got is None or (isinstance(got, str) and is_subsequence(got, text))
 
 
@@ -104,7 +105,7 @@ def test_grading_any_pair_never_raises_and_keeps_its_time_bound(pred, ref, kind)
 @budget(60)
 @given(text=marked, kind=st.sampled_from(sorted(grading.KINDS - {"aime"})))
 def test_equivalence_is_reflexive_on_extracted_answers(text, kind):
-    got = grading.extract_answer(text)
+    got = extract_answer(text)
     assume(got is not None and got.strip())
     assert grading.is_equivalent(got, got, kind, timeout_s=PAIR_TIMEOUT_S)
 
@@ -114,7 +115,7 @@ def test_equivalence_is_reflexive_on_extracted_answers(text, kind):
                                                                                      "\\boxed{{{}}}", "{}."]))
 def test_aime_equivalence_is_reflexive_on_integers(n, decorate):
     text = "The answer is " + decorate.format(n)
-    got = grading.extract_answer(text)
+    got = extract_answer(text)
     assert got is not None and grading.is_equivalent(got, got, "aime")
     assert grading.is_equivalent(got, str(n), "aime")
 

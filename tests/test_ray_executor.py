@@ -332,12 +332,18 @@ def test_llamacpp_on_two_ray_actors_matches_the_local_executor(local_ray, tmp_pa
     _consistent(res)
     _replays_locally(tmp_path, tmp_path / "ray", res)
     same = sum(a == b for ta, tb in zip(texts(local), texts(res), strict=True) for a, b in zip(ta, tb, strict=True))
-    print(f"texts identical to the local run: {same}/24")  # measured: see the comment above LLAMA
+    # Measured: 24/24 identical in 3 of 3 runs on a loaded 2-core machine; the KV-cache effect above changed 3 of
+    # 24 when the order changed. The floor allows that and one more; beyond it the actors sample something else
+    # (other prompts, seeds or sampling parameters), which is what this test exists to catch.
+    assert same >= 20, f"only {same}/24 texts identical to the local run"
     # where a problem's samples are identical, so is everything computed from them
-    for a, b in zip(local.results, res.results, strict=True):
-        if [c.text for c in a.trace.candidates] == [c.text for c in b.trace.candidates]:
-            assert (a.trace.answer, a.trace.correct, a.sample_correct) == (b.trace.answer, b.trace.correct,
-                                                                         b.sample_correct)
+    identical = [(a, b) for a, b in zip(local.results, res.results, strict=True)
+                 if [c.text for c in a.trace.candidates] == [c.text for c in b.trace.candidates]]
+    # at most 4 changed texts leave at least 2 of the 6 problems with all 4 samples identical
+    assert len(identical) >= 2, f"only {len(identical)}/6 problems with identical samples"
+    for a, b in identical:
+        assert (a.trace.answer, a.trace.correct, a.sample_correct) == (b.trace.answer, b.trace.correct,
+                                                                     b.sample_correct)
 
 
 @pytest.mark.integration

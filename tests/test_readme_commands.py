@@ -124,8 +124,21 @@ def parse_blocks(markdown: str) -> list[Block]:
     return blocks
 
 
+# README.md, then the documentation pages in their site order (mkdocs.yml's nav, which tests/test_docs.py checks
+# lists every page): one newcomer reading top to bottom, one working directory.
+DOCS = ROOT / "docs"
+
+
+def doc_files() -> list[Path]:
+    import yaml
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    return [README, *(DOCS / page for entry in nav for page in entry.values())]
+
+
 def readme_blocks() -> list[Block]:
-    return parse_blocks(README.read_text(encoding="utf-8"))
+    """The shell blocks of README.md and every docs page, numbered across them in reading order."""
+    return parse_blocks("\n".join(p.read_text(encoding="utf-8") for p in doc_files()))
 
 
 def is_testtime(argv: list[str]) -> bool:
@@ -154,6 +167,8 @@ OUT_OF_SCOPE: dict[str, str] = {
             "suite itself; not a testtime command",
     "pip": "installs packages (no network here); the venv has the extras",
     "python bench/": "benchmarks, minutes each; bench/gpu_check.py --shape tiny is run by tests/test_gpu_check.py",
+    ".venv/bin/mkdocs": "the documentation site: `build --strict` is run by tests/test_docs.py; `serve` is that "
+                        "build behind a local web server",
     "curl": "sent by this test itself (httpx) to the `testtime serve` started just before it in the same block",
 }
 
@@ -559,7 +574,7 @@ def test_readme_block(block: Block, workdir: Path):
 
 def test_documented_json_keys_are_documented():
     """The keys required of --json lines are the README's own words (a renamed key fails here first)."""
-    text = README.read_text(encoding="utf-8")
+    text = "\n".join(p.read_text(encoding="utf-8") for p in doc_files())
     for key in [*RUN_KEYS, *PRM_KEYS, *TREE_KEYS, *SELECTION_NAMES]:
         assert f"`{key}`" in text, f"`{key}`: not in README.md"
 

@@ -437,7 +437,7 @@ def check_commands(markdown: str) -> list[Recipe]:
 
 
 def test_readme_table5_command():
-    section = _section((ROOT / "README.md").read_text(), "Reproducing the paper")
+    section = _section((ROOT / "docs" / "reproducing.md").read_text(), "Reproducing the paper")
     lines = [line for line in _commands(section) if any(argv[1:2] == ["sweep"] for argv in line)]
     assert lines, "the README section shows no testtime sweep command"
     first = lines[0]

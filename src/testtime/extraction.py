@@ -7,7 +7,7 @@ Two policies (``EXTRACTIONS``); a run records its policy in its identity, so run
 * ``fallback`` (``DEFAULT_EXTRACTION``): the markers first; when an output has none, math-verify's
   own extraction picks its final answer-bearing expression (the last LaTeX expression, else the last
   plain number or expression, by math-verify's priorities, the first of them that parses). It runs in
-  the grading worker, bounded in time like every math-verify call (``grading``).
+  the math-verify worker, bounded in time like every math-verify call (``math_verify_worker``).
 
 Markers, and how one marked statement is read:
 
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from testtime.errors import ConfigError
+from testtime.math_verify_worker import math_verify_extract_many
 
 if TYPE_CHECKING:
     from testtime.types import Problem
@@ -337,7 +338,7 @@ _LAST_NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?
 def extract_answers(texts: Sequence[str], policy: str, timeout_s: float = EXTRACTION_TIMEOUT_S,
                     fallback_last_number: bool = False) -> list[str | None]:
     """The final answer of each output under ``policy`` (see the module docstring); what needs
-    math-verify goes to the grading worker in one round trip, each output bounded by ``timeout_s``.
+    math-verify goes to the math-verify worker in one round trip, each output bounded by ``timeout_s``.
 
     ``fallback_last_number`` (either policy): an output without any answer gives its last number.
     """
@@ -346,8 +347,6 @@ def extract_answers(texts: Sequence[str], policy: str, timeout_s: float = EXTRAC
     if policy == "fallback":
         need = [i for i, a in enumerate(out) if a is None and isinstance(texts[i], str) and texts[i].strip()]
         if need:
-            from testtime.grading import math_verify_extract_many
-
             found = math_verify_extract_many([_scope(texts[i]) for i in need], timeout_s)
             for i, ans in zip(need, found, strict=True):
                 out[i] = ans

@@ -103,7 +103,7 @@ def load_fewshot_file(path: str | PathLike[str]) -> FewshotSet:
 
     Any malformed line raises DatasetError("<path>:<line>: field '<name>': ..."); so does an empty file.
     """
-    from testtime.grading import extract_answer
+    from testtime.extraction import extract_answer
 
     label = str(path)
     examples: list[FewshotExample] = []

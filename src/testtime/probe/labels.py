@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from testtime.errors import ConfigError
-from testtime.grading import extract_answer, grade_many
+from testtime.extraction import extract_answer
+from testtime.grading import grade_many
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, split_steps
 from testtime.search.sampling import sample_solutions

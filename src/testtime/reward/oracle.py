@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from testtime.grading import extract_answer, grade_many
+from testtime.extraction import extract_answer
+from testtime.grading import grade_many
 from testtime.reward.base import BatchScorer, RewardError, Scored, ScoreRequest
 
 

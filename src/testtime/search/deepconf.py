@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from testtime.errors import ConfigError
-from testtime.grading import extract_answer
+from testtime.extraction import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.search.base import (
     SearchContext,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from testtime.errors import ConfigError
-from testtime.grading import extract_answer
+from testtime.extraction import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.reward.base import RewardModel, ScoreRequest
 from testtime.search.base import ScoredOptions, SearchContext, compute_of
