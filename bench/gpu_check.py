@@ -18,6 +18,13 @@ Measured side by side in one run:
 (b) PRM scoring through ``load_hf_prm``: every solution in one ``score_batch`` (the scorer packs its
     own batches) vs one solution per call; steps/s of both and the ratio (about 16x on an H200).
 
+(c) vLLM, when vLLM and a CUDA GPU are both present: the same random policy checkpoint served by
+    testtime's vLLM policy (``VLLMPolicy``, one ``LLM.generate`` per call, each sample its own seeded
+    request) at each batch size, tokens/s against (a)'s testtime transformers figure; and the same random
+    PRM scored through ``load_vllm_prm``, steps/s against (b)'s batched figure, with the largest
+    difference between the two backends' step rewards (same weights: it should be near 0). Without vLLM
+    or a GPU this part is skipped and the report says why.
+
 Each part warms up first; CUDA is synchronised around every timed call; the order of the two timed
 variants alternates between repeats and the median repeat is reported.
 
@@ -219,6 +226,83 @@ def check_prm(args: argparse.Namespace, torch: Any, device: Any, clock: Clock, w
             "forwards_per_pass": calls, "ratio": batched / single}
 
 
+def vllm_skip_reason(device_type: str, has_vllm: bool) -> str | None:
+    """Why the vLLM part cannot run here (None: it runs): it needs vLLM installed and a CUDA device."""
+    if not has_vllm:
+        return "vLLM is not installed (pip install 'testtime[vllm]')"
+    if device_type != "cuda":
+        return f"vLLM's part needs a CUDA GPU (device is {device_type})"
+    return None
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def check_vllm(args: argparse.Namespace, res: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """vLLM on the checkpoints (a) and (b) built, at the same batch sizes and solutions."""
+    from testtime.policy.base import GenerationRequest, SamplingParams
+    from testtime.policy.vllm import VLLMPolicy
+    from testtime.reward.hf import load_hf_prm
+    from testtime.reward.vllm import load_vllm_prm
+
+    out: dict[str, Any] = {}
+    policy_dir, prm_dir = workdir / "policy", workdir / "prm"
+    if policy_dir.is_dir():
+        t0 = time.perf_counter()
+        policy = VLLMPolicy(str(policy_dir), dtype=args.dtype, gpu_memory_utilization=0.4,
+                            max_model_len=1024 + args.new_tokens)
+        log(f"vllm policy loaded in {time.perf_counter() - t0:.1f} s")
+        sp = SamplingParams(temperature=TEMPERATURE, max_tokens=args.new_tokens)
+        policy.generate([GenerationRequest(PROMPT, max(args.batch_sizes), 0, sp)])  # warm-up
+        hf_rates = {r["batch_size"]: r["testtime_tokens_per_s"] for r in res.get("policy", {}).get("rows", [])}
+        rows = []
+        for bs in args.batch_sizes:
+            rates = []
+            for rep in range(args.repeats):
+                t0 = time.perf_counter()
+                done = policy.generate([GenerationRequest(PROMPT, bs, 1000 * rep, sp)])[0]
+                rates.append(sum(c.generated_tokens for c in done) / (time.perf_counter() - t0))
+            rows.append(vllm_row(bs, statistics.median(rates), hf_rates.get(bs)))
+            log(f"  vllm batch {bs:>3}: {rows[-1]['vllm_tokens_per_s']:,.0f} tok/s")
+        policy.close()
+        out["policy"] = {"rows": rows}
+    if prm_dir.is_dir():
+        solutions = build_solutions(args.problems, args.n, 6)
+        reqs = tagged(solutions, "vllm")
+        ref = load_hf_prm(str(prm_dir), dtype=args.dtype)
+        want = ref.score_batch(reqs)
+        ref.close()
+        prm = load_vllm_prm(str(prm_dir), dtype=args.dtype, gpu_memory_utilization=0.4)
+        prm.score_batch(tagged(solutions[:4], "warm"))
+        steps = sum(len(s) for _, s in solutions)
+        t0 = time.perf_counter()
+        got = prm.score_batch(tagged(solutions, "timed"))
+        wall = time.perf_counter() - t0
+        prm.close()
+        out["prm"] = {"steps": steps, "vllm_steps_per_s": steps / wall,
+                      "hf_batched_steps_per_s": res.get("prm", {}).get("batched_steps_per_s"),
+                      "max_abs_reward_diff": max_reward_diff([s.rewards for s in got], [s.rewards for s in want])}
+        log(f"  vllm prm {steps / wall:,.1f} steps/s; rewards differ from transformers by at most "
+            f"{out['prm']['max_abs_reward_diff']:.4f}")
+    return out
+
+
+def vllm_row(batch_size: int, vllm_tps: float, hf_tps: float | None) -> dict[str, Any]:
+    """One (c) row: vLLM's tokens/s, and its ratio to testtime's transformers decode at that batch size."""
+    return {"batch_size": batch_size, "vllm_tokens_per_s": vllm_tps, "hf_tokens_per_s": hf_tps,
+            "vllm_vs_hf": vllm_tps / hf_tps if hf_tps else None}
+
+
+def max_reward_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    """The largest absolute difference between two backends' step rewards for the same solutions."""
+    if [len(x) for x in a] != [len(x) for x in b]:
+        raise ValueError("the two backends scored different numbers of steps")
+    return max((abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True)), default=0.0)
+
+
 def print_table(res: dict[str, Any]) -> None:
     print(f"device {res['device_name']} ({res['device']}), {res['dtype']}; "
           f"memory bandwidth (device copy) {res['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s")
@@ -243,6 +327,16 @@ def print_table(res: dict[str, Any]) -> None:
             calls = q["forwards_per_pass"]["batched" if mode == "batched" else "single"]
             print(f"{mode:<14}{q[key]:>10,.1f}{calls:>15}")
         print(f"batched / one per call: {q['ratio']:.2f}x")
+    v = res.get("vllm", {})
+    if "skipped" in v:
+        print(f"\n(c) vLLM: skipped: {v['skipped']}")
+    for r in v.get("policy", {}).get("rows", []):
+        ratio = f"{r['vllm_vs_hf']:.2f}x testtime transformers" if r["vllm_vs_hf"] else ""
+        print(f"(c) vLLM policy batch {r['batch_size']:>3}: {r['vllm_tokens_per_s']:,.1f} tok/s {ratio}")
+    if "prm" in v:
+        p = v["prm"]
+        print(f"(c) vLLM PRM: {p['vllm_steps_per_s']:,.1f} steps/s; max |reward diff| vs transformers "
+              f"{p['max_abs_reward_diff']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -253,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-sizes", default=None, help="comma-separated (default: full 1,16,64; tiny 1,8)")
     ap.add_argument("--new-tokens", type=int, default=None, help="tokens per sample (default: full 128; tiny 16)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per variant (median reported)")
-    ap.add_argument("--part", choices=("all", "policy", "prm"), default="all")
+    ap.add_argument("--part", choices=("all", "policy", "prm"), default="all",
+                    help="all: (a), (b) and, where vLLM and a GPU are present, (c) on their checkpoints")
     ap.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for tiny shapes on cpu)")
     ap.add_argument("--workdir", default=None, help="where the random checkpoints go (default: a temp dir)")
@@ -291,6 +386,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 torch.cuda.empty_cache()
         if args.part in ("all", "prm"):
             res["prm"] = check_prm(args, torch, device, clock, Path(tmp))
+        reason = vllm_skip_reason(device.type, vllm_installed()) if args.part == "all" else "--part is not all"
+        if reason is None:
+            gc.collect()
+            torch.cuda.empty_cache()
+            res["vllm"] = check_vllm(args, res, Path(tmp))
+        else:
+            res["vllm"] = {"skipped": reason}
+            log(f"vllm part skipped: {reason}")
     res["ratios"] = {k: v for k, v in (
         ("policy_vs_raw_generate_min", res.get("policy", {}).get("ratio_min")),
         ("prm_batched_vs_single", res.get("prm", {}).get("ratio")),

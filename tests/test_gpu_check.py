@@ -91,3 +91,33 @@ def test_bandwidth_is_measured():
     clock = gpu_check.Clock(torch, torch.device("cpu"))
     bw = gpu_check.measure_bandwidth(torch, torch.device("cpu"), clock, mib=8, repeats=3)
     assert 1e8 < bw < 1e13  # bytes/s: a real copy, read + written
+
+
+def test_vllm_part_is_skipped_with_its_reason_without_a_gpu(report):
+    # this suite runs on a CPU: part (c) never runs here, and the report says why
+    assert set(report["vllm"]) == {"skipped"}
+    assert report["vllm"]["skipped"] == gpu_check.vllm_skip_reason("cpu", gpu_check.vllm_installed())
+    assert "vllm" not in report["ratios"]
+
+
+def test_vllm_part_runs_only_with_vllm_and_cuda():
+    assert gpu_check.vllm_skip_reason("cuda", True) is None
+    assert "not installed" in gpu_check.vllm_skip_reason("cuda", False)
+    assert "CUDA GPU" in gpu_check.vllm_skip_reason("cpu", True)
+
+
+def test_vllm_rows_and_reward_differences():
+    row = gpu_check.vllm_row(16, 900.0, 300.0)
+    assert row == {"batch_size": 16, "vllm_tokens_per_s": 900.0, "hf_tokens_per_s": 300.0, "vllm_vs_hf": 3.0}
+    assert gpu_check.vllm_row(8, 50.0, None)["vllm_vs_hf"] is None  # no transformers figure to compare
+    assert gpu_check.max_reward_diff([[0.1, 0.5], [0.9]], [[0.1, 0.45], [0.7]]) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        gpu_check.max_reward_diff([[0.1]], [[0.1, 0.2]])
+
+
+def test_table_prints_the_vllm_part(report, capsys):
+    gpu_check.print_table({**report, "vllm": {"policy": {"rows": [gpu_check.vllm_row(1, 10.0, 5.0)]},
+                                              "prm": {"vllm_steps_per_s": 3.0, "max_abs_reward_diff": 0.001}}})
+    out = capsys.readouterr().out
+    assert "(c) vLLM policy batch   1: 10.0 tok/s 2.00x testtime transformers" in out
+    assert "max |reward diff| vs transformers 0.0010" in out
