@@ -421,14 +421,63 @@ def test_auto_runs_the_selector_with_a_table(tmp_path):
     assert r.status_code == 200, r.text
     tts = r.json()["tts"]
     assert tts["requested"] == "auto" and tts["predicted_bin"] in ("easy", "medium", "hard")
-    assert tts["decided_by"] and tts["strategy"] in ("cot", "majority", "best_of_n", "beam", "dvts", "rebase")
-    assert 0.0 <= tts["predicted_pass1"] <= 1.0 and tts["budget"] <= 4
+    # a chat request is a number question without shots, the table's calibration arith with 3: a shift
+    robust = table["robust"]["4"]
+    assert (tts["decided_by"], tts["strategy"], tts["budget"]) == ("robust: shift", robust["strategy"], 4)
+    assert 0.0 <= tts["predicted_pass1"] <= 1.0
     # every sample generated for it counts once: the probe's, and the chosen config's beyond what it reused
     prompt = policy.render_chat([{"role": "user", "content": Q}])
     generated = sum(words(policy.text_for(p, s_, i)) for p, s_, i in samples if p == prompt)
     assert r.json()["usage"]["completion_tokens"] == generated > 0
     assert tts["policy_tokens"] >= generated
     assert small.status_code == 200 and small.json()["tts"]["budget"] == 1  # within the request's own budget
+
+
+def test_auto_says_which_rule_decided(tmp_path):
+    """Each of the selector's rules, made to fire by editing the table the server reads: the reply names it and
+    runs the config it gives."""
+    from testtime.optimal.calibrate import ROBUST_SHIFT, ROBUST_UNCERTAIN, ROBUST_UNRELIABLE, TABLE_RULE, Table
+    from testtime.optimal.metrics import absolute_bins
+
+    shipped = json.loads(resources.files("testtime.optimal").joinpath("shipped",
+                                                                      "smollm2-135m-arith-check.json").read_text())
+
+    def ask(name: str, **edits) -> tuple[dict, Table]:
+        policy = ScriptedPolicy({Q: ["4", "4", "5", "4"]})
+        table = {**shipped, "policy": policy.model_id, **edits}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(table))
+        app, _, _ = make(tmp_path / name, policy, strategy="auto", budget=4, table=str(path))
+        with TestClient(app) as c:
+            r = c.post("/v1/chat/completions", json=chat(seed=5))
+        assert r.status_code == 200, r.text
+        return r.json()["tts"], Table.load(path)
+
+    def config(tts: dict) -> tuple[str, int]:
+        return tts["strategy"], tts["budget"]
+
+    tts, table = ask("shipped")  # calibrated on arith problems, 3-shot: a chat request is neither
+    assert table.profile.kinds.keys() == {"arith"} and table.profile.prompt["fewshot"] == 3
+    robust = table.fallback("robust", 4)
+    assert tts["decided_by"] == ROBUST_SHIFT and config(tts) == (robust.strategy, robust.budget)
+    p = tts["predicted_pass1"]
+    assert tts["predicted_bin"] == absolute_bins({"q": p}, table.easy, table.hard)["q"] == "easy"
+    # a profile that matches the requests (number answers, no shots): no shift, the predicted bin's choice
+    matched = {**shipped["profile"], "kinds": {"number": 261}, "prompt": {**shipped["profile"]["prompt"],
+                                                                          "fewshot": 0}}
+    assert min(abs(p - table.easy), abs(p - table.hard)) >= 0.05  # away from a threshold: certain
+    tts, table = ask("matched", profile=matched)
+    choice = table.choice("easy", 4)
+    assert (choice.strategy, choice.budget) != (robust.strategy, robust.budget)  # so the two rules differ
+    assert tts["decided_by"] == TABLE_RULE and config(tts) == (choice.strategy, choice.budget)
+    assert tts["predicted_pass1"] == p
+    # the easy bin calibrated on fewer than MIN_BIN_CALIBRATION (10) problems: the robust choice
+    tts, _ = ask("unreliable", profile=matched, support={**shipped["support"], "easy": 5})
+    assert tts["decided_by"] == ROBUST_UNRELIABLE and config(tts) == (robust.strategy, robust.budget)
+    # the easy threshold just below the predicted pass@1 (within the 0.05 margin): the bin is uncertain
+    tts, _ = ask("uncertain", profile=matched, easy=round(p - 0.02, 6))
+    assert tts["predicted_bin"] == "easy"
+    assert tts["decided_by"] == ROBUST_UNCERTAIN and config(tts) == (robust.strategy, robust.budget)
 
 
 # --- the command line ---------------------------------------------------------------------------------------
@@ -478,7 +527,7 @@ def test_a_stream_closed_early_cancels_its_work(tmp_path):
 
 
 def test_top_p_reaches_the_backend_and_keeps_old_run_ids(tmp_path):
-    from testtime.engine import RunConfig
+    from testtime.config import RunConfig
 
     seen = []
 
