@@ -1,7 +1,9 @@
-"""Every command README.md shows is run: a documented command that crashes is the worst bug a newcomer meets.
+"""Every command README.md or a docs page shows is run: a documented command that crashes is the worst bug a
+newcomer meets.
 
-The README's fenced shell blocks are parsed (``\\`` continuations joined, ``# comments`` dropped, ``&&`` and
-``;`` split into commands). Each command is one of:
+The fenced shell blocks of README.md and of every page of the documentation site (docs/*.md, in mkdocs.yml's
+nav order; tests/test_docs.py checks the nav lists every page) are parsed (``\\`` continuations joined,
+``# comments`` dropped, ``&&`` and ``;`` split into commands). Each command is one of:
 
 - a ``testtime`` command (``.venv/bin/testtime ...`` or ``testtime ...``): run for real by
   ``test_readme_block`` (integration), one test per README block, its commands in README order in one tmp
@@ -55,7 +57,8 @@ class Command:
     argv: list[str]
     text: str  # the command as the README writes it (one logical line, continuations joined)
     section: str  # the heading above its block
-    block: int  # which fenced block of the README (0-based)
+    block: int  # which fenced block (0-based, counted over README.md and then the docs pages)
+    source: str = "README.md"  # the file that shows it
 
 
 @dataclass
@@ -63,10 +66,12 @@ class Block:
     index: int
     section: str
     commands: list[Command] = field(default_factory=list)
+    source: str = "README.md"
 
     @property
     def id(self) -> str:
-        return f"{self.index:02d}-" + re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-")[:40]
+        where = Path(self.source).stem.lower() + "-" + self.section.lower()
+        return f"{self.index:02d}-" + re.sub(r"[^a-z0-9]+", "-", where).strip("-")[:48]
 
 
 SEPARATORS = {"&&", ";"}
@@ -91,10 +96,11 @@ def split_commands(line: str) -> list[list[str]]:
     return [c for c in commands if c]
 
 
-def parse_blocks(markdown: str) -> list[Block]:
-    """The shell code blocks (```bash / sh / shell / console; indented ones too), in README order."""
+def parse_blocks(markdown: str, source: str = "README.md", first: int = 0) -> list[Block]:
+    """The shell code blocks (```bash / sh / shell / console; indented ones too) of one file, in its order,
+    numbered from ``first``."""
     blocks: list[Block] = []
-    section, fence, body, index = "", None, [], 0
+    section, fence, body, index = "", None, [], first
     for raw in markdown.splitlines():
         line = raw.strip()
         if fence is None:
@@ -105,7 +111,7 @@ def parse_blocks(markdown: str) -> list[Block]:
             continue
         if line.startswith(fence):
             if lang in ("bash", "sh", "shell", "console"):
-                block = Block(index, section)
+                block = Block(index, section, source=source)
                 text = "\n".join(body).replace("\\\n", " ")
                 for logical in text.splitlines():
                     logical = logical.strip()
@@ -114,13 +120,13 @@ def parse_blocks(markdown: str) -> list[Block]:
                     if not logical or logical.startswith("#"):
                         continue
                     for argv in split_commands(logical):
-                        block.commands.append(Command(argv, " ".join(argv), section, index))
+                        block.commands.append(Command(argv, " ".join(argv), section, index, source))
                 blocks.append(block)
             index += 1
             fence = None
         else:
             body.append(line)
-    assert fence is None, "README.md: an unclosed code fence"
+    assert fence is None, f"{source}: an unclosed code fence"
     return blocks
 
 
@@ -138,7 +144,11 @@ def doc_files() -> list[Path]:
 
 def readme_blocks() -> list[Block]:
     """The shell blocks of README.md and every docs page, numbered across them in reading order."""
-    return parse_blocks("\n".join(p.read_text(encoding="utf-8") for p in doc_files()))
+    blocks: list[Block] = []
+    for path in doc_files():
+        first = max((b.index for b in blocks), default=-1) + 1
+        blocks += parse_blocks(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)), first)
+    return blocks
 
 
 def is_testtime(argv: list[str]) -> bool:
@@ -529,7 +539,7 @@ def run_block(block: Block, cwd: Path) -> list[tuple[str, float]]:
             r = _execute(shrunk.argv, cwd)
             timings.append((shown, r.seconds))
             print(f"{r.seconds:6.1f} s  rc={r.returncode}  testtime {shown}")
-            assert r.returncode == 0, (f"README command `{cmd.text}` (run as `testtime {shown}`) exited "
+            assert r.returncode == 0, (f"{cmd.source} command `{cmd.text}` (run as `testtime {shown}`) exited "
                                        f"{r.returncode}:\n{r.stderr[-3000:]}\n{r.stdout[-1500:]}")
             if "--json" in shrunk.argv:
                 out = r.json  # the last line parses
@@ -576,7 +586,7 @@ def test_documented_json_keys_are_documented():
     """The keys required of --json lines are the README's own words (a renamed key fails here first)."""
     text = "\n".join(p.read_text(encoding="utf-8") for p in doc_files())
     for key in [*RUN_KEYS, *PRM_KEYS, *TREE_KEYS, *SELECTION_NAMES]:
-        assert f"`{key}`" in text, f"`{key}`: not in README.md"
+        assert f"`{key}`" in text, f"`{key}`: not in README.md or docs/"
 
 
 # -- unit tests: the parser, the lists, the rewrites ---------------------------------------------------
@@ -650,7 +660,7 @@ def test_every_readme_command_is_run_or_listed():
     blocks = readme_blocks()
     commands = [c for b in blocks for c in b.commands]
     assert len(commands) >= 20, "the README parser finds too few commands"
-    assert not unlisted(blocks), f"README commands neither testtime nor listed in OUT_OF_SCOPE: {unlisted(blocks)}"
+    assert not unlisted(blocks), f"README / docs commands neither testtime nor in OUT_OF_SCOPE: {unlisted(blocks)}"
     options = _command_options()
     for c in commands:
         if is_testtime(c.argv):
@@ -662,5 +672,21 @@ def test_every_readme_command_is_run_or_listed():
         c.text for c in commands if skip_reason(c)}
 
 
+def test_docs_pages_are_scanned_in_nav_order():
+    """A command on a docs page is held to the same rules as one in the README: found, attributed, numbered after
+    the README's blocks (a page left out of the scan would let its commands rot unseen)."""
+    files = doc_files()
+    assert files[0] == README and {p.name for p in files[1:]} == {p.name for p in DOCS.glob("*.md")}
+    blocks = readme_blocks()
+    indices = [b.index for b in blocks]
+    assert indices == sorted(set(indices))  # one numbering over all files: unique test ids
+    sources = [b.source for b in blocks]
+    assert sources[0] == "README.md" and "docs/guide.md" in sources and "docs/serving.md" in sources
+    first = sources.index("docs/guide.md")
+    assert set(sources[:first]) == {"README.md"}  # the README first, then the pages
+    assert any("data list" in c.text for b in blocks if b.source == "docs/guide.md" for c in b.commands)
+
+
 def test_skip_list_does_not_rot():
-    assert not stale(readme_blocks()), f"these entries match no README command: remove them: {stale(readme_blocks())}"
+    gone = stale(readme_blocks())
+    assert not gone, f"these entries match no README / docs command: remove them: {gone}"
