@@ -26,7 +26,7 @@ from typing import Any
 
 from testtime.datasets import load_dataset
 from testtime.datasets.arith import _draw
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.execution import LocalExecutor
 from testtime.optimal.allocation import allocation_model
 from testtime.optimal.calibrate import Table

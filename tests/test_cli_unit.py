@@ -258,7 +258,7 @@ def test_config_error_spelling():
         (["--strategy", "dvts", "--prm", "arith-check", "--max-depth", "0"], "--max-depth 0: must be >= 1"),
         (["--strategy", "rebase", "--prm", "arith-check", "--step-max-tokens", "0"],
          "--step-max-tokens 0: must be >= 1"),
-        (["--temperature", "-1"], "--temperature -1.0: must be in [0, 100]"),
+        (["--temperature", "-1"], "--temperature -1.0: must be in [0, 2]"),
         (["--max-tokens", "0"], "--max-tokens 0: must be >= 1"),
         (["--fewshot", "-1"], "--fewshot -1: must be >= 0"),
         (["--strategy", "optimal", "--table", "t.json", "--budget", "0"], "--budget 0: must be >= 1"),

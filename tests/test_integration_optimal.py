@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.optimal.calibrate import Table, calibrate
 from testtime.optimal.recipe import load_recipe
 from testtime.optimal.selector import run_optimal

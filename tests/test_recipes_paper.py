@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from testtime.datasets import load_dataset
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.optimal.recipe import Recipe, load_recipe
 from testtime.optimal.sweep import n_runs, plan, sweep_path
 from testtime.policy.prompts import PromptConfig, build_messages

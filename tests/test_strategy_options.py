@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.errors import ConfigError
 from testtime.optimal.recipe import StrategySpec, load_recipe
 from testtime.search.adaptive import AdaptiveOptions

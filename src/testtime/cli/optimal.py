@@ -446,7 +446,7 @@ def recalibrate(
 def _refit_label_free(dataset: str, table_path: Path | None, prm: str | None, n: int, limit: int | None, seed: int,
                       model: str | None, fewshot: int, max_tokens: int, question_field: str, kind: str, out: Path,
                       as_json: bool) -> None:
-    from testtime.engine import RunConfig
+    from testtime.config import RunConfig
     from testtime.optimal.calibrate import Table as CalTable
     from testtime.optimal.recalibrate import refit_label_free
     from testtime.optimal.tables import shipped_table

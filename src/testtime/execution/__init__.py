@@ -1,7 +1,8 @@
 """Where the engine runs: in this process (``local``) or sharded over Ray actors (``ray``).
 
 An executor only answers "solve these problems" (``solve``: graded results, batch by batch); the run's
-life -- run id, store, resume, recording, summary -- is ``engine.execute``'s, the same for every executor.
+life -- run id, store, resume, recording, summary -- is ``lifecycle.execute``'s, the same for every executor
+(this package imports the lifecycle and the config, never ``testtime.engine``, which imports it).
 Both executors take a *policy spec* -- the backend, the model and the backend's options -- rather than a
 loaded policy, because Ray actors build their own backends; the local executor can also wrap a policy
 that is already open. Scorers are named by the run config's ``prm`` spec and built next to the policy
@@ -22,7 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from testtime.engine import ProblemResult, ProgressFn, RunConfig, RunResult, execute, solve_batches
+from testtime.config import RunConfig
+from testtime.lifecycle import ProblemResult, ProgressFn, RunResult, execute, solve_batches
 from testtime.errors import ConfigError
 from testtime.policy.base import Policy
 from testtime.reward.base import AGGREGATIONS, DEFAULT_SELECTION, RewardModel
@@ -98,7 +100,7 @@ def require_prm(prm: str | None) -> str:
 
 
 class Executor(ABC):
-    """Solves batches of problems for ``engine.execute``; results land in ``config.out``'s store. Close it."""
+    """Solves batches of problems for ``lifecycle.execute``; results land in ``config.out``'s store. Close it."""
 
     kind: str = ""
     model_id: str = ""
@@ -114,7 +116,7 @@ class Executor(ABC):
 
     def run(self, config: RunConfig, problems: list[Problem] | None = None,
             on_progress: ProgressFn | None = None) -> RunResult:
-        """One run (``engine.execute`` on this executor)."""
+        """One run (``lifecycle.execute`` on this executor)."""
         return execute(self, config, problems, on_progress)
 
     def close(self) -> None:  # noqa: B027 - an optional hook

@@ -7,7 +7,7 @@
 - **Chunks.** The problems the engine hands over (those without a finished result) are cut into chunks
   (at most the local engine's batch, and small enough that every actor gets a few) and handed out as
   actors free up, two in flight per actor. An actor runs a chunk exactly as the local executor runs its
-  problems (``engine.solve_batches``: strategy, failure isolation, grading) and returns its traces with
+  problems (``lifecycle.solve_batches``: strategy, failure isolation, grading) and returns its traces with
   every generation and reward it produced.
 - **One store.** The driver writes each finished chunk's generations and rewards into the run's SQLite
   store as it arrives (``ray.wait``) and yields its results, which the engine records, so a killed driver
@@ -43,8 +43,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(RAY_MISSING) from e
 
-from testtime import engine
-from testtime.engine import ProblemResult, RunConfig
+from testtime import lifecycle
+from testtime.config import RunConfig
+from testtime.lifecycle import ProblemResult
 from testtime.errors import ConfigError, one_line
 from testtime.store import Store, StoreLike
 from testtime.types import Completion, Problem
@@ -169,7 +170,7 @@ class Worker:
         self.setup()
         scorer = self._scorer(config.prm) if config.strategy_class.needs_scorer else None
         store = ChunkStore(reader)
-        results = [r for batch in engine.solve_batches(config, self.policy, scorer, store, problems) for r in batch]
+        results = [r for batch in lifecycle.solve_batches(config, self.policy, scorer, store, problems) for r in batch]
         return ChunkResult(results, store.generation_rows, store.reward_rows, os.getpid())
 
     def close(self) -> None:

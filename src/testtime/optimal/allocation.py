@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.errors import ConfigError
 from testtime.execution import as_executor
 from testtime.optimal.allocate import Allocation, allocate

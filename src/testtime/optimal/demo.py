@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.errors import ConfigError
 from testtime.extraction import DEFAULT_EXTRACTION
 from testtime.optimal.calibrate import Table

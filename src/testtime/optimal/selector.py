@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.errors import ConfigError
 from testtime.execution import ScorerInfo, as_executor
 from testtime.optimal.calibrate import PROMPT_KEYS, Choice, Table, decide

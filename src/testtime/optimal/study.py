@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.optimal.allocation import allocation_model, run_allocated
 from testtime.optimal.calibrate import Table
 from testtime.search import BestOfN, CoT, Majority

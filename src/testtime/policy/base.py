@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from testtime.errors import ConfigError
+from testtime.settings import SAMPLING, TEMPERATURE, TOP_P
 from testtime.types import Completion
 
 STEP_STOP = "\n\n"  # a reasoning step ends at a blank line
@@ -17,19 +17,17 @@ STEP_STOP = "\n\n"  # a reasoning step ends at a blank line
 class SamplingParams:
     """Everything besides the prompt and seed that decides a sample; part of the store key."""
 
+    # ranges and the sampling defaults are the run's (testtime.settings); max_tokens is one call's cap, a step's
+    # as often as a solution's, so callers always pass it and its default stays the short one calls had
     max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 1.0
+    temperature: float = TEMPERATURE.default
+    top_p: float = TOP_P.default
     top_k: int = 0  # 0 = off
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ConfigError("max_tokens", self.max_tokens, "must be >= 1")
-        if not 0.0 <= self.temperature < math.inf:  # also refuses NaN
-            raise ConfigError("temperature", self.temperature, "must be a finite number >= 0")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError("top_p", self.top_p, "must be in (0, 1]")
+        for setting in SAMPLING:  # also refuses NaN
+            setting.check(getattr(self, setting.name))
         if self.top_k < 0:
             raise ConfigError("top_k", self.top_k, "must be >= 0 (0: off)")
 

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from testtime.errors import ConfigError
 from testtime.policy.base import GenerationRequest
 from testtime.search.base import SearchContext, Strategy, changed_options, labelled
 from testtime.search.sampling import majority_trace
 from testtime.search.selection import answer_key
+from testtime.settings import UNLESS_DEFAULT, check_declared, option
 from testtime.types import Completion, Problem, Trace
 
 
 @dataclass(frozen=True)
 class AdaptiveOptions:
-    window: int = 4  # samples drawn per round
+    window: int = option(4, "adaptive_majority: samples drawn per round", ge=1, identity=UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ConfigError("window", self.window, "must be >= 1")
+        check_declared(self)
 
 
 def settled(answers: list[str | None]) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from testtime.datasets import fewshot_for
 from testtime.errors import ConfigError
-from testtime.extraction import DEFAULT_EXTRACTION, extract_answers
+from testtime.extraction import extract_answers
 from testtime.policy.base import SamplingParams
 from testtime.policy.prompts import PromptConfig, build_messages
 from testtime.replay import CachedGenerator
@@ -28,6 +28,16 @@ from testtime.search.selection import (
     group_index,
     selection_of,
 )
+from testtime.settings import (
+    ANSWER_GROUPING,
+    EXTRACTION,
+    MAX_TOKENS,
+    SEED,
+    TEMPERATURE,
+    TOP_P,
+    check_declared,
+    option,
+)
 from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Trace
 
 
@@ -35,14 +45,15 @@ from testtime.types import Candidate, Completion, Compute, Problem, Scoring, Tra
 class SearchContext:
     generator: CachedGenerator
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    max_tokens: int = 384  # per full solution
-    temperature: float = 0.7  # sampling temperature (CoT is greedy regardless)
-    top_p: float = 1.0
-    seed: int = 0
+    # the run's sampling settings (defaults and ranges: testtime.settings; CoT is greedy regardless)
+    max_tokens: int = MAX_TOKENS.default  # per full solution
+    temperature: float = TEMPERATURE.default
+    top_p: float = TOP_P.default
+    seed: int = SEED.default
     # The step scorer for PRM-guided strategies (a CachedScorer in runs); None for CoT / majority.
     scorer: RewardModel | None = None
-    answer_grouping: str = "math"  # how answers form vote groups (selection.GROUPINGS)
-    extraction: str = DEFAULT_EXTRACTION  # how candidates' final answers are read (extraction.EXTRACTIONS)
+    answer_grouping: str = ANSWER_GROUPING.default  # how answers form vote groups (selection.GROUPINGS)
+    extraction: str = EXTRACTION.default  # how candidates' final answers are read (extraction.EXTRACTIONS)
 
     def answers(self, texts: Sequence[str]) -> list[str | None]:
         """The final answers of whole outputs under the run's extraction policy, in one batch; the
@@ -98,16 +109,14 @@ class ScoredOptions:
     (every pair is reported anyway, in ``Trace.selections``). None follows the scorer: its declared
     ``default_selection`` (``selection.follow_scorer``); a value given is never overridden."""
 
-    aggregation: str | None = None
-    selection: str | None = None
+    aggregation: str | None = option(
+        None, "step rewards -> a candidate's score [default: the scorer's (arith-check: mean)]",
+        choices=AGGREGATIONS, nullable=True)
+    selection: str | None = option(
+        None, "answer choice [default: the scorer's (prm_max)]", choices=RULES, nullable=True)
 
     def __post_init__(self) -> None:
-        if self.aggregation is not None and self.aggregation not in AGGREGATIONS:
-            raise ConfigError("aggregation", self.aggregation, f"unknown (valid: {', '.join(AGGREGATIONS)})")
-        if self.selection is None:
-            return
-        if self.selection not in RULES:
-            raise ConfigError("selection", self.selection, f"unknown (valid: {', '.join(RULES)})")
+        check_declared(self)  # every option of this class and its subclasses, by its declaration
         if self.selection in CONFIDENCE_RULES:  # step-level candidates carry no per-sample confidence
             raise ConfigError("selection", self.selection, "a PRM-scored strategy reports majority or a prm_* rule "
                               "(confidence selections are majority voting's)")

@@ -42,6 +42,7 @@ from testtime.errors import ConfigError
 from testtime.reward.base import RewardModel
 from testtime.search.base import SearchContext, Strategy, changed_options, labelled, scored_trace
 from testtime.search.tree import Tree, TreeOptions, Work, expand, rank_score, top_k
+from testtime.settings import UNLESS_DEFAULT, option
 from testtime.types import Node, Problem, Trace
 
 
@@ -153,12 +154,10 @@ BEAM_FINISH: tuple[str, ...] = ("sal", "authors")
 
 @dataclass(frozen=True)
 class BeamOptions(TreeOptions):
-    beam_finish: str = "sal"  # which finished paths count and when the search stops: see the module docstring
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.beam_finish not in BEAM_FINISH:
-            raise ConfigError("beam_finish", self.beam_finish, f"unknown (valid: {', '.join(BEAM_FINISH)})")
+    # which finished paths count and when the search stops: see the module docstring
+    beam_finish: str = option(
+        "sal", "beam: sal = every finished path counts, N at full width; authors = finished and unfinished ranked "
+               "together, N/M paths returned (the paper's)", choices=BEAM_FINISH, identity=UNLESS_DEFAULT)
 
 
 @dataclass
@@ -255,12 +254,9 @@ class DVTS(TreeSearch):
 
 @dataclass(frozen=True)
 class RebaseOptions(TreeOptions):
-    softmax_temperature: float = 0.1  # over rewards in [0, 1]: lower = greedier
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.softmax_temperature > 0:
-            raise ConfigError("softmax_temperature", self.softmax_temperature, "must be > 0")
+    softmax_temperature: float = option(
+        0.1, "rebase / particle_filter: softmax temperature over step rewards in [0, 1], lower = greedier", gt=0.0,
+        identity=UNLESS_DEFAULT)
 
 
 @dataclass

@@ -21,7 +21,6 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from testtime.errors import ConfigError
 from testtime.extraction import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.search.base import (
@@ -35,6 +34,7 @@ from testtime.search.base import (
     split_steps,
 )
 from testtime.search.selection import SELECTIONS, Pool, all_selections, answer_groups, group_index
+from testtime.settings import UNLESS_DEFAULT, check_declared, option
 from testtime.types import Candidate, Completion, Confidence, Problem, Trace
 
 VOTE = SELECTIONS["confidence_vote"]
@@ -43,14 +43,13 @@ MAX_STEPS = 40  # a sample that reaches this many steps ends there (the tree sea
 
 @dataclass(frozen=True)
 class DeepConfOptions:
-    warmup: int = 4  # full samples per problem that set its threshold
-    keep: float = 0.9  # share of the warm-up whose confidence the threshold lies under
+    warmup: int = option(4, "deepconf_online: full samples per problem that set its stopping threshold", ge=1,
+                         identity=UNLESS_DEFAULT)
+    keep: float = option(0.9, "deepconf_online: share of the warm-up whose confidence lies above the threshold",
+                         gt=0.0, le=1.0, identity=UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
-        if self.warmup < 1:
-            raise ConfigError("warmup", self.warmup, "must be >= 1")
-        if not 0.0 < self.keep <= 1.0:
-            raise ConfigError("keep", self.keep, "must be in (0, 1]")
+        check_declared(self)
 
 
 def threshold(confidences: list[float | None], keep: float) -> float | None:

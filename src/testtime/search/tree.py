@@ -22,12 +22,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from testtime.errors import ConfigError
 from testtime.extraction import extract_answer
 from testtime.policy.base import STEP_STOP, GenerationRequest, SamplingParams
 from testtime.reward.base import RewardModel, ScoreRequest
 from testtime.search.base import ScoredOptions, SearchContext, compute_of
 from testtime.search.selection import AGGREGATIONS, aggregate
+from testtime.settings import UNLESS_DEFAULT, option
 from testtime.types import Candidate, Completion, Compute, Node, Problem
 
 
@@ -97,21 +97,16 @@ TERMINATE_ON: tuple[str, ...] = ("answer", "boxed")
 class TreeOptions(ScoredOptions):
     """Options of every tree search: width M, per-step sampling and termination, how nodes are ranked."""
 
-    m: int = 4  # beam width / DVTS subtree width (N must be a multiple)
-    max_depth: int = 40  # a path that reaches this many steps ends there
-    step_max_tokens: int = 256  # a step that hits this is truncated and dropped
-    rank_by: str = "last"  # which aggregation of path rewards ranks nodes (the paper: the newest step's)
-    terminate_on: str = "answer"  # what else ends a path: see TERMINATE_ON
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rank_by not in AGGREGATIONS:
-            raise ConfigError("rank_by", self.rank_by, f"unknown (valid: {', '.join(AGGREGATIONS)})")
-        if self.terminate_on not in TERMINATE_ON:
-            raise ConfigError("terminate_on", self.terminate_on, f"unknown (valid: {', '.join(TERMINATE_ON)})")
-        for name in ("m", "max_depth", "step_max_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "must be >= 1")
+    # checked by ScoredOptions.__post_init__ from these declarations
+    m: int = option(4, "tree searches: beam width / DVTS subtree width M (N must be a multiple)", ge=1)
+    max_depth: int = option(40, "tree searches: steps per path at most (a path ends there)", ge=1)
+    step_max_tokens: int = option(256, "tree searches: max tokens per step (a longer step is truncated and dropped)",
+                                  ge=1)
+    rank_by: str = option("last", "tree searches: the aggregation of path rewards that ranks nodes (the paper: "
+                                  "the newest step's)", choices=AGGREGATIONS)
+    terminate_on: str = option(
+        "answer", "tree searches: a path ends (besides EOS / max depth) at a step stating an answer (answer) or "
+                  "only at a step writing \\boxed (boxed: the paper's)", choices=TERMINATE_ON, identity=UNLESS_DEFAULT)
 
 
 def step_params(ctx: SearchContext, settings: TreeOptions) -> SamplingParams:

@@ -12,7 +12,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
-from testtime.engine import RunConfig
+from testtime.config import RunConfig
 from testtime.errors import ConfigError
 from testtime.serve.schemas import ChatRequest, CompletionRequest
 from testtime.serve.settings import AUTO, ServeConfig

@@ -1,0 +1,170 @@
+"""One declaration per setting (testtime.settings, the strategies' Options): every front end -- RunConfig,
+the recipe model, the CLI's Typer options and the server's schema -- takes its names, defaults and ranges from
+it; and the layers import downward only (no engine <-> execution cycle)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from testtime import settings as S
+from testtime.config import RunConfig
+from testtime.errors import ConfigError
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "testtime"
+
+
+# --- the import graph -----------------------------------------------------------------------------------
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the testtime modules it imports anywhere (top level, functions, TYPE_CHECKING blocks)."""
+    modules = {_module_of(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                targets.add(base)
+                targets.update(f"{base}.{a.name}" for a in node.names)  # `from testtime import engine`
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def group(module: str) -> str:
+    """A module's node in the layer graph: a package's modules are the package."""
+    for pkg in ("testtime.execution",):
+        if module == pkg or module.startswith(pkg + "."):
+            return pkg
+    return module
+
+
+def reaches(graph: dict[str, set[str]], start: str, goal: str) -> list[str] | None:
+    """A path of imports from `start` to `goal` over the grouped graph, or None."""
+    grouped: dict[str, set[str]] = {}
+    for m, ts in graph.items():
+        grouped.setdefault(group(m), set()).update(group(t) for t in ts if group(t) != group(m))
+    seen, stack = {start}, [[start]]
+    while stack:
+        path = stack.pop()
+        for nxt in sorted(grouped.get(path[-1], ())):
+            if nxt == goal:
+                return [*path, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append([*path, nxt])
+    return None
+
+
+def test_the_graph_sees_imports_in_functions_and_type_checking_blocks():
+    graph = import_graph()
+    assert "testtime.execution" in graph["testtime.engine"]  # run() wraps a policy in LocalExecutor
+    assert "testtime.lifecycle" in graph["testtime.execution"]  # Executor.run is lifecycle.execute
+    assert "testtime.reward" in graph["testtime.execution"]  # a function-level import (scorer_for)
+    assert reaches(graph, "testtime.engine", "testtime.config") == ["testtime.engine", "testtime.config"]
+
+
+def test_execution_never_reaches_engine_and_lifecycle_never_reaches_either():
+    graph = import_graph()
+    assert reaches(graph, "testtime.execution", "testtime.engine") is None
+    for upper in ("testtime.engine", "testtime.execution"):
+        assert reaches(graph, "testtime.lifecycle", upper) is None
+        assert reaches(graph, "testtime.config", upper) is None
+
+
+def test_a_cycle_coming_back_is_caught(tmp_path, monkeypatch):
+    """The check above on a graph with the old edge back in: execution importing the engine."""
+    graph = import_graph()
+    graph["testtime.execution.ray"] = {*graph["testtime.execution.ray"], "testtime.engine"}
+    assert reaches(graph, "testtime.execution", "testtime.engine") == ["testtime.execution", "testtime.engine"]
+
+
+# --- RunConfig is the declarations ----------------------------------------------------------------------
+
+
+def test_every_runconfig_field_is_declared_and_every_declaration_has_its_field():
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    declared = RunConfig.settings()
+    assert set(fields) == set(declared)
+    assert set(S.RUN_SETTINGS) | set(S.strategy_option_settings()) == set(declared)
+    for name, f in fields.items():
+        assert f.default == declared[name].default, name
+
+
+def test_strategy_options_are_the_options_dataclasses_declarations():
+    from testtime.search.registry import STRATEGIES
+
+    for cls in STRATEGIES.values():
+        for f in dataclasses.fields(cls.Options):
+            assert RunConfig.settings()[f.name] == S.declared(cls.Options)[f.name]
+            assert getattr(RunConfig(), f.name) == f.default
+
+
+def outside(s: S.Setting) -> list[object]:
+    """Values just outside the setting's range or choices."""
+    out: list[object] = []
+    step = 1 if s.type is int else 1e-9
+    if s.ge is not None:
+        out.append(s.type(s.ge - step))
+    if s.gt is not None:
+        out.append(s.type(s.gt))
+    if s.le is not None:
+        out.append(s.type(s.le + step) if s.type is int else s.le * (1 + 1e-9) + 1e-9)
+    if s.lt is not None:
+        out.append(s.type(s.lt))
+    if s.valid_choices() is not None:
+        out.append("no-such-choice")
+    return out
+
+
+def constrained() -> list[S.Setting]:
+    return [s for s in RunConfig.settings().values() if s.bounded or s.valid_choices() is not None]
+
+
+@pytest.mark.parametrize("setting", constrained(), ids=lambda s: s.name)
+def test_runconfig_refuses_a_value_just_outside_naming_the_field(setting):
+    for value in outside(setting):
+        with pytest.raises(ConfigError) as e:
+            RunConfig(**{setting.name: value})
+        assert e.value.field == setting.name, (setting.name, value, str(e.value))
+
+
+def test_one_temperature_range_everywhere():
+    from testtime.policy.base import SamplingParams
+
+    assert (S.TEMPERATURE.ge, S.TEMPERATURE.le) == (0.0, 2.0)
+    RunConfig(temperature=2.0)
+    SamplingParams(temperature=2.0)
+    for make in (lambda t: RunConfig(temperature=t), lambda t: SamplingParams(temperature=t)):
+        for bad in (2.01, -0.01, math.nan):
+            with pytest.raises(ConfigError, match=r"temperature .*: must be in \[0, 2\]"):
+                make(bad)
+
+
+def test_identity_rules_are_data():
+    """A setting dropped from the identity at its default keeps old run ids; a non-default enters it."""
+    base = RunConfig(strategy="beam", n=8, prm="arith-check")
+    ident = base.identity("m")
+    own = {f.name for f in dataclasses.fields(base.strategy_class.Options)} | set(S.RUN_SETTINGS)
+    dropped = {name for name, s in RunConfig.settings().items()
+               if s.identity == S.OUT or (s.identity == S.UNLESS_DEFAULT and name in own)}
+    assert dropped >= {"out", "model", "batch_sequences", "top_p", "beam_finish", "terminate_on", "system"}
+    assert not dropped & set(ident)
+    assert {"max_tokens", "temperature", "m", "rank_by", "seed"} <= set(ident)
+    assert RunConfig(strategy="beam", n=8, prm="arith-check", top_p=0.9).identity("m")["top_p"] == 0.9
