@@ -54,7 +54,8 @@ def test_corpus_covers_the_policies_difference() -> None:
     assert len(differ) >= 4 and all(r["answer"] is None for r in differ)
     cases = " | ".join(r["case"] for r in CORPUS)
     for needed in ("sentence after", "two boxed", "intermediate box", "without marker", "think", "units", "percent",
-                   "dollars", "thousands", "interval", "text answer", "choice", "\\[ \\]"):
+                   "dollars", "thousands", "interval", "text answer", "choice", "\\[ \\]", "hash run",
+                   "placeholder", "not thousands", "text aside"):
         assert needed in cases, needed
 
 
@@ -186,3 +187,41 @@ def test_bad_extraction_is_one_line_naming_the_option(command: list[str]) -> Non
     assert res.exit_code == 2 and "Traceback" not in res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "extraction" in lines[0] and "loose" in lines[0]
+
+
+# --- external references ----------------------------------------------------------------------------------
+
+QWEN_PATH = Path(__file__).parent / "data" / "qwen25-math-cot-100.jsonl.gz"
+
+
+def test_agrees_with_qwen25_math_grader() -> None:
+    """Qwen2.5-Math's own evaluation example (100 MATH problems x 8 responses, each scored by its grader;
+    tests/data/qwen25-math-cot-100.LICENSE.txt): extraction + grading as runs do agree on 799 of 800.
+    The one disagreement is the reference grader's: it rejects a boxed 10000 against the reference
+    ``10{,}000``. It was 797 while a degenerate ``######`` run was read as GSM8K's marker (answer ``##``)."""
+    import gzip
+
+    rows = [json.loads(line) for line in gzip.decompress(QWEN_PATH.read_bytes()).decode("utf-8").splitlines()]
+    items = [(text, r["gt"], "math") for r in rows for text in r["code"]]
+    scores = [s for r in rows for s in r["score"]]
+    assert len(items) == 800
+    got = grade_outputs(items, "fallback")
+    disagree = [(t[-60:], a, s) for (t, _, _), (a, ok), s in zip(items, got, scores, strict=True) if ok != s]
+    assert len(disagree) <= 1, disagree
+    assert not any(a is not None and not a.strip("#") for a, _ in got)  # no answer of marker characters
+
+
+def test_placeholder_comes_from_the_prompt_instruction() -> None:
+    """The instruction's own template answer ("The answer is N.") is no answer, under either policy; the
+    placeholder is read from the instruction, so another instruction has another one."""
+    from testtime.extraction import PLACEHOLDERS, placeholders
+    from testtime.policy.prompts import INSTRUCTION
+
+    assert PLACEHOLDERS == placeholders(INSTRUCTION) == {"N"}
+    assert placeholders('End with "Final answer: X" on its own line.') == {"X"}
+    assert placeholders("Show your work.") == frozenset()
+    for policy in EXTRACTIONS:
+        assert extract_answer("So 2 + 2 = 4.\n\nThe answer is N.", policy=policy) == ("4" if policy == "fallback"
+                                                                                       else None)
+        assert extract_answer("The answer is 9.\nThe answer is N.", policy=policy) == "9"
+        assert extract_answer("The answer is N.", policy=policy) is None

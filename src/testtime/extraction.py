@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from testtime.errors import ConfigError
 from testtime.math_verify_worker import math_verify_extract_many
+from testtime.policy.prompts import INSTRUCTION
 
 if TYPE_CHECKING:
     from testtime.types import Problem
@@ -126,10 +127,13 @@ def last_boxed(text: str) -> str | None:
 
 
 # Between two boxes of one statement: whitespace (no blank line: a new step is a new statement),
-# math delimiters, commas, "and" / "or", LaTeX spacing, a variable being assigned ("x =").
+# math delimiters, commas, "and" / "or", LaTeX spacing, a variable being assigned ("x ="), a unit word
+# before the "and" ("\boxed{1} papers and \boxed{2} bins"), a \text{} aside that ends in "and" / "or"
+# ("\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}").
 _BOX_JOIN_RE = re.compile(
     r"(?:[ \t]|\n(?![ \t]*\n)|\$|\\[()\[\]]|,|;|&|\\q?quad|\\[,;: ]|\band\b|\bor\b"
-    r"|\\text\{\s*(?:and|or|,)?\s*\}|[A-Za-z](?:_\{?\w+\}?)?\s*=)*"
+    r"|[A-Za-z]+(?=[ \t]*(?:,|\band\b|\bor\b))"
+    r"|\\text\{(?:[^{}\n]*?(?:\band|\bor|,))?\s*\}|[A-Za-z](?:_\{?\w+\}?)?\s*=)*"
 )
 
 
@@ -170,7 +174,9 @@ _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|answer)s?\s*(?:\*\*)?\s*(?:(?:is|are)\s*:?|:)\s*(?:\*\*)?",
     re.IGNORECASE,
 )
-_GSM8K_RE = re.compile(r"####\s*((?:(?!####)[^\n])*)")
+# GSM8K's marker is exactly four '#': a longer run is degenerate output (or a Markdown rule), not a marker
+# ("...######\n" once answered "##"), and an answer made of marker characters is none (see _statements).
+_GSM8K_RE = re.compile(r"(?<!#)####(?!#)\s*((?:(?!####)[^\n])*)")
 # A math span at the start of a statement: (open, close, may it span lines).
 _DELIMS = (("$$", "$$", True), ("\\[", "\\]", True), ("$", "$", False), ("\\(", "\\)", False))
 _SPAN_JOIN_RE = re.compile(r"\s*(?:,\s*(?:and|or)\b|,|\band\b|\bor\b)\s*")
@@ -255,11 +261,14 @@ def _statement_object(rest: str) -> tuple[str, bool] | None:
     choice = _CHOICE_RE.match(sentence)
     if choice and not _NUMBER_RE.search(sentence):
         return next(g for g in choice.groups() if g), True  # "(C) because ..."
-    inner = [(m.start(), m.group(1) or m.group(2)) for m in _INNER_SPAN_RE.finditer(sentence)]
-    numbers = [(m.start(), m.group(0)) for m in _NUMBER_RE.finditer(sentence)]
-    for found in (inner, numbers):
-        if found:
-            return _object(_after_last_verb(sentence, found)), True
+    # Math spans and bare numbers together, in sentence order: "The volume of $ABCDEFGH$ is 120" states 120,
+    # the span before the verb only names what is measured. A number inside a span is the span's.
+    inner = [(m.start(), m.end(), m.group(1) or m.group(2)) for m in _INNER_SPAN_RE.finditer(sentence)]
+    numbers = [(m.start(), m.end(), m.group(0)) for m in _NUMBER_RE.finditer(sentence)
+               if not any(a <= m.start() < b for a, b, _ in inner)]
+    found = sorted((a, text) for a, _, text in inner + numbers)
+    if found:
+        return _object(_after_last_verb(sentence, found)), True
     return sentence, False
 
 
@@ -309,7 +318,7 @@ def _statements(text: str) -> list[_Statement]:
     for m in _GSM8K_RE.finditer(text):
         ans = _clean_answer(m.group(1))
         ans = ans.removeprefix("\\$").removeprefix("$").strip()
-        if ans:
+        if ans.strip("#").strip():
             found.append(_Statement(m.start(), ans))
     return found
 
@@ -322,14 +331,29 @@ def _scope(text: str) -> str:
     return text
 
 
-def marked_answer(text: str) -> str | None:
-    """The answer the output's last marked statement states (the ``strict`` policy), or None."""
-    if not text:
-        return None
-    found = _statements(_scope(text))
+def _last_statement(text: str, skip: frozenset[str] = frozenset()) -> str | None:
+    found = [s for s in _statements(_scope(text)) if s.answer not in skip]
     strong = [s for s in found if s.strong]
     pick = max(strong or found, key=lambda s: s.start, default=None)
     return None if pick is None else pick.answer
+
+
+def placeholders(instruction: str) -> frozenset[str]:
+    """The answers the instruction's own quoted templates state: "End with: \"The answer is N.\"" -> {"N"}."""
+    return frozenset(a for quoted in re.findall(r'"([^"]+)"', instruction) if (a := _last_statement(quoted)))
+
+
+# A model that copies the prompt's template ("The answer is N.") states no answer: the placeholder is
+# read from the instruction itself, so a reworded instruction cannot leave a stale copy here.
+PLACEHOLDERS = placeholders(INSTRUCTION)
+
+
+def marked_answer(text: str) -> str | None:
+    """The answer the output's last marked statement states (the ``strict`` policy), or None.
+    A statement of the instruction's placeholder (``PLACEHOLDERS``) is not one."""
+    if not text:
+        return None
+    return _last_statement(text, PLACEHOLDERS)
 
 
 _LAST_NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
@@ -349,7 +373,7 @@ def extract_answers(texts: Sequence[str], policy: str, timeout_s: float = EXTRAC
         if need:
             found = math_verify_extract_many([_scope(texts[i]) for i in need], timeout_s)
             for i, ans in zip(need, found, strict=True):
-                out[i] = ans
+                out[i] = None if ans in PLACEHOLDERS else ans
     if fallback_last_number:
         for i, a in enumerate(out):
             if a is None and isinstance(texts[i], str):
@@ -406,5 +430,6 @@ __all__ = [
     "has_boxed",
     "last_boxed",
     "marked_answer",
+    "placeholders",
     "reference_answer",
 ]

@@ -108,6 +108,8 @@ def parse_number(s: str, lenient: bool = True) -> Fraction | None:
 
 
 def _parse_core(s: str) -> Fraction | None:
+    if re.search(r",\s", s):  # "32, 349" is two numbers (a tuple for math-verify), never 32349
+        return None
     s = re.sub(r"\s+", "", s)
     if not s or len(s) > _MAX_DIGITS:
         return None
