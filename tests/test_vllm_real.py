@@ -127,9 +127,12 @@ def test_token_counts_are_exact(policy, tokenizer):
         assert c.prompt_tokens == len(sent)
         assert len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) == 9
     assert done[0].text == done[1].text  # temperature 0 is greedy whatever the seed
+    greedy = done[0].text
+    word = greedy.split()[2]  # a stop string the greedy continuation is known to write
     stopped = policy.generate([GenerationRequest(prompt, 1, 0, SamplingParams(temperature=0.0, max_tokens=64,
-                                                                               stop=("our",)))])[0][0]
-    assert stopped.finish_reason == "stop" and stopped.stop == "our" and "our" not in stopped.text
+                                                                               stop=(word,)))])[0][0]
+    assert stopped.finish_reason == "stop" and stopped.stop == word
+    assert stopped.text == greedy[: greedy.index(word)]  # cut before the match, the match not included
 
 
 def test_cached_prompt_tokens_are_what_the_engine_served(policy, tokenizer):
@@ -209,3 +212,4 @@ def test_vllm_prm_matches_the_transformers_reference(prm_dirs, family, fmt, opti
         assert g == pytest.approx(w, abs=0.01)
     flat = [x for r in want for x in r]
     assert max(flat) - min(flat) > 0.01  # random heads still tell steps apart: the comparison means something
+

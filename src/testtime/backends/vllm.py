@@ -110,7 +110,8 @@ def vllm_platform() -> str:
         return "unknown"
 
 
-def require_gpu(allow_cpu: bool | None = None, what: str = "the vLLM PRM backend", instead: str = "the hf backend") -> None:
+def require_gpu(allow_cpu: bool | None = None, what: str = "the vLLM PRM backend",
+                instead: str = "the hf backend") -> None:
     """Raise VLLMUnsupported when no CUDA GPU is visible, unless the caller opted in to vLLM's CPU build
     (``allow_cpu=True`` or ``$TESTTIME_VLLM_CPU=1``) and the installed vLLM is that build."""
     if gpu_available():
