@@ -11,19 +11,22 @@ For a run, the floor is the time the llama.cpp backend needs at the very least:
   P = the sequences the scheduler keeps in flight (lanes x samples per request, at most the slots).
 
 Each strategy (CoT, majority@N, Best-of-N@N with arith-check, beam@N with arith-check, and the LLM judge
-scoring a pool of solutions) runs once per schedule on a fresh server and a fresh store: ``lanes``
-(testtime's prefix-aware scheduling) and ``scatter`` (the policy before issue 20: every request at once,
-the server picks the slot, idle slots cleared as llama.cpp does by default). The table prints, per run:
+scoring a pool of solutions) runs once per schedule on a fresh server and a fresh store: testtime's
+prefix-aware lanes, either left to the server's pick of slot (``lanes-unpinned``) or pinned to slots
+(``lanes``), and ``scatter`` (the policy before issue 20: every request at once, the server picks the slot,
+idle slots cleared as llama.cpp does by default). The default compares the library's own schedule (read from
+``LlamaCppPolicy``'s defaults, so it follows the library) with ``scatter``. The table prints, per run:
 prompt tokens evaluated / distinct, and wall time / floor. On a shared CPU the timings move with the
 load: compare rows of one run only, and read the token ratios, which load does not change, first.
 
     python bench/limit_model.py [--problems 30] [--n 8] [--strategies cot,majority,best_of_n,beam,judge]
-        [--schedules lanes,scatter] [--max-tokens 384] [--slots 16]
+        [--schedules lanes-unpinned,scatter] [--max-tokens 384] [--slots 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import tempfile
 import time
@@ -35,6 +38,20 @@ from testtime.backends.llamacpp import plan_lanes
 from testtime.datasets import load_dataset
 from testtime.policy import load_policy
 from testtime.policy.llamacpp import LlamaCppPolicy
+
+# each schedule's llama.cpp options; scatter also wraps the policy (ScatterPolicy)
+SCHEDULES: dict[str, dict[str, bool]] = {
+    "lanes-unpinned": {"pin_lanes": False, "cache_idle_slots": False},
+    "lanes": {"pin_lanes": True, "cache_idle_slots": False},
+    "scatter": {"pin_lanes": False, "cache_idle_slots": True},
+}
+
+
+def library_schedule() -> str:
+    """The schedule a plain ``load_policy(None)`` runs: the one whose options are LlamaCppPolicy's defaults."""
+    params = inspect.signature(LlamaCppPolicy.__init__).parameters
+    defaults = {k: params[k].default for k in ("pin_lanes", "cache_idle_slots")}
+    return next(name for name, opts in SCHEDULES.items() if name != "scatter" and opts == defaults)
 
 
 class ScatterPolicy:
@@ -189,11 +206,16 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=30, help="arith problems (the demo's first ones)")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--strategies", default="cot,majority,best_of_n,beam,judge")
-    ap.add_argument("--schedules", default="lanes,scatter")
+    ap.add_argument("--schedules", default=f"{library_schedule()},scatter",
+                    help=f"comma-separated, of {', '.join(SCHEDULES)} (default: the library's, and scatter)")
     ap.add_argument("--max-tokens", type=int, default=384)
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--ctx-per-slot", type=int, default=4096)
     args = ap.parse_args()
+    schedules = args.schedules.split(",")
+    unknown = [x for x in schedules if x not in SCHEDULES]
+    if unknown:
+        ap.error(f"--schedules {args.schedules}: unknown {', '.join(unknown)} (available: {', '.join(SCHEDULES)})")
     problems = load_dataset("arith", limit=args.problems)
     probe = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot)
     overhead = probe.prefix_overhead
@@ -203,11 +225,10 @@ def main() -> None:
     print(f"prompt eval: {pp:.0f} tok/s", flush=True)
     rows: list[dict[str, Any]] = []
     for name in args.strategies.split(","):
-        for schedule in args.schedules.split(","):
+        for schedule in schedules:
             # scatter reproduces the policy before issue 20: llama.cpp's default of clearing idle slots too
-            base = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot,
-                               cache_idle_slots=schedule == "scatter", pin_lanes=schedule == "lanes")
-            policy = Recorder(base if schedule.startswith("lanes") else ScatterPolicy(base), args.slots, overhead)
+            base = load_policy(None, slots=args.slots, ctx_per_slot=args.ctx_per_slot, **SCHEDULES[schedule])
+            policy = Recorder(ScatterPolicy(base) if schedule == "scatter" else base, args.slots, overhead)
             t0 = time.perf_counter()
             try:
                 run_strategy(name, args, policy, problems)
@@ -226,14 +247,14 @@ def main() -> None:
                    "distinct": distinct, "generated": policy.generated, "parallel": width, "floor_s": floor,
                    "prompt_ratio": policy.evaluated / distinct, "floor_ratio": wall / floor}
             rows.append(row)
-            print(f"  {name:<10}{schedule:<8} evaluated {policy.evaluated:>7} / distinct {distinct:>6} = "
+            print(f"  {name:<10}{schedule:<16} evaluated {policy.evaluated:>7} / distinct {distinct:>6} = "
                   f"{row['prompt_ratio']:.2f}x; {policy.generated} generated at P={width}; wall {wall:.1f} s "
                   f"/ floor {floor:.1f} s = {row['floor_ratio']:.2f}x", flush=True)
     probe.close()
-    print(f"\n{'strategy':<11}{'schedule':<9}{'evaluated':>10}{'distinct':>9}{'ratio':>7}{'generated':>10}{'P':>4}"
+    print(f"\n{'strategy':<11}{'schedule':<16}{'evaluated':>10}{'distinct':>9}{'ratio':>7}{'generated':>10}{'P':>4}"
           f"{'wall s':>8}{'floor s':>8}{'x floor':>8}")
     for r in rows:
-        print(f"{r['strategy']:<11}{r['schedule']:<9}{r['evaluated']:>10}{r['distinct']:>9}{r['prompt_ratio']:>6.2f}x"
+        print(f"{r['strategy']:<11}{r['schedule']:<16}{r['evaluated']:>10}{r['distinct']:>9}{r['prompt_ratio']:>6.2f}x"
               f"{r['generated']:>10}{r['parallel']:>4}{r['wall_s']:>8.1f}{r['floor_s']:>8.1f}{r['floor_ratio']:>7.2f}x")
     print(json.dumps({"benchmark": "limit_model", "problems": args.problems, "n": args.n, "slots": args.slots,
                       "prompt_eval_tok_s": pp, "decode_tok_s": decode, "rows": rows}))
