@@ -85,7 +85,7 @@ def plan_request(req: ChatRequest | CompletionRequest, cfg: ServeConfig, nonce: 
     if max_tokens > cfg.max_tokens_cap:
         raise PlanError(tokens_field, f"{tokens_field} {max_tokens} is over this server's limit {cfg.max_tokens_cap}")
     temperature = cfg.temperature if req.temperature is None else req.temperature
-    top_p = 1.0 if req.top_p is None else req.top_p
+    top_p = cfg.top_p if req.top_p is None else req.top_p
     prm = (tts.prm if tts and tts.prm else None) or cfg.prm
     if prm != cfg.prm and prm not in cfg.allowed_prms:
         allowed = ", ".join((cfg.prm, *cfg.allowed_prms))

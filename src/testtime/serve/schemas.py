@@ -12,7 +12,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-StrategyName = Literal["auto", "cot", "majority", "adaptive_majority", "best_of_n", "beam", "dvts", "rebase"]
+from testtime import settings as S
+from testtime.config import OPTIONS
+from testtime.serve.settings import strategy_names
+
+# every registered strategy and auto (from the registry: a new strategy is servable without an edit here)
+StrategyName = Literal[strategy_names()]  # type: ignore[valid-type]
+# the sampling settings a request may give (None: the server's), with the declared ranges
+MaxTokens = S.MAX_TOKENS.annotation(optional=True)
+Temperature = S.TEMPERATURE.annotation(optional=True)
+TopP = S.TOP_P.annotation(optional=True)
+Width = OPTIONS["m"].annotation(optional=True)
 
 
 class TTSOptions(BaseModel):
@@ -23,7 +33,7 @@ class TTSOptions(BaseModel):
     strategy: StrategyName | None = None
     budget: int | None = Field(default=None, ge=1)
     prm: str | None = Field(default=None, min_length=1, max_length=500)
-    m: int | None = Field(default=None, ge=1)
+    m: Width = None
 
 
 class TextPart(BaseModel):
@@ -58,9 +68,9 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(max_length=500)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: MaxTokens = None
+    temperature: Temperature = None
+    top_p: TopP = None
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
@@ -78,7 +88,7 @@ class _Common(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: MaxTokens = None
 
 
 class CompletionRequest(_Common):

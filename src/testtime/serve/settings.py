@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from testtime import settings as S
+from testtime.config import OPTIONS
 from testtime.errors import ConfigError
 from testtime.extraction import check_extraction
 from testtime.search.registry import STRATEGIES
@@ -36,9 +38,11 @@ class ServeConfig:
     # other scorer specs a request may name in tts.prm (a client never makes the server load anything else)
     allowed_prms: tuple[str, ...] = ()
     table: str | None = None  # a calibrated table for auto (None: the one shipped for the embedded default)
-    m: int = 4  # tree searches: beam width
-    max_tokens: int = 384  # per solution, when a request does not say
-    temperature: float = 0.7  # when a request does not say
+    m: int = OPTIONS["m"].default  # tree searches: beam width
+    # a request's sampling settings when it does not say (defaults and ranges: testtime.settings)
+    max_tokens: int = S.MAX_TOKENS.default  # per solution
+    temperature: float = S.TEMPERATURE.default
+    top_p: float = S.TOP_P.default
     answer_kind: str = "number"  # how answers are grouped for voting (testtime.grading kinds)
     # strict by default: a chat reply without an answer marker (a poem, an explanation) must not have a
     # number from its prose taken for its final answer, which math-verify's fallback would do
@@ -64,7 +68,7 @@ class ServeConfig:
             raise ConfigError("api_key", message="must not be empty")
         if self.strategy not in strategy_names():
             raise ConfigError("strategy", self.strategy, f"unknown (available: {', '.join(strategy_names())})")
-        for name in ("budget", "m", "max_tokens", "max_tokens_cap", "max_budget", "max_n", "max_body_bytes",
+        for name in ("budget", "max_tokens_cap", "max_budget", "max_n", "max_body_bytes",
                      "queue_size", "max_batch", "retry_after_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be >= 1")
@@ -77,8 +81,9 @@ class ServeConfig:
             raise ConfigError("budget", self.budget, f"must be <= max_budget={self.max_budget}")
         if self.max_tokens > self.max_tokens_cap:
             raise ConfigError("max_tokens", self.max_tokens, f"must be <= max_tokens_cap={self.max_tokens_cap}")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ConfigError("temperature", self.temperature, "must be in [0, 2]")
+        for setting in S.SAMPLING:
+            setting.check(getattr(self, setting.name))
+        OPTIONS["m"].check(self.m)
         if self.batch_window_ms < 0:
             raise ConfigError("batch_window_ms", self.batch_window_ms, "must be >= 0")
         if self.deadline_s <= 0:
