@@ -109,6 +109,7 @@ def _policy(server: ScriptedServer, slots: int = 8) -> LlamaCppPolicy:
     policy.slots = slots
     policy.prefix_overhead = 0.05
     policy.pin_lanes = True
+    policy.turn_stops = ()  # a chat-templated model: no plain-turn stop
     policy._server = server
     policy._pool = ThreadPoolExecutor(max_workers=slots)
     return policy
