@@ -387,3 +387,18 @@ def test_rank_weight_trains_and_reports_pairs():
     data = _synthetic(n_problems=30)
     _, metrics = train_head(data, TrainConfig(head="logistic", epochs=200, patience=30, rank_weight=1.0))
     assert metrics["train_pairs"] > 0 and metrics["val_auroc_within_problem"] > 0.6
+
+
+def test_labels_paths_are_unchanged_by_top_p_at_its_default(tmp_path):
+    """Pinned before SamplingSetup had top_p: at its default (1.0) it stays out of the digest, so every labels
+    file written before keeps its path; another top_p is another file."""
+    from pathlib import Path
+
+    from testtime.probe.pipeline import SamplingSetup, labels_path
+
+    out = Path("o")
+    assert str(labels_path(out, "arith:20", 0, 20, LabelConfig(), SamplingSetup(), "model")) == \
+        "o/labels/arith_20-seed0-n20-abe13e9f.jsonl"
+    setup = SamplingSetup(seed=3, max_tokens=512, temperature=0.8, fewshot=0)
+    assert str(labels_path(out, "math500", 3, 50, LabelConfig(solutions=8), setup, "qwen")) == \
+        "o/labels/math500-seed3-n50-071e50ea.jsonl"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from testtime.errors import ConfigError
 from testtime.optimal.recipe import apply_overrides, load_recipe
 from testtime.optimal.sweep import plan
 
@@ -86,3 +87,65 @@ def test_fewshot_file_reaches_the_run_config(tmp_path):
     shots.write_text('{"question": "q"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=rf"^recipe: field fewshot_file: .*{shots}:1: field 'solution': missing$"):
         load_recipe(None, [f"fewshot_file={shots}"])
+
+
+# --- run ids: the recipe model is generated from testtime.settings; the shipped recipes' runs keep their ids ---
+
+# (number of runs, sha256 of their run ids in order) per shipped recipe, computed with the hand-written Recipe
+# model before it was generated from the declarations; "refused:<strategy>:<n>" stands for a budget RunConfig
+# refuses (a tree search at N below its M)
+SHIPPED_RUN_IDS = {
+    "recipes/arith-smollm2-beyond.yaml": (28, 'b80d6313180e6b21'),
+    "recipes/arith-smollm2.yaml": (20, 'c4d68fb9422b179c'),
+    "recipes/paper/llama3.1-8b-aime24.yaml": (30, 'f798f1538d105d9d'),
+    "recipes/paper/llama3.1-8b-math500.yaml": (30, '255a78eee9e515cc'),
+    "recipes/paper/llama3.2-1b-aime24.yaml": (30, 'f798f1538d105d9d'),
+    "recipes/paper/llama3.2-1b-math500.yaml": (30, '255a78eee9e515cc'),
+    "recipes/paper/llama3.2-3b-aime24.yaml": (30, 'f798f1538d105d9d'),
+    "recipes/paper/llama3.2-3b-math500.yaml": (30, '255a78eee9e515cc'),
+    "recipes/paper/qwen2.5-0.5b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-0.5b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/paper/qwen2.5-1.5b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-1.5b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/paper/qwen2.5-14b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-14b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/paper/qwen2.5-32b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-32b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/paper/qwen2.5-3b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-3b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/paper/qwen2.5-72b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-72b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/paper/qwen2.5-7b-aime24.yaml": (30, '06ac13d36da8c592'),
+    "recipes/paper/qwen2.5-7b-math500.yaml": (30, 'ca32859a187316ce'),
+    "recipes/table-smollm2-arithcheck-medium.yaml": (10, '86f939d4be086c0d'),
+    "recipes/table-smollm2-arithcheck-medium2.yaml": (10, 'd17e58f5a75a0655'),
+    "recipes/table-smollm2-arithcheck.yaml": (10, 'd346365fcb980898'),
+}
+
+
+def shipped_run_ids(path: Path) -> tuple[int, str]:
+    import hashlib
+
+    from testtime.config import run_id_for
+
+    recipe = load_recipe(path)
+    ids = []
+    for dataset in recipe.datasets:
+        for seed in recipe.seeds:
+            for spec in recipe.strategies:
+                for n in recipe.budgets:
+                    try:
+                        cfg = recipe.run_config(dataset, seed, spec, n)
+                    except ConfigError:
+                        ids.append(f"refused:{spec.name}:{n}")
+                        continue
+                    ids.append(run_id_for(cfg.identity("model")))
+    return len(ids), hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def test_shipped_recipes_keep_their_run_ids():
+    root = Path(__file__).resolve().parents[1]
+    shipped = sorted(str(p.relative_to(root)) for p in [*root.glob("recipes/*.yaml"), *root.glob("recipes/paper/*.yaml")])
+    assert shipped == sorted(SHIPPED_RUN_IDS)
+    for rel in shipped:
+        assert shipped_run_ids(root / rel) == SHIPPED_RUN_IDS[rel], rel
