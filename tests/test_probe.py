@@ -402,3 +402,23 @@ def test_labels_paths_are_unchanged_by_top_p_at_its_default(tmp_path):
     setup = SamplingSetup(seed=3, max_tokens=512, temperature=0.8, fewshot=0)
     assert str(labels_path(out, "math500", 3, 50, LabelConfig(solutions=8), setup, "qwen")) == \
         "o/labels/math500-seed3-n50-071e50ea.jsonl"
+    assert labels_path(out, "arith:20", 0, 20, LabelConfig(), SamplingSetup(top_p=1.0), "model") == \
+        labels_path(out, "arith:20", 0, 20, LabelConfig(), SamplingSetup(), "model")
+    assert labels_path(out, "arith:20", 0, 20, LabelConfig(), SamplingSetup(top_p=0.9), "model") != \
+        labels_path(out, "arith:20", 0, 20, LabelConfig(), SamplingSetup(), "model")
+
+
+def test_sampling_setup_takes_the_run_settings_declarations():
+    from testtime import settings as S
+    from testtime.errors import ConfigError
+    from testtime.probe.pipeline import SamplingSetup, eval_configs
+
+    assert (SamplingSetup().max_tokens, SamplingSetup().temperature, SamplingSetup().top_p) == \
+        (S.MAX_TOKENS.default, S.TEMPERATURE.default, S.TOP_P.default)
+    for field, bad in (("top_p", 0.0), ("top_p", 1.01), ("temperature", 2.01), ("max_tokens", 0)):
+        with pytest.raises(ConfigError) as e:
+            SamplingSetup(**{field: bad})
+        assert e.value.field == field
+    bon, majority = eval_configs("arith-check", "arith:4", setup=SamplingSetup(top_p=0.5))
+    assert bon.top_p == majority.top_p == 0.5
+    assert SamplingSetup(top_p=0.5).context(None, None).top_p == 0.5

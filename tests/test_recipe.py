@@ -145,7 +145,45 @@ def shipped_run_ids(path: Path) -> tuple[int, str]:
 
 def test_shipped_recipes_keep_their_run_ids():
     root = Path(__file__).resolve().parents[1]
-    shipped = sorted(str(p.relative_to(root)) for p in [*root.glob("recipes/*.yaml"), *root.glob("recipes/paper/*.yaml")])
+    files = [*root.glob("recipes/*.yaml"), *root.glob("recipes/paper/*.yaml")]
+    shipped = sorted(str(p.relative_to(root)) for p in files)
     assert shipped == sorted(SHIPPED_RUN_IDS)
     for rel in shipped:
         assert shipped_run_ids(root / rel) == SHIPPED_RUN_IDS[rel], rel
+
+
+def test_difficulty_quantiles_is_dropped_with_one_warning(tmp_path, caplog):
+    """The field was never read: a recipe (or a sweep file's stored recipe) that sets it loads, warned once."""
+    from testtime.optimal import recipe as R
+
+    saved = set(R._warned)
+    R._warned.clear()
+    try:
+        p = tmp_path / "r.yaml"
+        p.write_text("difficulty: {easy: 0.6, quantiles: 5}\n")
+        with caplog.at_level("WARNING", logger="testtime.optimal.recipe"):
+            first, second = load_recipe(p), load_recipe(p)
+        assert first.difficulty.easy == second.difficulty.easy == 0.6
+        assert "quantiles" not in first.difficulty.model_dump()
+        assert [r.message for r in caplog.records].count(
+            "difficulty.quantiles is ignored (no quantile bins are made); remove it from the recipe") == 1
+        with pytest.raises(ValueError, match="field difficulty.bins"):
+            load_recipe(None, ["difficulty.bins=3"])  # still extra="forbid" for anything else
+    finally:
+        R._warned.clear()
+        R._warned.update(saved)
+
+
+def test_top_p_and_every_strategy_option_reach_the_run_config():
+    recipe = load_recipe(None, ["top_p=0.9", "strategies=[{name: best_of_n, aggregation: min}, {name: beam, m: 2}]"])
+    bon, beam = recipe.strategies
+    cfg = recipe.run_config("arith", 0, bon, 4)
+    assert (cfg.top_p, cfg.aggregation, cfg.strategy) == (0.9, "min", "best_of_n")
+    assert recipe.run_config("arith", 0, beam, 4).m == 2
+    assert load_recipe(None).run_config("arith", 0, bon, 4).top_p == 1.0
+    with pytest.raises(ValueError, match=r"^recipe: field top_p: "):
+        load_recipe(None, ["top_p=0"])
+    with pytest.raises(ValueError, match=r"^recipe: field strategies\.0: .*aggregation is not an option of cot"):
+        load_recipe(None, ["strategies=[{name: cot, aggregation: min}]"])
+    with pytest.raises(ValueError, match=r"^recipe: field terminate_on: .*'never': unknown \(valid: answer, boxed\)"):
+        load_recipe(None, ["terminate_on=never"])

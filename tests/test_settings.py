@@ -168,3 +168,52 @@ def test_identity_rules_are_data():
     assert not dropped & set(ident)
     assert {"max_tokens", "temperature", "m", "rank_by", "seed"} <= set(ident)
     assert RunConfig(strategy="beam", n=8, prm="arith-check", top_p=0.9).identity("m")["top_p"] == 0.9
+
+
+# --- the recipe model is the declarations (optimal.recipe) ------------------------------------------------
+
+
+def _recipe_cases() -> list[tuple[str, str | None]]:
+    """(setting, None) for a recipe-wide setting; (option, a strategy that has it) for a strategy entry's."""
+    from testtime.optimal.recipe import RECIPE_SETTINGS, SPEC_OPTIONS
+    from testtime.search.registry import STRATEGIES
+
+    owner = {name: s for s, cls in STRATEGIES.items() for name in S.declared(cls.Options)}
+    return [(name, None) for name in RECIPE_SETTINGS] + [(name, owner[name]) for name in SPEC_OPTIONS]
+
+
+def _recipe_data(name: str, strategy: str | None, value: object) -> dict:
+    return {name: value} if strategy is None else {"strategies": [{"name": strategy, name: value}]}
+
+
+def test_recipe_and_strategy_entries_cover_every_setting_a_sweep_run_takes():
+    from testtime.optimal.recipe import RECIPE_SETTINGS, SPEC_OPTIONS
+
+    run_only = {"strategy", "n", "batch_sequences"}  # a sweep sets these per run
+    assert set(RECIPE_SETTINGS) | set(SPEC_OPTIONS) == set(RunConfig.settings()) - run_only
+    assert not set(RECIPE_SETTINGS) & set(SPEC_OPTIONS)
+
+
+@pytest.mark.parametrize(("name", "strategy"), _recipe_cases(), ids=lambda v: v or "recipe")
+def test_recipe_and_runconfig_share_names_defaults_and_ranges(name, strategy, tmp_path):
+    import yaml
+
+    from testtime.optimal.recipe import SWEEP_DEFAULTS, Recipe, StrategySpec, load_recipe
+
+    setting = RunConfig.settings()[name]
+    model = Recipe if strategy is None else StrategySpec
+    field = model.model_fields[name]
+    assert field.default == SWEEP_DEFAULTS.get(name, setting.default), name
+    assert field.description == setting.help
+    if name not in SWEEP_DEFAULTS:
+        assert getattr(RunConfig(), name) == field.default
+    for value in outside(setting):
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump(_recipe_data(name, strategy, value)))
+        where = name if strategy is None else f"strategies.0.{name}"
+        with pytest.raises(ValueError, match=rf"^{path}: field {where}: ") as e:
+            load_recipe(path)
+        assert "\n" not in str(e.value)
+        with pytest.raises(ConfigError) as ce:
+            RunConfig(**({"strategy": strategy} if strategy else {}), **{name: value})
+        assert ce.value.field == name, (name, value, str(ce.value))

@@ -135,6 +135,25 @@ class Setting:
         """``(annotation, default)`` for ``pydantic.create_model``; optional ones default to None."""
         return self.annotation(optional), None if optional else self.default
 
+    def model_field(self, type: Any = None, default: Any = dataclasses.MISSING) -> tuple[Any, Any]:
+        """``(annotation, default)`` for ``pydantic.create_model``, refusing what the library refuses: the range
+        as ``Field`` bounds, the choices by a validator with the library's message (``'x': unknown (valid:
+        ...)``; the model's error names the field). ``type``: the field's full type (``list[int] | None``;
+        default the setting's own); ``default``: a front end's own (a sweep's ``out``)."""
+        from pydantic import AfterValidator, Field
+
+        base: Any = type if type is not None else (self.type | None if self.nullable else self.type)
+        meta: list[Any] = [Field(ge=self.ge, gt=self.gt, le=self.le, lt=self.lt, description=self.help)]
+        if self.choices is not None:
+            meta.append(AfterValidator(self._choice))
+        return Annotated[(base, *meta)], self.default if default is dataclasses.MISSING else default
+
+    def _choice(self, value: Any) -> Any:
+        try:
+            return self.check(value)
+        except ConfigError as e:
+            raise ValueError(f"{value!r}: {e.message}") from None
+
     def option(self, *decls: str, help: str | None = None, default_shown: Any = dataclasses.MISSING) -> Any:
         """A Typer option (``Annotated[type, typer.Option(...)]``) with this setting's type, help and closed
         bounds as min / max (open bounds are refused by the library, naming the same option);
@@ -250,6 +269,14 @@ def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
     return {s.name: s.default for s in settings}
 
 
+def identity_of(values: dict[str, Any], settings: dict[str, Setting]) -> dict[str, Any]:
+    """``values`` less what their declarations leave out of an identity (``OUT``; ``UNLESS_DEFAULT`` at its
+    default); values without a declaration stay."""
+    return {name: v for name, v in values.items() if name not in settings
+            or not (settings[name].identity == OUT or (settings[name].identity == UNLESS_DEFAULT
+                                                        and v == settings[name].default))}
+
+
 def checked(values: dict[str, Any], settings: dict[str, Setting]) -> dict[str, Any]:
     """``values`` with each checked against its setting (``ConfigError`` naming the first bad field)."""
     for name, value in values.items():
@@ -259,5 +286,5 @@ def checked(values: dict[str, Any], settings: dict[str, Setting]) -> dict[str, A
 
 __all__ = ["CI", "IDENTITY_RULES", "IN", "MAX_SEED", "MAX_TOKENS", "OUT", "RUN_SETTINGS", "SAMPLING", "SETTING",
            "TEMPERATURE", "TOP_P", "UNLESS_DEFAULT", "Setting", "check_declared", "checked", "declared", "defaults",
-           "option", "options_settings", "strategy_option_settings"]
+           "identity_of", "option", "options_settings", "strategy_option_settings"]
 

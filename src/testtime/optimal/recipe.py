@@ -14,35 +14,47 @@ subsampled from that pool. Tree strategies run once per budget in ``budgets`` th
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from testtime.engine import MAX_SEED, RunConfig
+from testtime import settings as S
+from testtime.config import OPTIONS, RunConfig
 from testtime.errors import ConfigError
-from testtime.extraction import DEFAULT_EXTRACTION, check_extraction
-from testtime.search.adaptive import AdaptiveOptions
 from testtime.search.base import Strategy, options_from
-from testtime.search.beam import RebaseOptions
-from testtime.search.deepconf import DeepConfOptions
 from testtime.search.registry import strategy_class
 
+log = logging.getLogger(__name__)
 
-class StrategySpec(BaseModel):
-    """A recipe's strategy entry: its name and the options that make its configs distinct."""
+# The run settings a recipe sets once for all its runs: RunConfig's fields of the same names, declared in
+# testtime.settings (names, defaults, ranges, choices and help come from there), with a sweep's own default
+# where it wants another. Every other strategy option is set per strategy entry (StrategySpec): those are
+# the configs a recipe compares.
+RECIPE_SETTINGS = ("dataset", "limit", "levels", "seed", "model", "prm", "max_tokens", "temperature", "top_p",
+                   "fewshot", "system", "instruction", "fewshot_file", "max_depth", "step_max_tokens",
+                   "terminate_on", "answer_grouping", "extraction", "out")
+SWEEP_DEFAULTS: dict[str, Any] = {"prm": "arith-check", "out": "runs/sweep"}
+SPEC_OPTIONS = tuple(name for name in OPTIONS if name not in RECIPE_SETTINGS)
+
+
+def _declared_fields(names: tuple[str, ...], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """pydantic fields for RunConfig's settings ``names``, with RunConfig's types (``list[int] | None``)."""
+    declared, hints = RunConfig.settings(), get_type_hints(RunConfig)
+    return {name: declared[name].model_field(hints[name], (defaults or {}).get(name, dataclasses.MISSING))
+            for name in names}
+
+
+class _Spec(BaseModel):
+    """A recipe's strategy entry: its name and the options that make its configs distinct (every strategy
+    option a strategy's Options declares, except the recipe-wide ones in RECIPE_SETTINGS)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    m: int = 4  # tree searches only
-    rank_by: str = "last"
-    beam_finish: str = "sal"  # beam only: sal | authors (search.beam)
-    window: int = AdaptiveOptions.window  # adaptive_majority only
-    warmup: int = DeepConfOptions.warmup  # deepconf_online only
-    keep: float = DeepConfOptions.keep  # deepconf_online only
-    softmax_temperature: float = RebaseOptions.softmax_temperature  # rebase / particle_filter only
 
     @field_validator("name")
     @classmethod
@@ -54,13 +66,13 @@ class StrategySpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _options(self) -> StrategySpec:
+    def _options(self) -> _Spec:
         try:
             options = self.options  # the strategy's own options validate themselves
         except ConfigError as e:
             raise ValueError(e.render()) from None
-        for name in ("beam_finish", "window", "warmup", "keep", "softmax_temperature"):
-            # an option set away from its default on a strategy without it would silently do nothing
+        for name in SPEC_OPTIONS:
+            # an option set on a strategy without it would silently do nothing
             if name in self.model_fields_set and not hasattr(options, name):
                 raise ValueError(f"{name} is not an option of {self.name}")
         return self
@@ -78,54 +90,60 @@ class StrategySpec(BaseModel):
         return self.cls.label(self.options)
 
 
+StrategySpec = create_model("StrategySpec", __base__=_Spec, __module__=__name__, __doc__=_Spec.__doc__,
+                            **_declared_fields(SPEC_OPTIONS))
+
+
 class Difficulty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     easy: float = Field(0.5, ge=0.0, le=1.0)  # oracle pass@1 >= easy
     hard: float = Field(0.1, ge=0.0, le=1.0)  # oracle pass@1 < hard
-    quantiles: int = Field(5, ge=1)  # Snell et al. style bins, reported beside the absolute ones
     probe_n: int = Field(4, ge=1)  # samples the selector's difficulty probe draws (and scores) per problem
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dropped(cls, data: Any) -> Any:
+        # quantiles (Snell et al.'s bins) was never read; recipes and sweep files that set it still load
+        if isinstance(data, dict) and "quantiles" in data:
+            data = {k: v for k, v in data.items() if k != "quantiles"}
+            _warn_once("difficulty.quantiles is ignored (no quantile bins are made); remove it from the recipe")
+        return data
 
-class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+_RunSettings = create_model("_RunSettings", __config__=ConfigDict(extra="forbid"), __module__=__name__,
+                            **_declared_fields(RECIPE_SETTINGS, SWEEP_DEFAULTS))
+
+
+class Recipe(_RunSettings):  # type: ignore[misc,valid-type]
+    """A sweep: the run settings it shares with RunConfig (``_RunSettings``, from the declarations) and its own."""
 
     name: str = "sweep"
-    dataset: str = "arith"
-    limit: int | None = Field(None, ge=0)
-    levels: list[int] | None = None
-    seed: int = Field(0, ge=0, le=MAX_SEED)  # picks the problems (and, for arith, generates them)
     # Extra axes: sampling seeds (cells of several seeds are averaged per problem) and datasets (problems of
     # every dataset pooled into one sweep, one table). Default: [seed] and [dataset].
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = None
+    seeds: list[S.SEED.model_field()[0]] | None = None  # type: ignore[valid-type]
     datasets: list[str] | None = None
-    model: str | None = None  # GGUF path / embedded name (llamacpp), HF id or path (vllm, hf), served name (openai)
     backend: str = "llamacpp"  # policy backend: llamacpp | vllm | hf | openai (policy.load_policy)
     policy_options: dict[str, Any] = Field(default_factory=dict)  # backend kwargs, e.g. base_urls, tensor_parallel_size
     executor: str = "local"  # local | ray: where the engine runs the problems
     address: str | None = None  # ray: cluster address (None starts a local Ray)
     actors: int | None = Field(None, ge=1)  # ray: number of actors (default: one per GPU, else 2)
-    prm: str | None = "arith-check"
     n_max: int = Field(16, ge=1)
     budgets: list[int] | None = None  # default: 1, 2, 4, ... n_max
-    strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="cot"),
-                                                                    StrategySpec(name="best_of_n")])
+    strategies: list[StrategySpec] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [StrategySpec(name="cot"), StrategySpec(name="best_of_n")])
     difficulty: Difficulty = Field(default_factory=Difficulty)
     holdout: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of problems held out from calibration
     subsamples: int = Field(32, ge=1)  # random subsets per N for pooled curves (exact enumeration when small)
-    # the ranges RunConfig checks, here too so a bad recipe is refused before any model is loaded
-    max_tokens: int = Field(384, ge=1)
-    temperature: float = Field(0.7, ge=0.0, le=100.0)
-    fewshot: int = Field(3, ge=0)
-    system: str | None = None  # the policy's system turn (None: the chat template's default)
-    instruction: str | None = None  # text before the question in the user turn (None: testtime's; "" = none)
-    fewshot_file: str | None = None  # a JSONL of worked examples used instead of the built-in ones
-    max_depth: int = Field(40, ge=1)
-    step_max_tokens: int = Field(256, ge=1)  # tree searches: a longer step is truncated and dropped
-    terminate_on: str = "answer"  # tree searches: answer | boxed (search.tree.TERMINATE_ON)
-    answer_grouping: str = "math"  # vote groups: math | string (search.selection.GROUPINGS)
-    extraction: str = DEFAULT_EXTRACTION  # how final answers are read: strict | fallback (extraction.EXTRACTIONS)
-    out: str = "runs/sweep"
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -142,25 +160,6 @@ class Recipe(BaseModel):
         if v is not None:
             load_fewshot_file(v)  # a DatasetError (a ValueError) names the file, the line and the field
         return v
-
-    @field_validator("terminate_on", "answer_grouping")
-    @classmethod
-    def _one_of(cls, v: str, info: ValidationInfo) -> str:
-        from testtime.search.selection import GROUPINGS
-        from testtime.search.tree import TERMINATE_ON
-
-        valid = {"terminate_on": TERMINATE_ON, "answer_grouping": GROUPINGS}[info.field_name]
-        if v not in valid:
-            raise ValueError(f"unknown {v!r} (valid: {', '.join(valid)})")
-        return v
-
-    @field_validator("extraction")
-    @classmethod
-    def _extraction(cls, v: str) -> str:
-        try:
-            return check_extraction(v)
-        except ConfigError as e:
-            raise ValueError(f"{v}: {e.message}") from None
 
     @field_validator("backend")
     @classmethod
@@ -191,18 +190,12 @@ class Recipe(BaseModel):
             raise ValueError(f"strategies {', '.join(scored)} need prm (a step scorer, e.g. arith-check)")
         return self
 
-    def run_config(self, dataset: str, seed: int, spec: StrategySpec, n: int) -> RunConfig:
-        """The engine config of one sweep run: the recipe's settings, one strategy at one budget."""
-        return RunConfig(
-            dataset=dataset, strategy=spec.name, n=n, limit=self.limit, levels=self.levels, seed=seed,
-            model=self.model, out=self.out, max_tokens=self.max_tokens, temperature=self.temperature,
-            fewshot=self.fewshot, system=self.system, instruction=self.instruction, fewshot_file=self.fewshot_file,
-            prm=self.prm, m=spec.m,
-            rank_by=spec.rank_by, max_depth=self.max_depth, step_max_tokens=self.step_max_tokens,
-            terminate_on=self.terminate_on, beam_finish=spec.beam_finish, answer_grouping=self.answer_grouping,
-            window=spec.window, warmup=spec.warmup, keep=spec.keep, softmax_temperature=spec.softmax_temperature,
-            extraction=self.extraction, batch_sequences=max(64, 4 * n),
-        )
+    def run_config(self, dataset: str, seed: int, spec: StrategySpec, n: int) -> RunConfig:  # type: ignore[valid-type]
+        """The engine config of one sweep run: the recipe's settings, one strategy (its options) at one budget."""
+        shared = {name: getattr(self, name) for name in RECIPE_SETTINGS}
+        options = {name: getattr(spec, name) for name in SPEC_OPTIONS}
+        return RunConfig(**{**shared, **options, "dataset": dataset, "seed": seed}, strategy=spec.name, n=n,
+                         batch_sequences=max(64, 4 * n))
 
 
 def _coerce(text: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from testtime import engine
+from testtime import settings as S
 from testtime.engine import RunConfig, RunResult
 from testtime.errors import ConfigError
 from testtime.policy.prompts import PromptConfig
@@ -54,19 +55,26 @@ class PolicyRef:
 
 @dataclass(frozen=True)
 class SamplingSetup:
-    seed: int = 0
-    max_tokens: int = 384
-    temperature: float = 0.7
-    fewshot: int = 3
+    """How the probe's solutions are sampled: a run's settings of the same names (testtime.settings)."""
+
+    seed: int = S.SEED.field()
+    max_tokens: int = S.MAX_TOKENS.field()
+    temperature: float = S.TEMPERATURE.field()
+    top_p: float = S.TOP_P.field()
+    fewshot: int = S.FEWSHOT.field()
 
     def __post_init__(self) -> None:
-        # the same fields, and the same ranges, as a run's (ConfigError names the field)
-        RunConfig(strategy="cot", seed=self.seed, max_tokens=self.max_tokens, temperature=self.temperature,
-                  fewshot=self.fewshot)
+        S.check_declared(self)  # the same ranges as a run's (ConfigError names the field)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the samples, each setting as its declaration says (top_p left out at 1.0, so labels
+        files written before it was settable keep their paths)."""
+        return S.identity_of(asdict(self), S.declared(type(self)))
 
     def context(self, policy: Any, store: Store) -> SearchContext:
         return SearchContext(generator=CachedGenerator(policy, store), prompt=PromptConfig(fewshot=self.fewshot),
-                             max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+                             max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                             seed=self.seed)
 
 
 def question_digest(question: str) -> str:
@@ -76,7 +84,7 @@ def question_digest(question: str) -> str:
 def labels_path(
     out: Path, dataset: str, seed: int, n: int, cfg: LabelConfig, setup: SamplingSetup, model_id: str
 ) -> Path:
-    ident = json.dumps([dataset, seed, n, asdict(cfg), asdict(setup), model_id], sort_keys=True)
+    ident = json.dumps([dataset, seed, n, asdict(cfg), setup.identity(), model_id], sort_keys=True)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:8]
     return out / "labels" / f"{dataset.replace('/', '_').replace(':', '_')}-seed{seed}-n{n}-{digest}.jsonl"
 
@@ -239,7 +247,7 @@ def eval_configs(
     setup = setup or SamplingSetup(seed=seed)
     common: dict[str, Any] = dict(dataset=dataset, n=n, limit=limit, levels=levels or None, seed=seed, model=model,
                                   out=str(out), max_tokens=setup.max_tokens, temperature=setup.temperature,
-                                  fewshot=setup.fewshot)
+                                  top_p=setup.top_p, fewshot=setup.fewshot)
     bon = RunConfig(strategy=BestOfN.name, prm=prm, aggregation=aggregation, selection=selection, **common)
     return bon, RunConfig(strategy=Majority.name, **common)
 
