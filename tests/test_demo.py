@@ -74,6 +74,8 @@ def test_demo_runs_the_main_job_and_prints_where_the_report_is(tmp_path, monkeyp
     # Best-of-N pays; at the top of the menu (4) there is budget for everyone's most useful config
     level = {p.id: p.level for p in problems}
     samples = {pid: int(c.rsplit("@", 1)[1]) * (c != "cot@1") for pid, c in s["given"]["2"].items()}
+    # every level is among the allocated problems, so none of the three checks below holds vacuously
+    assert sorted({level[pid] for pid in samples}) == [1, 2, 3, 4, 5] and len(samples) == 10
     assert all(samples[pid] <= 1 for pid in samples if level[pid] == 1)
     assert all(samples[pid] >= 2 for pid in samples if level[pid] in (2, 3))
     assert all(samples[pid] <= 1 for pid in samples if level[pid] in (4, 5))
