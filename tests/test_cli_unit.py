@@ -420,3 +420,24 @@ def test_best_of_n_reports_which_selection_its_accuracy_uses(tmp_path, monkeypat
     assert [r.getMessage() for r in caplog.records] == [
         "aggregation last: scorer arith-check@v2 declares no signal in it (supported: min, mean, prod); "
         "reporting it anyway"]
+
+
+def test_report_ci_sets_the_level_of_every_interval_it_prints(tmp_path):
+    from tests.test_calibrate import synthetic_sweep
+
+    sweep = synthetic_sweep().save(tmp_path / "sweep-s.json")
+    line = one_line_error(runner.invoke(app, ["report", str(sweep), "--ci", "1.5"]))
+    assert line.startswith("error: --ci 1.5:"), line  # refused as run refuses it, before the sweep is read
+
+    def report(*ci: str) -> dict:
+        result = runner.invoke(app, ["report", str(sweep), "--out", str(tmp_path / f"r{len(ci)}"), "--json", *ci])
+        assert result.exit_code == 0, result.output
+        return last_json(result.stdout)
+
+    wide, narrow = report(), report("--ci", "0.5")
+    widths = {}
+    for name, data in (("wide", wide), ("narrow", narrow)):
+        iv = data["intervals"]["accuracy at N=4 (predicted bins)"]
+        widths[name] = iv["ci"][1] - iv["ci"][0]
+    assert widths["narrow"] < widths["wide"], widths  # the headline's interval is drawn at --ci
+    assert wide["metrics"] != narrow["metrics"]  # and the printed figures with it

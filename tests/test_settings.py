@@ -217,3 +217,82 @@ def test_recipe_and_runconfig_share_names_defaults_and_ranges(name, strategy, tm
         with pytest.raises(ConfigError) as ce:
             RunConfig(**({"strategy": strategy} if strategy else {}), **{name: value})
         assert ce.value.field == name, (name, value, str(ce.value))
+
+
+# --- the CLI's options are the declarations (cli/options.py); the server's schema agrees ------------------
+
+# the shared run settings each command takes, by its click command path
+_CLI_SETTINGS = {("run",): (S.MAX_TOKENS, S.TEMPERATURE, S.TOP_P, S.FEWSHOT, S.SEED, S.CI),
+                 ("report",): (S.CI,), ("recalibrate",): (S.MAX_TOKENS, S.FEWSHOT),
+                 ("prm", "label"): (S.MAX_TOKENS, S.TEMPERATURE, S.FEWSHOT), ("serve",): (S.MAX_TOKENS,)}
+
+
+def _cli_params(*path: str) -> dict[str, object]:
+    import typer
+
+    from testtime.cli import app
+
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    return {p.name: p for p in cmd.params}
+
+
+@pytest.mark.parametrize("path", list(_CLI_SETTINGS), ids=" ".join)
+def test_cli_options_have_the_declared_names_defaults_and_ranges(path):
+    params = _cli_params(*path)
+    for s in _CLI_SETTINGS[path]:
+        p = params[s.name]
+        assert p.opts == ["--" + s.name.replace("_", "-")], (path, s.name, p.opts)
+        assert p.default == s.default, (path, s.name, p.default)
+        if s.name in RunConfig.settings():
+            assert p.default == getattr(RunConfig(), s.name)
+        assert s.range_text() in p.help, (path, s.name, p.help)  # the range shows; the library refuses
+
+
+def test_server_defaults_and_request_schema_are_the_declarations():
+    from testtime.serve.schemas import CompletionRequest
+    from testtime.serve.settings import ServeConfig
+
+    fields = CompletionRequest.model_fields
+    for s in S.SAMPLING:
+        assert getattr(ServeConfig, s.name) == s.default == _cli_params("run")[s.name].default
+        meta = {k: getattr(m, k) for m in fields[s.name].metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+        assert meta == {k: v for k, v in (("ge", s.ge), ("gt", s.gt), ("le", s.le), ("lt", s.lt)) if v is not None}
+    assert _cli_params("serve")["max_tokens"].default == ServeConfig.max_tokens
+
+
+@pytest.mark.parametrize("setting", [S.MAX_TOKENS, S.TEMPERATURE, S.TOP_P, S.FEWSHOT, S.SEED, S.CI],
+                         ids=lambda s: s.name)
+def test_run_and_the_server_refuse_a_value_just_outside_naming_the_option(setting):
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+    from testtime.serve.schemas import CompletionRequest
+
+    flag = "--" + setting.name.replace("_", "-")
+    for value in outside(setting):
+        # refused before any model loads: the library's check, spelled as the flag, on one line
+        result = CliRunner().invoke(app, ["run", flag, str(value), "--limit", "1"])
+        assert result.exit_code == 2, (flag, value, result.output)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {flag} "), (flag, value, result.output)
+        if setting in S.SAMPLING:
+            with pytest.raises(ValidationError) as e:
+                CompletionRequest(model="m", prompt="p", **{setting.name: value})
+            assert [err["loc"][0] for err in e.value.errors()] == [setting.name]
+
+
+def test_every_declared_strategy_option_is_a_run_flag_with_its_default():
+    params = _cli_params("run")
+    for name, s in S.strategy_option_settings().items():
+        p = params[name]
+        assert p.opts == ["--" + name.replace("_", "-")], (name, p.opts)
+        # older options carry their default; newer ones are None = "the strategy's Options default", shown in help
+        assert p.default == s.default or (p.default is None and f"[default: {s.default}]" in p.help), (name, p.default)
+
+
+def test_report_ci_is_runs_ci():
+    run_ci, report_ci = _cli_params("run")["ci"], _cli_params("report")["ci"]
+    assert (run_ci.opts, run_ci.default, run_ci.help) == (report_ci.opts, report_ci.default, report_ci.help)

@@ -155,8 +155,9 @@ class Setting:
             raise ValueError(f"{value!r}: {e.message}") from None
 
     def option(self, *decls: str, help: str | None = None, default_shown: Any = dataclasses.MISSING) -> Any:
-        """A Typer option (``Annotated[type, typer.Option(...)]``) with this setting's type, help and closed
-        bounds as min / max (open bounds are refused by the library, naming the same option);
+        """A Typer option (``Annotated[type, typer.Option(...)]``) with this setting's type and help, the range
+        or choices in the help text. No click min / max: the library's check refuses a value out of range and
+        the CLI spells its field as the flag (``--temperature -1.0: must be in [0, 2]``), open bounds included;
         ``decls``: the front end's own spelling (default ``--max-tokens``)."""
         import typer
 
@@ -164,14 +165,12 @@ class Setting:
         text = help or self.help
         if choices is not None:
             text = f"{text} ({' | '.join(choices)})"
+        elif self.bounded:
+            text = f"{text} ({self.range_text()})"
         if default_shown is not dataclasses.MISSING:
             text = f"{text} [default: {default_shown}]"
-        kw: dict[str, Any] = {}
-        if self.type in (int, float):
-            kw = {"min": self.ge, "max": self.le}
         base: Any = self.type | None if self.nullable or default_shown is not dataclasses.MISSING else self.type
-        return Annotated[base, typer.Option(*decls, help=text, show_default=default_shown is dataclasses.MISSING,
-                                            **kw)]
+        return Annotated[base, typer.Option(*decls, help=text, show_default=default_shown is dataclasses.MISSING)]
 
 
 def option(default: Any, help: str, *, type: type | None = None, **kw: Any) -> Any:

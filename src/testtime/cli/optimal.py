@@ -25,6 +25,8 @@ from testtime.cli.common import (
     print_failures,
     progress_bar,
 )
+from testtime import settings as S
+from testtime.cli import options as opt
 from testtime.errors import ConfigError
 
 
@@ -257,6 +259,7 @@ def report(
         "--paper", help="also the paper's Table 5 (all problems, oracle bins) beside the held-out figures; a "
                         "folder: every sweep-*.json below it, one row each")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    ci: opt.Ci = S.CI.default,
 ) -> None:
     """PNG plots and a self-contained HTML report (tables, held-out curves, search-tree viewer)."""
     from testtime.optimal.analysis import build_report
@@ -264,7 +267,12 @@ def report(
     from testtime.optimal.calibrate import calibrate as do_calibrate
     from testtime.optimal.report import write_report
     from testtime.optimal.sweep import SweepResult
+    from testtime.stats import check_confidence
 
+    try:
+        check_confidence(ci)  # before any sweep is read
+    except ConfigError as e:
+        fail_config(e)
     if paper and sweep_file.is_dir():  # every sweep below the folder (the paper recipes write one folder each)
         below = sorted(sweep_file.rglob("sweep-*.json"))
         if len(below) > 1:
@@ -279,7 +287,7 @@ def report(
     try:
         sw = SweepResult.load(sweep_file)
         cal = CalTable.load(table) if table else do_calibrate(sw)
-        data = build_report(sw, cal, sweep_file.parent)
+        data = build_report(sw, cal, sweep_file.parent, confidence=ci)
         rows = []
         if paper:
             from testtime.optimal.paper import paper_rows, paper_tables
@@ -371,8 +379,8 @@ def recalibrate(
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     model: Annotated[str | None, typer.Option(help="GGUF path or embedded model name (see run)")] = None,
-    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
-    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
+    fewshot: opt.Fewshot = S.FEWSHOT.default,
+    max_tokens: opt.MaxTokens = S.MAX_TOKENS.default,
     question_field: Annotated[str, typer.Option(help="JSONL: question field (dotted path)")] = "question",
     answer_field: Annotated[str, typer.Option(help="JSONL: answer field (dotted path)")] = "answer",
     kind: Annotated[str, typer.Option(help="JSONL: answer kind (math, number, aime, amc, gsm8k)")] = "math",

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from testtime.cli.common import AsJsonOpt, fail, fail_config, load_problems, out_console, progress_bar
+from testtime import settings as S
+from testtime.cli import options as opt
 from testtime.errors import ConfigError
 
 prm_app = typer.Typer(no_args_is_help=True, help="Process reward models: label steps, train a probe, evaluate.")
@@ -66,9 +68,9 @@ AsJson = AsJsonOpt
 def label(
     dataset: Dataset = "arith", limit: Limit = 150, level: Level = None, seed: Seed = 0, model: Model = None,
     out: Out = Path("runs/probe"), solutions: Solutions = 4, rollouts: Rollouts = 4,
-    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution / rollout")] = 384,
-    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
-    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    max_tokens: opt.MaxTokens = S.MAX_TOKENS.default,
+    temperature: opt.Temperature = S.TEMPERATURE.default,
+    fewshot: opt.Fewshot = S.FEWSHOT.default,
     backend: Backend = "llamacpp", threads: Threads = None, as_json: AsJson = False,
 ) -> None:
     """Monte-Carlo step labels from the policy's own rollouts (batched, stored, resumable)."""

@@ -34,6 +34,8 @@ from testtime.cli.common import (
     print_failures,
     progress_bar,
 )
+from testtime import settings as S
+from testtime.cli import options as opt
 from testtime.errors import ConfigError
 from testtime.extraction import DEFAULT_EXTRACTION, EXTRACTIONS
 
@@ -162,7 +164,7 @@ def run(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: opt.Seed = S.SEED.default,
     out: Annotated[Path, typer.Option(help="output folder (holds the SQLite store)")] = Path("runs"),
     model: Annotated[str | None, typer.Option(
         help="GGUF path or embedded model name (llamacpp), HF id or path (vllm, hf), served name (openai)")] = None,
@@ -172,9 +174,10 @@ def run(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     actors: ActorsOpt = None,
-    max_tokens: Annotated[int, typer.Option(help="max generated tokens per solution")] = 384,
-    temperature: Annotated[float, typer.Option(help="sampling temperature (cot is greedy)")] = 0.7,
-    fewshot: Annotated[int, typer.Option(help="worked examples in the prompt")] = 3,
+    max_tokens: opt.MaxTokens = S.MAX_TOKENS.default,
+    temperature: opt.Temperature = S.TEMPERATURE.default,
+    top_p: opt.TopP = S.TOP_P.default,
+    fewshot: opt.Fewshot = S.FEWSHOT.default,
     system: Annotated[str | None, typer.Option(help="the policy's system turn (default: its template's)")] = None,
     instruction: Annotated[str | None, typer.Option(
         help="text before the question in the user turn (default: testtime's step-by-step instruction)")] = None,
@@ -203,7 +206,7 @@ def run(
              "budget while any gain is predicted) [default: the table's, chosen on its held-out problems]")] = None,
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
-    ci: Annotated[float, typer.Option("--ci", help="confidence level of the accuracy intervals")] = 0.95,
+    ci: opt.Ci = S.CI.default,
 ) -> None:
     """Run a strategy over a dataset with the policy and print the result table.
 
@@ -221,7 +224,7 @@ def run(
             fail(f"--level-field applies only to a .jsonl --dataset, not '{dataset}'")
         mapping["level_field"] = level_field
     common = dict(dataset=dataset, limit=limit, levels=level or None, seed=seed, model=model, out=str(out),
-                  max_tokens=max_tokens, temperature=temperature, fewshot=fewshot, system=system,
+                  max_tokens=max_tokens, temperature=temperature, top_p=top_p, fewshot=fewshot, system=system,
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
                   max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
                   answer_grouping=answer_grouping, beam_finish=beam_finish, extraction=extraction,

@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from testtime.cli.common import BackendOpt, BaseUrlOpt, PolicyOpt, err_console, fail, fail_config, policy_options
+from testtime import settings as S
+from testtime.cli import options as opt
 from testtime.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -53,7 +55,7 @@ def serve(
     api_key: Annotated[str | None, typer.Option(
         envvar="TESTTIME_API_KEY", help="clients must send Authorization: Bearer KEY (all but /health)")] = None,
     model_name: Annotated[str, typer.Option(help="the model id /v1/models lists")] = "testtime",
-    max_tokens: Annotated[int, typer.Option(help="tokens per solution when a request does not say")] = 384,
+    max_tokens: opt.ServeMaxTokens = S.MAX_TOKENS.default,
     extraction: Annotated[str, typer.Option(
         help="how final answers are read: strict (answer markers only) | fallback (also math-verify's extraction)")]
         = "strict",

@@ -101,7 +101,8 @@ def _spread_field(per_problem: Sequence[Sequence[float] | None]) -> dict[str, An
     return {"seed_spread": spread.as_dict()} if spread else {}
 
 
-def with_intervals(curve: Curve, bins: Mapping[str, str], label: str) -> list[dict]:
+def with_intervals(curve: Curve, bins: Mapping[str, str], label: str,
+                   confidence: float = stats.DEFAULT_CONFIDENCE) -> list[dict]:
     """A held-out curve as the report's points: a bootstrap interval over their problems ("ci") and, over
     several sampling seeds, the seed-to-seed spread ("seed_spread"); no per-problem values."""
     out = []
@@ -109,17 +110,19 @@ def with_intervals(curve: Curve, bins: Mapping[str, str], label: str) -> list[di
         q: dict[str, Any] = {"budget": p.budget, "accuracy": p.accuracy, "tokens": p.tokens, "flops": p.flops}
         if p.per_problem:
             strata = [bins.get(pid, "?") for pid in p.per_problem] if label == ALL else None
-            q["ci"] = stats.mean_ci(list(p.per_problem.values()), strata).as_list()
+            q["ci"] = stats.mean_ci(list(p.per_problem.values()), strata, confidence=confidence).as_list()
         q.update(_spread_field(list((p.per_seed or {}).values())))
         out.append(q)
     return out
 
 
-def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None = None) -> dict[str, Any]:
+def build_report(sweep: SweepResult, table: Table, store_dir: str | Path | None = None,
+                 confidence: float = stats.DEFAULT_CONFIDENCE) -> dict[str, Any]:
+    """``confidence``: the level of every interval in the headline, its paragraph and the plotted bands."""
     ev = evaluate(sweep, table)
     labels, oracle_bins = ev.labels, ev.oracle_bins
-    metrics, fig_rows, sure = _metrics(ev, table)
-    shown = {label: {name: with_intervals(curve, oracle_bins, label) for name, curve in by.items()}
+    metrics, fig_rows, sure = _metrics(ev, table, confidence)
+    shown = {label: {name: with_intervals(curve, oracle_bins, label, confidence) for name, curve in by.items()}
              for label, by in ev.curves.items()}
     fam = family_curves(sweep, table, oracle_bins)
     curves: dict[str, dict[str, list[dict]]] = {}
