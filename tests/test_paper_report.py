@@ -192,7 +192,7 @@ def test_string_grouping_keeps_equivalent_spellings_apart_and_lets_no_answer_win
     assert [0, 2, 4] in math and all(answers[i] is not None for g in math for i in g)  # equivalent: one group
     assert string == [[0], [1, 3, 5], [2], [4], [6]]  # three spellings, three groups; the missing ones one more
     pick = Pool.of(group_index(math, len(answers))).choose(MAJORITY)
-    assert answers[pick] is not None  # testtime: the three equivalent answers win
+    assert pick in (0, 2, 4)  # testtime: the three equivalent answers win (not merely some non-missing one, like "3")
     pick = Pool.of(group_index(string, len(answers))).choose(MAJORITY)
     assert answers[pick] is None  # the authors' vote: three missing answers outvote the split spellings
 
