@@ -422,3 +422,10 @@ def test_sampling_setup_takes_the_run_settings_declarations():
     bon, majority = eval_configs("arith-check", "arith:4", setup=SamplingSetup(top_p=0.5))
     assert bon.top_p == majority.top_p == 0.5
     assert SamplingSetup(top_p=0.5).context(None, None).top_p == 0.5
+
+
+def test_sampling_setup_keeps_its_positional_order():
+    """``prm label`` builds it by position (seed, max_tokens, temperature, fewshot): top_p came after them."""
+    from testtime.probe.pipeline import SamplingSetup
+
+    assert SamplingSetup(1, 200, 0.5, 2) == SamplingSetup(seed=1, max_tokens=200, temperature=0.5, fewshot=2)

@@ -60,8 +60,8 @@ class SamplingSetup:
     seed: int = S.SEED.field()
     max_tokens: int = S.MAX_TOKENS.field()
     temperature: float = S.TEMPERATURE.field()
-    top_p: float = S.TOP_P.field()
     fewshot: int = S.FEWSHOT.field()
+    top_p: float = S.TOP_P.field()  # last: callers pass the four fields before it by position
 
     def __post_init__(self) -> None:
         S.check_declared(self)  # the same ranges as a run's (ConfigError names the field)
