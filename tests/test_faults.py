@@ -110,6 +110,7 @@ def healed_rerun(out: Path, server: FaultServer, policy, strategy: str, failed: 
     before = len(server.requests)
     again = run(out, policy, strategy, scorer)
     questions = {p.question for p in PROBLEMS if p.id in failed}
+    assert (len(server.requests) > before) == bool(failed)  # asked again exactly when something had failed
     for _path, body in server.requests[before:]:
         text = body.get("prompt") or " ".join(it["question"] for it in body["items"])
         assert any(q in text for q in questions), "a finished problem was asked about again"
