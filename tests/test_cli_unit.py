@@ -441,3 +441,39 @@ def test_report_ci_sets_the_level_of_every_interval_it_prints(tmp_path):
         widths[name] = iv["ci"][1] - iv["ci"][0]
     assert widths["narrow"] < widths["wide"], widths  # the headline's interval is drawn at --ci
     assert wide["metrics"] != narrow["metrics"]  # and the printed figures with it
+
+
+def test_demo_ci_sets_the_level_of_its_tables_paired_comparisons_and_report(tmp_path):
+    """demo --ci: the study's rows and paired differences are drawn at it, and every title says which."""
+    from testtime.optimal.study import ALLOCATED, COT, UNIFORM, Point, Study
+    from testtime.optimal.study_report import study_tables
+    from testtime.types import Problem
+
+    ids = [f"p{i}" for i in range(20)]
+
+    def pt(series: str, budget: int, solved: set[int]) -> Point:
+        return Point(series, budget, {i: float(k in solved) for k, i in enumerate(ids)}, {i: 10.0 * budget for i in ids})
+
+    study = Study([Problem(i, "q", "1", meta={"level": 1 + k % 2}) for k, i in enumerate(ids)],
+                  [pt(ALLOCATED, 4, set(range(14))), pt(UNIFORM, 4, set(range(4, 13))), pt(COT, 1, set(range(6)))],
+                  headline=4, reference="best_of_n/prm_min_vote", predictor="question", wall_s=0.0)
+    wide, narrow = study.summary(0.95), study.summary(0.5)
+
+    def width(ci: list[float]) -> float:
+        return ci[1] - ci[0]
+
+    for a, b in zip(wide["rows"], narrow["rows"], strict=True):
+        assert width(b["accuracy_ci"]) < width(a["accuracy_ci"]), (a, b)
+    assert width(narrow["paired"][f"{UNIFORM}@4"]["ci"]) < width(wide["paired"][f"{UNIFORM}@4"]["ci"])
+    assert study_tables(study, narrow)[0]["title"].startswith("Accuracy [50% interval]")
+
+    from testtime.cli.run import demo_tables
+
+    class Result:
+        dataset, n, summary = "arith", 4, narrow
+
+    Result.study = study
+    acc, paired, _ = demo_tables(Result())
+    assert "accuracy [50% interval]" in acc.title and paired.columns[1].header.startswith("accuracy difference [50%]")
+    line = one_line_error(runner.invoke(app, ["demo", "--ci", "0", "--out", str(tmp_path)]))
+    assert line.startswith("error: --ci 0.0:"), line  # refused before any model loads

@@ -223,7 +223,7 @@ def test_recipe_and_runconfig_share_names_defaults_and_ranges(name, strategy, tm
 
 # the shared run settings each command takes, by its click command path
 _CLI_SETTINGS = {("run",): (S.MAX_TOKENS, S.TEMPERATURE, S.TOP_P, S.FEWSHOT, S.SEED, S.CI),
-                 ("report",): (S.CI,), ("recalibrate",): (S.MAX_TOKENS, S.FEWSHOT),
+                 ("report",): (S.CI,), ("demo",): (S.CI,), ("recalibrate",): (S.MAX_TOKENS, S.FEWSHOT),
                  ("prm", "label"): (S.MAX_TOKENS, S.TEMPERATURE, S.FEWSHOT), ("serve",): (S.MAX_TOKENS,)}
 
 
@@ -293,6 +293,7 @@ def test_every_declared_strategy_option_is_a_run_flag_with_its_default():
         assert p.default == s.default or (p.default is None and f"[default: {s.default}]" in p.help), (name, p.default)
 
 
-def test_report_ci_is_runs_ci():
-    run_ci, report_ci = _cli_params("run")["ci"], _cli_params("report")["ci"]
-    assert (run_ci.opts, run_ci.default, run_ci.help) == (report_ci.opts, report_ci.default, report_ci.help)
+@pytest.mark.parametrize("command", ["report", "demo"])
+def test_every_command_printing_intervals_takes_runs_ci(command):
+    run_ci, ci = _cli_params("run")["ci"], _cli_params(command)["ci"]
+    assert (run_ci.opts, run_ci.default, run_ci.help) == (ci.opts, ci.default, ci.help)

@@ -293,6 +293,7 @@ def demo(
     address: AddressOpt = None,
     actors: ActorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    ci: opt.Ci = S.CI.default,
 ) -> None:
     """The main job: on fresh problems, compute-optimal allocation (the shipped table and difficulty model)
     against CoT, majority@N and uniform Best-of-N at the same average budget, with paired intervals, and the
@@ -300,8 +301,10 @@ def demo(
     from testtime.optimal.calibrate import Table as CalTable
     from testtime.optimal.demo import PRM, demo_config, run_demo
     from testtime.optimal.tables import shipped_table
+    from testtime.stats import check_confidence
 
     try:
+        check_confidence(ci)  # before any model runs
         options = policy_options(policy_option)
         few = str(fewshot_file) if fewshot_file else None
         base = demo_config(dataset, n, limit, seed, model, out, few, extraction)  # the library checks the rest
@@ -316,7 +319,8 @@ def demo(
         check_prm(ex, PRM)
         with printer.status("demo") as status:
             result = run_demo(ex, cal, table_path, problems, base, n,
-                              on_step=lambda step: status.update(f"demo: {step}"), min_gain=min_gain)
+                              on_step=lambda step: status.update(f"demo: {step}"), min_gain=min_gain,
+                              confidence=ci)
     except ConfigError as e:
         fail_config(e)
     finally:
@@ -365,8 +369,9 @@ def demo_tables(result: Any) -> list[Table]:
 
     s = result.summary
     budgets = sorted({r["budget"] for r in s["rows"]})
-    acc = Table(title=f"{result.dataset}: {s['n_problems']} fresh problems, accuracy [95% interval] and FLOPs per "
-                      "problem by average budget N")
+    level = f"{s.get('confidence', 0.95):.0%}"
+    acc = Table(title=f"{result.dataset}: {s['n_problems']} fresh problems, accuracy [{level} interval] and FLOPs "
+                      "per problem by average budget N")
     acc.add_column("series")
     for b in budgets:
         acc.add_column(f"N={b}", justify="right")
@@ -382,7 +387,7 @@ def demo_tables(result: Any) -> list[Table]:
     acc.caption = f"compute-optimal: predictor {s['predictor']}, its cost included; table reference {s['reference']}"
     paired = Table(title=f"compute-optimal at average budget {result.n} minus each baseline (paired)")
     paired.add_column("baseline")
-    paired.add_column("accuracy difference [95%], McNemar")
+    paired.add_column(f"accuracy difference [{level}], McNemar")
     paired.add_column("FLOPs ratio", justify="right")
     for k, v in s["paired"].items():
         paired.add_row(k, v["text"], f"{v['flops_ratio']:.2f}x")

@@ -60,14 +60,15 @@ def demo_config(dataset: str = "arith", n: int = 8, limit: int = 100, seed: int 
 
 
 def run_demo(executor: Any, table: Table, table_path: Path, problems: list[Problem], base: RunConfig, n: int = 8,
-             on_step: Callable[[str], None] | None = None, min_gain: float | None = None) -> DemoResult:
+             on_step: Callable[[str], None] | None = None, min_gain: float | None = None,
+             confidence: float = 0.95) -> DemoResult:
     """The study at average budgets 1, 2, 4 ... n on `executor` (left open; it builds arith-check), and the
     HTML report in ``OUT/report``."""
     from testtime.optimal.study_report import write_study_report
 
     study = allocation_study(table, executor, problems, base, PRM, budgets=powers_of_two(n), headline=n,
                              on_step=on_step, min_gain=min_gain)
-    summary = study.summary()
+    summary = study.summary(confidence)
     files = write_study_report(study, summary, Path(base.out) / "report",
                                f"Where compute pays: {len(problems)} {base.dataset} problems (seed {base.seed}), "
                                f"SmolLM2 + {PRM}")

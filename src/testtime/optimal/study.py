@@ -89,7 +89,7 @@ class Study:
                         "accuracy_ci": [ci.low, ci.high], "flops": p.mean_flops(self.ids)})
         return out
 
-    def paired(self, budget: int | None = None) -> dict[str, Any]:
+    def paired(self, budget: int | None = None, confidence: float = 0.95) -> dict[str, Any]:
         """The allocation at `budget` (default: the headline) minus every baseline, on the same problems."""
         b = budget or self.headline
         alloc = self.get(ALLOCATED, b)
@@ -100,7 +100,7 @@ class Study:
         for name, bb in ((UNIFORM, b), (HINDSIGHT, b), (MAJORITY, b), (COT, 1)):
             other = self.get(name, bb)
             if other is not None:
-                cmp = compare_paired(a, [other.correct[i] for i in self.ids], self.strata)
+                cmp = compare_paired(a, [other.correct[i] for i in self.ids], self.strata, confidence=confidence)
                 out[f"{name}@{bb}" if name != COT else COT] = {
                     "difference": cmp.difference.estimate, "ci": [cmp.difference.low, cmp.difference.high],
                     "mcnemar_p": cmp.test.p_value, "better": cmp.test.better, "worse": cmp.test.worse,
@@ -169,7 +169,8 @@ class Study:
     def summary(self, confidence: float = 0.95) -> dict[str, Any]:
         return {
             "n_problems": len(self.problems), "headline_budget": self.headline, "reference": self.reference,
-            "predictor": self.predictor, "rows": self.rows(confidence), "paired": self.paired(),
+            "confidence": confidence,  # of every interval below (the tables and plots say it)
+            "predictor": self.predictor, "rows": self.rows(confidence), "paired": self.paired(confidence=confidence),
             "flops_to_match_uniform": self.bootstrap(self.flops_to_match, confidence),
             "efficiency_gain_over_majority": self.bootstrap(self.efficiency_gain, confidence),
             "budget_by_level": self.budget_by_level(),

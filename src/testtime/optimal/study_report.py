@@ -22,8 +22,8 @@ STYLE = {ALLOCATED: ("tab:green", "o-"), UNIFORM: ("tab:blue", "s-"), HINDSIGHT:
          MAJORITY: ("tab:orange", "^--"), COT: ("black", "D")}
 
 
-def plot_curves(study: Study, path: Path) -> Path:
-    rows = study.rows()
+def plot_curves(study: Study, path: Path, confidence: float = 0.95) -> Path:
+    rows = study.rows(confidence)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for series, (color, fmt) in STYLE.items():
         pts = sorted((r for r in rows if r["series"] == series), key=lambda r: r["flops"])
@@ -41,7 +41,7 @@ def plot_curves(study: Study, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per problem (policy + PRM + predictor; labels: average budget N)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{len(study.problems)} problems: accuracy vs compute (95% intervals)")
+    ax.set_title(f"{len(study.problems)} problems: accuracy vs compute ({confidence:.0%} intervals)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -84,7 +84,8 @@ def study_tables(study: Study, summary: dict[str, Any]) -> list[dict[str, Any]]:
                                 f"{100 * by_b[b]['accuracy']:.1f}% [{100 * by_b[b]['accuracy_ci'][0]:.0f}, "
                                 f"{100 * by_b[b]['accuracy_ci'][1]:.0f}] ({by_b[b]['flops']:.3g} FLOPs)"
                                 for b in budgets])
-    acc = {"title": "Accuracy [95% interval] (mean FLOPs per problem) by average budget N",
+    acc = {"title": f"Accuracy [{summary.get('confidence', 0.95):.0%} interval] (mean FLOPs per problem) by "
+                    "average budget N",
            "columns": ["series"] + [f"N={b}" for b in budgets], "rows": rows}
     paired = {"title": f"compute-optimal at average budget {study.headline} minus each baseline (paired, same "
                        "problems; bootstrap stratified by level; McNemar's exact test)",
@@ -120,14 +121,15 @@ def headline_lines(study: Study, summary: dict[str, Any]) -> list[str]:
 def write_study_report(study: Study, summary: dict[str, Any], out_dir: str | Path, title: str) -> ReportFiles:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    curves = plot_curves(study, out / CURVES_PNG)
+    confidence = summary.get("confidence", 0.95)
+    curves = plot_curves(study, out / CURVES_PNG, confidence)
     budget = plot_budget(study, out / BUDGET_PNG)
     parts = [f"<h1>{escape(title)}</h1>", "<h2>Headline figures</h2>",
              "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in headline_lines(study, summary)) + "</ul>",
              "<h2>Plots</h2>",
              png_figure(curves, "accuracy vs FLOPs per series", "Accuracy vs mean FLOPs per problem: "
                         "compute-optimal allocation (green) against uniform Best-of-N, majority voting and CoT; "
-                        "bars are 95% intervals over problems."),
+                        f"bars are {confidence:.0%} intervals over problems."),
              png_figure(budget, "where the budget went per level", "Mean FLOPs per problem of each level: "
                         "uniform Best-of-N at the headline budget, and compute-optimal at each average budget "
                         "(easy and hopeless levels stay cheap while the middle ones get more)."),
