@@ -297,3 +297,28 @@ def test_every_declared_strategy_option_is_a_run_flag_with_its_default():
 def test_every_command_printing_intervals_takes_runs_ci(command):
     run_ci, ci = _cli_params("run")["ci"], _cli_params(command)["ci"]
     assert (run_ci.opts, run_ci.default, run_ci.help) == (ci.opts, ci.default, ci.help)
+
+
+def test_an_option_declared_on_a_strategy_becomes_a_cli_flag_without_a_cli_edit(monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from testtime.cli.run import with_strategy_options
+
+    declared = dict(S.strategy_option_settings())
+    declared["lookahead"] = S.Setting("lookahead", int, 2, "beam: steps rolled out before ranking", ge=0)
+    monkeypatch.setattr(S, "strategy_option_settings", lambda: declared)
+    seen: dict[str, object] = {}
+
+    @with_strategy_options
+    def command(m: int = 4, **strategy_options: object) -> None:
+        seen.update(strategy_options)
+
+    app = typer.Typer()
+    app.command()(command)
+    app.command("other")(lambda: None)  # a group: the command is named
+    assert CliRunner().invoke(app, ["command", "--lookahead", "3", "--keep", "0.5"]).exit_code == 0
+    assert seen["lookahead"] == 3 and seen["keep"] == 0.5 and seen["window"] is None  # unset: the strategy's
+    assert "m" not in seen  # spelled by the command itself
+    params = {p.name: p for p in typer.main.get_command(app).commands["command"].params}
+    assert "(>= 0)" in params["lookahead"].help and "[default: 2]" in params["lookahead"].help

@@ -6,6 +6,7 @@ is checked by building the ``RunConfig`` and spelled back as a flag by ``common.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from testtime.cli.common import (
     console,
     fail,
     fail_config,
+    flag,
     fmt_flops,
     load_problems,
     open_policy,
@@ -127,6 +129,23 @@ def print_run(result: Any, out: Console, confidence: float = 0.95) -> None:
     print_failures(summary.get("failures"), out)
 
 
+def with_strategy_options(func: Any) -> Any:
+    """``func`` with a flag for every strategy option its own parameters do not spell, generated from the
+    strategies' Options declarations (adding an option there adds its flag); unset (None), the strategy's
+    default applies. Their values arrive in ``func``'s ``**strategy_options``."""
+    from testtime.settings import strategy_option_settings
+
+    sig = inspect.signature(func, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    names = {p.name for p in own}
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation=s.option(flag(name), default_shown=s.default))
+             for name, s in strategy_option_settings().items() if name not in names]
+    func.__signature__ = sig.replace(parameters=[*own, *extra])
+    return func
+
+
+@with_strategy_options
 def run(
     dataset: Annotated[str, typer.Option(help="arith, arith:N, math500, aime24, amc23, gsm8k, or a .jsonl")] = "arith",
     strategy: Annotated[str, typer.Option(
@@ -152,16 +171,6 @@ def run(
     answer_grouping: Annotated[str, typer.Option(
         help="vote groups: math = equivalent answers, no answer never wins; string = normalized answer "
              "strings, no answer is a group of its own (the paper's)")] = "math",
-    # the newer strategies' options: unset, their Options' defaults (not imported here: the CLI starts fast)
-    window: Annotated[int | None, typer.Option(help="adaptive_majority: samples drawn per round [default: 4]")] = None,
-    warmup: Annotated[int | None, typer.Option(
-        help="deepconf_online: full samples per problem that set its stopping threshold [default: 4]")] = None,
-    keep: Annotated[float | None, typer.Option(
-        help="deepconf_online: share of the warm-up whose confidence lies above the threshold [default: 0.9]")
-    ] = None,
-    softmax_temperature: Annotated[float | None, typer.Option(
-        help="rebase / particle_filter: softmax temperature over step rewards, lower = greedier [default: 0.1]")
-    ] = None,
     limit: Annotated[int | None, typer.Option(help="first K problems")] = None,
     level: Annotated[list[int] | None, typer.Option(help="keep only these difficulty levels")] = None,
     seed: opt.Seed = S.SEED.default,
@@ -207,6 +216,7 @@ def run(
     force: Annotated[bool, typer.Option(help="optimal: apply a table calibrated for another PRM or policy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
     ci: opt.Ci = S.CI.default,
+    **strategy_options: Any,  # every other declared strategy option (with_strategy_options): None = its default
 ) -> None:
     """Run a strategy over a dataset with the policy and print the result table.
 
@@ -228,8 +238,7 @@ def run(
                   instruction=instruction, fewshot_file=str(fewshot_file) if fewshot_file else None,
                   max_depth=max_depth, step_max_tokens=step_max_tokens, terminate_on=terminate_on,
                   answer_grouping=answer_grouping, beam_finish=beam_finish, extraction=extraction,
-                  **{k: v for k, v in (("window", window), ("warmup", warmup), ("keep", keep),
-                                       ("softmax_temperature", softmax_temperature)) if v is not None})
+                  **{k: v for k, v in strategy_options.items() if v is not None})
     try:
         check_confidence(ci)  # before any model runs
         options = policy_options(policy_option)
