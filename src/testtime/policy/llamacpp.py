@@ -12,7 +12,8 @@ prompt tokens came from that cache.
 Two things the server does not give directly, recovered here:
 - per-sample token counts (its `usage` covers only the first child): we ask for `n_probs`, whose
   per-token entries count the generated tokens exactly and give each token's top-k log-probabilities,
-  summarised into the sample's confidence (``testtime.confidence``; k=5 costs no measurable time);
+  summarised into the sample's confidence (``testtime.confidence``; what k=5 costs against k=1:
+  ``bench/backend_overhead.py --logprobs``);
 - whether a sample ended at end-of-generation or at a stop string (both say "stop"): the last token's
   id is checked against the model's end-of-generation ids read from the GGUF.
 
