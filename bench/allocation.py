@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from testtime.config import RunConfig
 from testtime.datasets import load_dataset
 from testtime.datasets.arith import _draw
-from testtime.config import RunConfig
 from testtime.execution import LocalExecutor
 from testtime.optimal.allocation import allocation_model
 from testtime.optimal.calibrate import Table

@@ -452,7 +452,8 @@ def test_demo_ci_sets_the_level_of_its_tables_paired_comparisons_and_report(tmp_
     ids = [f"p{i}" for i in range(20)]
 
     def pt(series: str, budget: int, solved: set[int]) -> Point:
-        return Point(series, budget, {i: float(k in solved) for k, i in enumerate(ids)}, {i: 10.0 * budget for i in ids})
+        return Point(series, budget, {i: float(k in solved) for k, i in enumerate(ids)},
+                     {i: 10.0 * budget for i in ids})
 
     study = Study([Problem(i, "q", "1", meta={"level": 1 + k % 2}) for k, i in enumerate(ids)],
                   [pt(ALLOCATED, 4, set(range(14))), pt(UNIFORM, 4, set(range(4, 13))), pt(COT, 1, set(range(6)))],

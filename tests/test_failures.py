@@ -255,7 +255,8 @@ def test_cli_run_over_an_openai_server_records_the_failure(serve, tmp_path):
     script = Completions({DOWN.question}, status=400)  # not retried: the test stays fast
     srv = serve(script)
     args = ["run", "--backend", "openai", "--model", "org/model", "--base-url", srv.url, "--base-url", srv.url + "/v1",
-            "--policy-option", "n_params=1000", "--limit", "6", "--n", "2", "--max-tokens", "32", "--out", str(tmp_path), "--json"]
+            "--policy-option", "n_params=1000", "--limit", "6", "--n", "2", "--max-tokens", "32",
+            "--out", str(tmp_path), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout.strip().splitlines()[-1])
@@ -267,7 +268,8 @@ def test_cli_run_over_an_openai_server_records_the_failure(serve, tmp_path):
 def test_cli_policy_options_reach_the_backend(serve, tmp_path):
     srv = serve(Completions())
     args = ["run", "--backend", "openai", "--model", "org/model", "--base-url", srv.url, "--policy-option",
-            "max_n_per_request=1", "--policy-option", "timeout_s=2.5", "--policy-option", "n_params=1000", "--limit", "2", "--n", "3", "--out",
+            "max_n_per_request=1", "--policy-option", "timeout_s=2.5",
+            "--policy-option", "n_params=1000", "--limit", "2", "--n", "3", "--out",
             str(tmp_path), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

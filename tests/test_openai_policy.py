@@ -219,7 +219,8 @@ def test_load_policy_openai(serve):
 
 def test_jinja_chat_template():
     pol = OpenAICompatPolicy("http://127.0.0.1:1", "m", retries=0,
-                             chat_template="{% for m in messages %}<{{ m.content }}>{% endfor %}{% if add_generation_prompt %}[A]{% endif %}")
+                             chat_template="{% for m in messages %}<{{ m.content }}>{% endfor %}"
+                                           "{% if add_generation_prompt %}[A]{% endif %}")
     assert pol.render_chat([{"role": "user", "content": "hi"}]) == "<hi>[A]"
     pol.close()
 

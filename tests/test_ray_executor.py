@@ -221,7 +221,8 @@ def test_failures_on_actors_are_recorded_and_retried_on_rerun(local_ray, tmp_pat
     script = Completions({DOWN.question})
     srv = TestServer(script)
     try:
-        spec = PolicySpec("org/model", "openai", {"base_urls": [srv.url], "retries": 1, "backoff_s": 0.0, "n_params": 1000})
+        spec = PolicySpec("org/model", "openai",
+                          {"base_urls": [srv.url], "retries": 1, "backoff_s": 0.0, "n_params": 1000})
         with open_executor("ray", spec, actors=2) as ex:
             assert ex.model_id == "openai:org/model"
             res = ex.run(config(tmp_path), PROBLEMS)

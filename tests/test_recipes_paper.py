@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from testtime.datasets import load_dataset
 from testtime.config import RunConfig
+from testtime.datasets import load_dataset
 from testtime.optimal.recipe import Recipe, load_recipe
 from testtime.optimal.sweep import n_runs, plan, sweep_path
 from testtime.policy.prompts import PromptConfig, build_messages

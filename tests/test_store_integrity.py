@@ -266,7 +266,8 @@ def sweep_cmd(recipe_path: Path) -> list[str]:
 def run_cmd(server: FaultServer, out: Path) -> list[str]:
     # the sweep's majority run (same identity: same run id), as `testtime run` writes it
     return [sys.executable, "-m", "testtime.cli", "run", "--backend", "openai", "--base-url", server.base_url,
-            "--model", "fake", "--policy-option", "max_n_per_request=2", "--policy-option", "n_params=1000", "--dataset", "arith", "--limit", "8",
+            "--model", "fake", "--policy-option", "max_n_per_request=2",
+            "--policy-option", "n_params=1000", "--dataset", "arith", "--limit", "8",
             "--seed", "5", "--strategy", "majority", "--n", "4", "--fewshot", "0", "--max-tokens", "64",
             "--out", str(out), "--json"]
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from testtime import settings as S
+from testtime.cli import options as opt
 from testtime.cli.common import (
     check_prm,
     fail,
@@ -25,8 +27,6 @@ from testtime.cli.common import (
     print_failures,
     progress_bar,
 )
-from testtime import settings as S
-from testtime.cli import options as opt
 from testtime.errors import ConfigError
 
 

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from testtime.cli.common import AsJsonOpt, fail, fail_config, load_problems, out_console, progress_bar
 from testtime import settings as S
 from testtime.cli import options as opt
+from testtime.cli.common import AsJsonOpt, fail, fail_config, load_problems, out_console, progress_bar
 from testtime.errors import ConfigError
 
 prm_app = typer.Typer(no_args_is_help=True, help="Process reward models: label steps, train a probe, evaluate.")

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from testtime import settings as S
+from testtime.cli import options as opt
 from testtime.cli.common import (
     ActorsOpt,
     AddressOpt,
@@ -36,8 +38,6 @@ from testtime.cli.common import (
     print_failures,
     progress_bar,
 )
-from testtime import settings as S
-from testtime.cli import options as opt
 from testtime.errors import ConfigError
 from testtime.extraction import DEFAULT_EXTRACTION, EXTRACTIONS
 

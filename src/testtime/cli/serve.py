@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from testtime.cli.common import BackendOpt, BaseUrlOpt, PolicyOpt, err_console, fail, fail_config, policy_options
 from testtime import settings as S
 from testtime.cli import options as opt
+from testtime.cli.common import BackendOpt, BaseUrlOpt, PolicyOpt, err_console, fail, fail_config, policy_options
 from testtime.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

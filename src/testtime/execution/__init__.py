@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testtime.config import RunConfig
-from testtime.lifecycle import ProblemResult, ProgressFn, RunResult, execute, solve_batches
 from testtime.errors import ConfigError
+from testtime.lifecycle import ProblemResult, ProgressFn, RunResult, execute, solve_batches
 from testtime.policy.base import Policy
 from testtime.reward.base import AGGREGATIONS, DEFAULT_SELECTION, RewardModel
 from testtime.store import StoreLike

@@ -45,8 +45,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from testtime import lifecycle
 from testtime.config import RunConfig
-from testtime.lifecycle import ProblemResult
 from testtime.errors import ConfigError, one_line
+from testtime.lifecycle import ProblemResult
 from testtime.store import Store, StoreLike
 from testtime.types import Completion, Problem
 
