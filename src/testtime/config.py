@@ -138,9 +138,7 @@ class RunConfig:
         d = asdict(self)
         if cls.needs_scorer:
             d["aggregation"], d["selection"] = follow_scorer(self.aggregation, self.selection)
-        for name, setting in self.settings().items():
-            if setting.identity == S.OUT or (setting.identity == S.UNLESS_DEFAULT and d[name] == setting.default):
-                d.pop(name)
+        d = S.identity_of(d, self.settings())
         # the few-shot file by its examples' content, not its path (an edit is a new run, a move is not);
         # unset, or unused with fewshot=0, it keeps the run ids from before the option existed
         if self._fewshot_set is not None and self.fewshot > 0:

@@ -4,7 +4,8 @@ whether (and how) it enters a run's identity. Every front end is generated from 
 * the library config (``config.RunConfig``: its fields' defaults and its ``__post_init__`` checks, errors
   a ``ConfigError`` naming the field, as vLLM's ``SamplingParams`` does),
 * the recipe model (``optimal.recipe``: ``Recipe`` / ``StrategySpec`` fields and ``Recipe.run_config``),
-* the CLI options (``Setting.option``: a Typer option with the type, default, help and min / max),
+* the CLI options (``Setting.option``: a Typer option with the type and help, the range in the help text;
+  ``cli.options``),
 * the server's request schema and defaults (``serve.schemas`` / ``serve.settings``),
 * the probe's ``SamplingSetup``, the strategies' ``SearchContext`` and the policy's ``SamplingParams``.
 
@@ -130,10 +131,6 @@ class Setting:
         if self.nullable or optional:
             base = base | None
         return Annotated[base, Field(ge=self.ge, gt=self.gt, le=self.le, lt=self.lt, description=self.help)]
-
-    def pydantic(self, optional: bool = False) -> tuple[Any, Any]:
-        """``(annotation, default)`` for ``pydantic.create_model``; optional ones default to None."""
-        return self.annotation(optional), None if optional else self.default
 
     def model_field(self, type: Any = None, default: Any = dataclasses.MISSING) -> tuple[Any, Any]:
         """``(annotation, default)`` for ``pydantic.create_model``, refusing what the library refuses: the range
@@ -264,10 +261,6 @@ def strategy_option_settings() -> dict[str, Setting]:
     return options_settings(cls.Options for cls in STRATEGIES.values())
 
 
-def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
-    return {s.name: s.default for s in settings}
-
-
 def identity_of(values: dict[str, Any], settings: dict[str, Setting]) -> dict[str, Any]:
     """``values`` less what their declarations leave out of an identity (``OUT``; ``UNLESS_DEFAULT`` at its
     default); values without a declaration stay."""
@@ -276,14 +269,7 @@ def identity_of(values: dict[str, Any], settings: dict[str, Setting]) -> dict[st
                                                         and v == settings[name].default))}
 
 
-def checked(values: dict[str, Any], settings: dict[str, Setting]) -> dict[str, Any]:
-    """``values`` with each checked against its setting (``ConfigError`` naming the first bad field)."""
-    for name, value in values.items():
-        settings[name].check(value)
-    return values
-
-
 __all__ = ["CI", "IDENTITY_RULES", "IN", "MAX_SEED", "MAX_TOKENS", "OUT", "RUN_SETTINGS", "SAMPLING", "SETTING",
-           "TEMPERATURE", "TOP_P", "UNLESS_DEFAULT", "Setting", "check_declared", "checked", "declared", "defaults",
-           "identity_of", "option", "options_settings", "strategy_option_settings"]
+           "TEMPERATURE", "TOP_P", "UNLESS_DEFAULT", "Setting", "check_declared", "declared", "identity_of", "option",
+           "options_settings", "strategy_option_settings"]
 

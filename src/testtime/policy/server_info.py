@@ -19,6 +19,7 @@ exposed", never an error.
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from testtime.netretry import backoff_delay
 
 # control markers in a template's literal text: <|im_start|>, <start_of_turn>, <|eot_id|>, ...
 _MARKER = re.compile(r"<\|[A-Za-z0-9_]+\|>|<(?:start|end)_of_turn>")
@@ -164,9 +167,10 @@ def discover_with_retries(urls: list[str], model: str, headers: dict[str, str], 
     """``discover`` on the first URL that answers, trying them all up to ``retries`` more times (a server
     still starting); raises ``Unreachable`` naming the last failure."""
     last: Unreachable | None = None
+    rng = random.Random()
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(min(max_backoff_s, backoff_s * 2 ** (attempt - 1)))
+            time.sleep(backoff_delay(attempt, backoff_s, max_backoff_s, 0.0, rng))
         for url in urls:
             try:
                 return discover(url, model, headers, timeout_s)
