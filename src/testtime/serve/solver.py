@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +68,8 @@ class Answer:
     decided_by: str | None = None  # auto: the selector's rule (bin, robust fallback, ...)
     answer: str | None = None  # the extracted final answer, when one was stated
     generated_now: int = 0  # policy tokens generated for this answer now (replayed samples cost nothing)
+    why: str | None = None  # auto: why this config, in words (the allocator's marginal gains, or the fallback)
+    votes: dict[str, int] | None = None  # answer -> samples stating it, among the candidates (None: no answers)
 
 
 class TrackingPolicy:
@@ -297,10 +299,11 @@ class Solver:
             cached = prompt_tokens
         if replayed:
             cached = prompt_tokens  # nothing was evaluated: the whole answer came from the store
+        votes = Counter(c.answer for c in trace.candidates if c.answer is not None)
         return Answer(text, finish, rule, note, len(trace.candidates), prompt_tokens, cached, compute,
                       extra.get("strategy", trace.strategy), extra.get("budget", trace.budget), trace_id, replayed,
                       wall, extra.get("predicted_bin"), extra.get("predicted_pass1"), extra.get("decided_by"),
-                      cand.answer)
+                      cand.answer, why=extra.get("why"), votes=dict(votes.most_common()) or None)
 
     def close(self) -> None:
         self.executor.close()
