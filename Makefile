@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_CPU ?= 2.13.0
 
-.PHONY: install demo test test-unit test-vllm fuzz bench lint clean sweep-demo chromium probe table
+.PHONY: install demo test test-unit test-vllm fuzz bench bench-peers lint clean sweep-demo chromium probe table table-chat
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,12 @@ bench: $(STAMP)
 	$(PY) bench/prm_throughput.py
 	$(PY) bench/search_batching.py
 
+# Peers side by side (bench/peers.py): 30 arith questions x 8 samples, majority vote, through the raw llama.cpp
+# server (the floor), testtime serve (proxy and embedded), optillm 0.4.0 and its_hub 1.2.0. The peers install once
+# each into bench/.peers/ (never .venv); their wall times need an idle machine. Writes runs/peers/peers.json.
+bench-peers: $(STAMP)
+	$(PY) bench/peers.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
@@ -116,6 +122,12 @@ table: $(STAMP)
 	$(VENV)/bin/testtime calibrate runs/table/sweep-table-smollm2-arithcheck.json \
 		runs/table/sweep-table-smollm2-arithcheck-medium.json runs/table/sweep-table-smollm2-arithcheck-medium2.json \
 		--out src/testtime/optimal/shipped/smollm2-135m-arith-check.json
+
+# the chat table `testtime serve`'s auto uses (questions asked as chat clients ask; question-text predictor)
+table-chat: $(STAMP)
+	$(VENV)/bin/testtime sweep --config recipes/table-smollm2-chat.yaml
+	$(VENV)/bin/testtime calibrate runs/table-chat/sweep-table-smollm2-chat.json --predictor question-text \
+		--out src/testtime/optimal/shipped/smollm2-135m-arith-check-chat.json
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
