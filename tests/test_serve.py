@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from fakes import ScriptedPolicy, words
 from testtime.errors import ConfigError
+from testtime.policy.prompts import CHAT_PROMPT
 from testtime.reward.base import BatchScorer, Scored
 from testtime.serve import ServeConfig, Solver, create_app
 from testtime.serve.solver import Cancelled, TrackingPolicy, apply_stops
@@ -27,6 +28,9 @@ from testtime.serve.thread import ServerThread
 from testtime.store import Store
 
 Q = "What is 2+2?"
+
+# the answer instruction the server adds to a chat without a system turn
+SYSTEM_TURN = {"role": "system", "content": CHAT_PROMPT["system"]}
 
 
 def chat(content: str = Q, **extra) -> dict:
@@ -82,7 +86,7 @@ def test_chat_answer_usage_and_tts(tmp_path):
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion"
-    prompt = policy.render_chat([{"role": "user", "content": Q}])
+    prompt = policy.render_chat([SYSTEM_TURN, {"role": "user", "content": Q}])
     assert [call.prompt for call in policy.calls[0]] == [prompt]  # the chat template, one call for all 4 samples
     texts = [policy.text_for(prompt, s, i) for (p, s, i) in policy.generated]
     content = body["choices"][0]["message"]["content"]
@@ -432,7 +436,7 @@ def test_auto_runs_the_selector_with_a_table(tmp_path):
     assert (tts["decided_by"], tts["strategy"], tts["budget"]) == ("robust: shift", robust["strategy"], 4)
     assert 0.0 <= tts["predicted_pass1"] <= 1.0
     # every sample generated for it counts once: the probe's, and the chosen config's beyond what it reused
-    prompt = policy.render_chat([{"role": "user", "content": Q}])
+    prompt = policy.render_chat([SYSTEM_TURN, {"role": "user", "content": Q}])
     generated = sum(words(policy.text_for(p, s_, i)) for p, s_, i in samples if p == prompt)
     assert r.json()["usage"]["completion_tokens"] == generated > 0
     assert tts["policy_tokens"] >= generated

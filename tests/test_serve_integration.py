@@ -97,13 +97,20 @@ def test_auto_with_the_shipped_table(client, solver):
     tts = r.model_extra["tts"]
     table = solver.table()
     assert tts["requested"] == "auto"
+    # the shipped chat table was calibrated on questions asked as this one is (zero-shot, the server's system
+    # turn): no shift, so the question-only predictor and the allocator decide, and the rule names the bin
+    assert table.profile.prompt["fewshot"] == 0
     assert tts["predicted_bin"] == absolute_bins({"q": tts["predicted_pass1"]}, table.easy, table.hard)["q"]
-    # the shipped table was calibrated on arith problems with a 3-shot prompt; a chat request is a number
-    # question without shots: the shift check reports both, and the robust fallback decides, whatever the bin
-    assert table.profile.kinds.keys() == {"arith"} and table.profile.prompt["fewshot"] == 3
-    robust = table.fallback("robust", 2)
-    assert tts["decided_by"] == ROBUST_SHIFT
-    assert (tts["strategy"], tts["budget"]) == (robust.strategy, robust.budget)
+    assert tts["decided_by"].startswith(f"bin {tts['predicted_bin']}: allocation, "), tts["decided_by"]
+    # a system prompt that changes the format is a shift: the PRM-free fallback decides, and says why
+    r = client.chat.completions.create(
+        model="testtime", messages=[{"role": "system", "content": "You are a pirate. Answer in rhymes."},
+                                    {"role": "user", "content": "What is 7 + 6?"}], max_tokens=24, seed=2,
+        extra_body={"tts": {"strategy": "auto", "budget": 2}})
+    tts = r.model_extra["tts"]
+    free = table.fallback("prm_free", 2)
+    assert tts["decided_by"] == "prm-free: shift"
+    assert (tts["strategy"], tts["budget"]) == (free.strategy, free.budget)
 
 
 def test_non_math_question_says_which_rule_chose(client, solver):

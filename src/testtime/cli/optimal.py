@@ -178,7 +178,9 @@ def calibrate(
     hard: Annotated[float | None, typer.Option(help="hard bin: pass@1 < this (default: the recipe's)")] = None,
     predictor: Annotated[str, typer.Option(
         help="difficulty models for --allocation batch: hidden = also the policy's hidden state at the end of the "
-             "prompt (one llama.cpp forward pass per problem), text = question text and level only, none")] = "hidden",
+             "prompt (one llama.cpp forward pass per problem), text = question text and level only, question-text = "
+             "the question's text alone (what a chat request carries: the tables `testtime serve` uses), none")
+    ] = "hidden",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The best config per (difficulty bin, budget) on the calibration split, and the difficulty models and
@@ -187,8 +189,8 @@ def calibrate(
     from testtime.optimal.sweep import SweepResult
 
     sweep_file = sweep_files[0]
-    if predictor not in ("hidden", "text", "none"):
-        fail(f"--predictor {predictor}: must be hidden, text or none")
+    if predictor not in ("hidden", "text", "question-text", "none"):
+        fail(f"--predictor {predictor}: must be hidden, text, question-text or none")
     try:
         sweeps = [SweepResult.load(f) for f in sweep_files]
         sw = SweepResult.merge(sweeps)
@@ -203,7 +205,7 @@ def calibrate(
         from testtime.optimal.allocation import fit_allocation
 
         try:
-            fit_allocation(table, sweeps, hidden=predictor == "hidden")
+            fit_allocation(table, sweeps, hidden=predictor == "hidden", level=predictor != "question-text")
         except ConfigError as e:  # e.g. a sweep whose problems cannot be reloaded: the table is still usable
             no_model = e.render()
     path = table.save(out or sweep_file.with_name(sweep_file.stem.replace("sweep-", "table-") + ".json"))

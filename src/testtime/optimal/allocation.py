@@ -243,11 +243,13 @@ def sweep_problems(sweep: Any) -> list[Problem]:
     return got
 
 
-def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Table:
+def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True, level: bool = True) -> Table:
     """Train the table's difficulty models and menu curves on its calibration problems (``sweeps``: the sweep
     files the table was calibrated from, for their problems' text), report each model's calibration on the
     held-out problems, and store it all in ``table.allocation``. ``hidden``: also offer the policy's hidden
-    state (one llama.cpp forward pass per problem; needs a GGUF policy)."""
+    state (one llama.cpp forward pass per problem; needs a GGUF policy); ``level`` False: not the dataset's
+    level either (a served chat question has none, so a model that read it would mistake every request for
+    the unlevelled dataset of its calibration, e.g. GSM8K)."""
     from testtime.optimal.predictor import evaluate_difficulty, train_allocation
 
     problems = [p for sw in sweeps for p in sweep_problems(sw)]
@@ -259,8 +261,8 @@ def fit_allocation(table: Table, sweeps: list[Any], hidden: bool = True) -> Tabl
     r = sweeps[0].recipe
     if hidden and r.get("backend", "llamacpp") == "llamacpp":  # hidden states come from a GGUF via llama.cpp
         states, hidden_cost, extractor = hidden_states(problems, r.get("model"), r.get("out", "runs"))
-    feats = {p.id: ProblemFeatures.of(p, states.get(p.id), infos[p.id].agreement, infos[p.id].probe_score)
-             for p in problems}
+    feats = {p.id: ProblemFeatures(p.id, p.question, p.level if level else None, states.get(p.id),
+                                   infos[p.id].agreement, infos[p.id].probe_score) for p in problems}
     model = train_allocation(cells, {i: p.pass1 for i, p in infos.items()}, feats, table.calibration_ids,
                              table.predictor.probe_n, hidden_extractor=extractor)
     held = [i for i in table.holdout_ids if i in feats]

@@ -37,6 +37,7 @@ from scipy.optimize import minimize
 from testtime.errors import ConfigError
 from testtime.optimal.allocate import Option
 from testtime.optimal.calibrate import isotonic
+from testtime.optimal.shift import FORM_FEATURES, calibration_languages, feature_ranges, form_features
 from testtime.search import BestOfN, CoT, Majority
 from testtime.types import Problem
 
@@ -308,6 +309,10 @@ class AllocationModel:
     # the least a step must buy (points of accuracy per reference sample), chosen on the held-out problems
     min_gain: float = 0.0
     min_gain_report: dict[str, Any] = field(default_factory=dict)  # per G on the grid: held-out accuracy, FLOPs
+    # the one-request shift check (``shift.request_shift``): per question feature (TEXT_FEATURES, then
+    # shift.FORM_FEATURES) its calibration range, and the languages the calibration questions were asked in
+    question_ranges: dict[str, list[float]] = field(default_factory=dict)
+    languages: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -425,8 +430,12 @@ def train_allocation(cells: Sequence[Any], pass1: Mapping[str, float], feats: Ma
                                 np.asarray([by_id[i].accuracy for i in got]),
                                 np.asarray([by_id[i].flops for i in got])))
         curves[kind] = kc
+    profile = [text_features(f.question) for f in fs]
+    ranges = feature_ranges([t + form_features(f.question) for t, f in zip(profile, fs, strict=True)],
+                            TEXT_FEATURES + FORM_FEATURES)
     return AllocationModel(models, curves, reference, probe_n, hidden_extractor, n_calibration=len(ids),
-                           text_profile=[text_features(f.question) for f in fs])
+                           text_profile=profile, question_ranges=ranges,
+                           languages=calibration_languages([f.question for f in fs]))
 
 
 def evaluate_difficulty(model: DifficultyModel, feats: Sequence[ProblemFeatures], pass1: Sequence[float],

@@ -128,6 +128,10 @@ class Recipe(_RunSettings):  # type: ignore[misc,valid-type]
     """A sweep: the run settings it shares with RunConfig (``_RunSettings``, from the declarations) and its own."""
 
     name: str = "sweep"
+    # a named prompt form (policy.prompts.PROMPT_MODES): "chat" asks as ``testtime serve`` does (zero-shot,
+    # the answer instruction as the system turn); it sets fewshot, system and instruction, which it must not
+    # contradict. None: the settings as given (3 worked examples by default).
+    prompt: str | None = None
     # Extra axes: sampling seeds (cells of several seeds are averaged per problem) and datasets (problems of
     # every dataset pooled into one sweep, one table). Default: [seed] and [dataset].
     seeds: list[S.SEED.model_field()[0]] | None = None  # type: ignore[valid-type]
@@ -176,6 +180,21 @@ class Recipe(_RunSettings):  # type: ignore[misc,valid-type]
         if v not in ("local", "ray"):
             raise ValueError(f"unknown executor {v!r} (available: local, ray)")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_mode(cls, data: Any) -> Any:
+        from testtime.policy.prompts import PROMPT_MODES
+
+        if not isinstance(data, dict) or data.get("prompt") is None:
+            return data
+        mode = PROMPT_MODES.get(data["prompt"])
+        if mode is None:
+            raise ValueError(f"prompt: unknown prompt form {data['prompt']!r} (available: {', '.join(PROMPT_MODES)})")
+        for key, value in mode.items():
+            if key in data and data[key] != value:
+                raise ValueError(f"{key}: {data[key]!r} contradicts prompt: {data['prompt']} (which sets {value!r})")
+        return {**data, **mode}
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

@@ -21,6 +21,7 @@ largest component.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,3 +150,121 @@ def check_question_shift(calibration: Sequence[Sequence[float]], batch: Sequence
     base = check_shift(profile, [], [], [], kinds, prompt) if profile is not None else None
     notes = base.notes if base is not None else []
     return Shift(max(components.values(), default=0.0), components, raw, notes, len(batch))
+
+
+# -- one request at a time (the server: a batch is often one question) ----------------------------------------
+#
+# A KS test cannot flag one question (its critical value at n = 1 is above any distance), so a served request
+# is checked on its own: is each of its question's features within the range the calibration questions
+# spanned, is it in a language they were asked in, and was it asked the way they were (the prompt settings)?
+# Each reason is said in words; a request with none is in distribution.
+
+RANGE_MARGIN = 0.05  # a feature may overshoot the calibration range by this share of the range's width
+# Short questions get low language probabilities whatever their language ("Evaluate 24 - 19." is 'ro' at 0.065,
+# 'en' at 0.061), so the rule is a likelihood ratio: another language is named only when it is this many
+# times as likely as the calibration's. Over 500 arith and GSM8K questions the ratio never passed 2.8; short
+# questions in German, French, Spanish, Italian, Dutch, Chinese and Russian score 24 to 660.
+LANGUAGE_RATIO = 10.0
+MAIN_LANGUAGE_SHARE = 0.2  # a calibration language holds at least this share of its questions' probability
+
+
+def _letters(text: str) -> list[str]:
+    return [ch for ch in text if ch.isalpha()]
+
+
+def non_ascii_letters(question: str) -> float:
+    """The share of the question's letters outside ASCII (Cyrillic, CJK, accented Latin...)."""
+    letters = _letters(question)
+    return sum(not ch.isascii() for ch in letters) / len(letters) if letters else 0.0
+
+
+_QUANTITY = re.compile(r"\d+(?:[.,]\d+)?|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|"
+                       r"thirty|forty|fifty|hundred|thousand|million|half|twice|double|triple|dozen|quarter)\b",
+                       re.IGNORECASE)
+
+
+def quantities(question: str) -> float:
+    """Numbers in digits or in words: a maths question states some (a few GSM8K questions use words only)."""
+    return float(len(_QUANTITY.findall(question)))
+
+
+FORM_FEATURES = ("non_ascii_letters", "quantities")
+
+
+def form_features(question: str) -> list[float]:
+    """What the shift check reads of a question beyond the predictor's text features (``FORM_FEATURES``)."""
+    return [non_ascii_letters(question), quantities(question)]
+
+
+def feature_ranges(rows: Sequence[Sequence[float]], names: Sequence[str]) -> dict[str, list[float]]:
+    """Per feature, [min, max] over the calibration questions."""
+    if not rows:
+        return {}
+    return {name: [min(r[j] for r in rows), max(r[j] for r in rows)] for j, name in enumerate(names)}
+
+
+def out_of_range(values: Sequence[float], names: Sequence[str], ranges: dict[str, list[float]],
+                 margin: float = RANGE_MARGIN) -> list[str]:
+    """The features whose value lies outside its calibration range (widened by `margin` of its width), in words."""
+    out = []
+    for name, v in zip(names, values, strict=True):
+        if name not in ranges:
+            continue
+        lo, hi = ranges[name]
+        pad = margin * (hi - lo)
+        if v < lo - pad - 1e-9 or v > hi + pad + 1e-9:
+            out.append(f"{name} {v:.3g} outside the calibration questions' [{lo:.3g}, {hi:.3g}]")
+    return out
+
+
+_IDENTIFIER: Any = None
+
+
+def language_ranks(question: str) -> dict[str, float]:
+    """Language (ISO 639-1) -> probability, from py3langid's bundled model."""
+    global _IDENTIFIER
+    if _IDENTIFIER is None:
+        from py3langid.langid import _load_identifier
+
+        _IDENTIFIER = _load_identifier(norm_probs=True)
+    return {str(lang): float(p) for lang, p in _IDENTIFIER.rank(question)}
+
+
+def calibration_languages(questions: Sequence[str]) -> list[str]:
+    """The languages the calibration questions were asked in: those holding at least ``MAIN_LANGUAGE_SHARE`` of
+    the identifier's probability mass summed over the questions (a count of top guesses would let a short
+    question's weak guess in: "Calculate 9 + 7." is 'ro' at 0.07)."""
+    mass: Counter[str] = Counter()
+    for q in questions:
+        mass.update(language_ranks(q))
+    total = sum(mass.values())
+    return sorted(lang for lang, m in mass.items() if total and m >= MAIN_LANGUAGE_SHARE * total)
+
+
+def other_language(question: str, languages: Sequence[str]) -> str | None:
+    """The language `question` is asked in when it is clearly not one of `languages` (None otherwise)."""
+    ranks = language_ranks(question)
+    top = max(ranks, key=ranks.get)
+    ours = max((ranks.get(lang, 0.0) for lang in languages), default=0.0)
+    if top in languages or ranks[top] < LANGUAGE_RATIO * max(ours, 1e-12):
+        return None
+    ratio = ranks[top] / max(ours, 1e-12)
+    return f"asked in language {top!r} ({f'{ratio:.0f}' if ratio < 1000 else 'over 1000'}x as likely as " \
+           f"{'/'.join(languages)})"
+
+
+def request_shift(question: str, prompt: dict[str, Any], ranges: dict[str, list[float]],
+                  languages: Sequence[str], profile: Profile | None, feature_names: Sequence[str],
+                  features: Sequence[float]) -> list[str]:
+    """Why one request looks unlike the calibration problems (empty: it does not). `features` are its values
+    of `feature_names` (the predictor's text features, then ``FORM_FEATURES``); `prompt` the settings it was
+    asked with (fewshot, system, instruction), compared with the calibration's."""
+    reasons = out_of_range(features, feature_names, ranges)
+    other = other_language(question, languages) if languages else None
+    if other is not None:
+        reasons.append(other)
+    if profile is not None and profile.prompt:
+        moved = sorted(k for k in profile.prompt if k in prompt and prompt[k] != profile.prompt[k])
+        if moved:
+            reasons.append(f"asked with other prompt settings than calibration: {', '.join(moved)}")
+    return reasons

@@ -13,17 +13,22 @@ from pathlib import Path
 from testtime.errors import ConfigError
 from testtime.policy.models import DEFAULT_MODEL
 
-# (embedded model, PRM spec) -> the table shipped for it
-SHIPPED: dict[tuple[str, str], str] = {(DEFAULT_MODEL, "arith-check"): "smollm2-135m-arith-check.json"}
+# (embedded model, PRM spec, prompt form) -> the table shipped for it: "fewshot" for runs (3 worked examples,
+# `run --strategy optimal`), "chat" for the server (zero-shot chat questions, policy.prompts.CHAT_PROMPT)
+SHIPPED: dict[tuple[str, str, str], str] = {
+    (DEFAULT_MODEL, "arith-check", "fewshot"): "smollm2-135m-arith-check.json",
+    (DEFAULT_MODEL, "arith-check", "chat"): "smollm2-135m-arith-check-chat.json",
+}
 
 
-def shipped_table(model: str | None, prm: str | None) -> Path:
-    """The shipped table for this policy and PRM (defaults: the embedded model, arith-check)."""
-    key = (model or DEFAULT_MODEL, prm or "arith-check")
+def shipped_table(model: str | None, prm: str | None, prompt: str = "fewshot") -> Path:
+    """The shipped table for this policy, PRM and prompt form (defaults: the embedded model, arith-check,
+    few-shot runs)."""
+    key = (model or DEFAULT_MODEL, prm or "arith-check", prompt)
     name = SHIPPED.get(key)
     if name is None:
         raise ConfigError("table", message=(
-            f"none ships for model {key[0]} with PRM {key[1]} (shipped: "
-            f"{', '.join(f'{m} + {p}' for m, p in SHIPPED)}); calibrate one with `testtime recalibrate` or "
+            f"none ships for model {key[0]} with PRM {key[1]} for {key[2]} prompts (shipped: "
+            f"{', '.join(f'{m} + {p} ({f})' for m, p, f in SHIPPED)}); calibrate one with `testtime recalibrate` or "
             "`testtime sweep` + `testtime calibrate` and pass it"))
     return Path(str(resources.files("testtime.optimal").joinpath("shipped", name)))

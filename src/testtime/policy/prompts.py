@@ -21,6 +21,12 @@ INSTRUCTION = (
     '"The answer is N." where N is the final answer.'
 )
 
+# How clients ask a served model (``testtime serve``, chat): the question alone as the user turn, no worked
+# examples, and the answer instruction as the system turn (the server adds it to a chat that has none). A
+# sweep made this way (recipe ``prompt: chat``) calibrates tables for the questions clients send.
+CHAT_PROMPT: dict[str, Any] = {"fewshot": 0, "system": INSTRUCTION, "instruction": ""}
+PROMPT_MODES: dict[str, dict[str, Any]] = {"chat": CHAT_PROMPT}
+
 
 @dataclass(frozen=True)
 class PromptConfig:

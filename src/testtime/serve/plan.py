@@ -94,6 +94,9 @@ def plan_request(req: ChatRequest | CompletionRequest, cfg: ServeConfig, nonce: 
     if isinstance(req, ChatRequest):
         messages = [{"role": "system" if m_.role == "developer" else m_.role, "content": m_.text()}
                     for m_ in req.messages]
+        if cfg.system and not any(m_["role"] == "system" for m_ in messages):
+            # the answer instruction: what makes a reply state an answer that votes can count
+            messages.insert(0, {"role": "system", "content": cfg.system})
         kind, meta, question = "chat", {"request_messages": messages}, _question(messages)
     else:
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt

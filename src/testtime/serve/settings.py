@@ -12,6 +12,7 @@ from testtime import settings as S
 from testtime.config import OPTIONS
 from testtime.errors import ConfigError
 from testtime.extraction import check_extraction
+from testtime.policy.prompts import CHAT_PROMPT
 from testtime.search.registry import STRATEGIES
 
 AUTO = "auto"
@@ -38,6 +39,13 @@ class ServeConfig:
     # other scorer specs a request may name in tts.prm (a client never makes the server load anything else)
     allowed_prms: tuple[str, ...] = ()
     table: str | None = None  # a calibrated table for auto (None: the one shipped for the embedded default)
+    # the system turn added to a chat request that brings none: the answer instruction the shipped chat table
+    # was calibrated with (policy.prompts.CHAT_PROMPT), so answers state a final answer that votes can count.
+    # "" adds none. A request's own system turn is kept (and auto's shift check reports it as a prompt change).
+    system: str = CHAT_PROMPT["system"]
+    # auto: no request gets a config of more than this many times the batch's average budget (nor more than
+    # max_budget), so one hard-looking request cannot take a whole batch's budget
+    request_cap: float = 4.0
     m: int = OPTIONS["m"].default  # tree searches: beam width
     # a request's sampling settings when it does not say (defaults and ranges: testtime.settings)
     max_tokens: int = S.MAX_TOKENS.default  # per solution
@@ -58,6 +66,8 @@ class ServeConfig:
     max_batch: int = 16  # answers solved together at most
     deadline_s: float = 600.0  # per request, from arrival to the answer
     retry_after_s: int = 1
+    # streamed chats get the search's progress as reasoning_content deltas before the answer (app.reasoning_*)
+    stream_reasoning: bool = False
 
     def __post_init__(self) -> None:
         if not self.prm.strip():
@@ -84,6 +94,8 @@ class ServeConfig:
         for setting in S.SAMPLING:
             setting.check(getattr(self, setting.name))
         OPTIONS["m"].check(self.m)
+        if not self.request_cap >= 1:
+            raise ConfigError("request_cap", self.request_cap, "must be >= 1")
         if self.batch_window_ms < 0:
             raise ConfigError("batch_window_ms", self.batch_window_ms, "must be >= 0")
         if self.deadline_s <= 0:

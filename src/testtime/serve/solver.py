@@ -203,12 +203,12 @@ class Solver:
         return self.policy.model_id
 
     def table(self) -> Any:
-        """The calibrated table ``auto`` uses (``--table``, or the one shipped for the embedded default)."""
+        """The calibrated table ``auto`` uses (``--table``, or the chat table shipped for the embedded default)."""
         if self._table is None:
             from testtime.optimal.calibrate import Table
             from testtime.optimal.tables import shipped_table
 
-            self._table = Table.load(self.cfg.table or shipped_table(None, self.cfg.prm))
+            self._table = Table.load(self.cfg.table or shipped_table(None, self.cfg.prm, prompt="chat"))
         return self._table
 
     def solve(self, jobs: list[Job]) -> list[Answer | BaseException]:
@@ -257,6 +257,38 @@ class Solver:
         return self.policy.render_chat(list(problem.meta["request_messages"]))
 
     def _auto(self, plan: Plan, problems: list[Problem]) -> dict[str, tuple[Trace, str, Compute, dict[str, Any]]]:
+        from testtime.optimal.allocation import allocation_model
+        from testtime.optimal.selector import checked_scorer, run_choices
+        from testtime.serve.auto import decide_requests, request_cap, serves_requests
+
+        table = self.table()
+        model = allocation_model(table)
+        if not serves_requests(model):
+            return self._auto_probe(plan, problems)
+        assert model is not None
+        prm, info = checked_scorer(table, self.executor, None, plan.prm, False)
+        decisions = decide_requests(table, model, problems, plan.budget,
+                                    request_cap(plan.budget, self.cfg.request_cap, self.cfg.max_budget))
+        compute = {p.id: Compute() for p in problems}
+        failed: dict[str, str] = {}
+        self.executor.runs.clear()
+        run_choices(self.executor, plan.config, prm if info else None, problems,
+                    {pid: d.choice for pid, d in decisions.items()}, compute, failed, {})
+        traces = {r.problem.id: (r.trace, f"{run.run_id}/{r.problem.id}") for run in self.executor.runs
+                  for r in run.results}
+        out = {}
+        for p in problems:
+            d = decisions[p.id]
+            trace, trace_id = traces[p.id]
+            out[p.id] = (trace, trace_id, compute[p.id],
+                         {"predicted_bin": d.predicted_bin, "predicted_pass1": d.predicted_pass1, "decided_by": d.rule,
+                          "why": d.why, "strategy": d.choice.strategy, "budget": d.choice.budget})
+        return out
+
+    def _auto_probe(self, plan: Plan, problems: list[Problem]
+                    ) -> dict[str, tuple[Trace, str, Compute, dict[str, Any]]]:
+        """``auto`` with a table that has no question-only model: probe each request, bin it, run its bin's
+        config (``selector.run_optimal``)."""
         from testtime.optimal.selector import run_optimal
 
         self.executor.runs.clear()
