@@ -478,3 +478,29 @@ def test_demo_ci_sets_the_level_of_its_tables_paired_comparisons_and_report(tmp_
     assert "accuracy [50% interval]" in acc.title and paired.columns[1].header.startswith("accuracy difference [50%]")
     line = one_line_error(runner.invoke(app, ["demo", "--ci", "0", "--out", str(tmp_path)]))
     assert line.startswith("error: --ci 0.0:"), line  # refused before any model loads
+
+
+def test_sweep_runs_every_dataset_of_the_recipe(tmp_path, monkeypatch):
+    # `datasets: [a, b]` once ran only a's problems through the CLI (it passed one problem list along)
+    import testtime.cli.optimal as cli_optimal
+    import testtime.optimal.sweep as sweep_mod
+
+    seen = {}
+
+    class Closed:
+        def close(self):
+            pass
+
+    def fake_run_sweep(recipe, ex, scorer, problems, on_progress=None):
+        seen["problems"], seen["datasets"] = problems, recipe.datasets
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_optimal, "open_policy", lambda *a, **k: Closed())
+    monkeypatch.setattr(sweep_mod, "run_sweep", fake_run_sweep)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("datasets: [arith, gsm8k]\nlimit: 2\nstrategies: [cot]\nprm: null\n")
+    runner.invoke(app, ["sweep", "--config", str(recipe)])
+    assert seen == {"problems": None, "datasets": ["arith", "gsm8k"]}  # run_sweep loads both itself
+    recipe.write_text("datasets: [arith, nope]\nlimit: 2\nstrategies: [cot]\nprm: null\n")
+    line = one_line_error(runner.invoke(app, ["sweep", "--config", str(recipe)]))
+    assert "nope" in line

@@ -138,7 +138,8 @@ def sweep(
 
     try:
         recipe = load_recipe(config, [*(set_ or []), *([f"extraction={extraction}"] if extraction else [])])
-        problems = load_dataset(recipe.dataset, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
+        for name in recipe.datasets or [recipe.dataset]:  # a bad dataset fails here, before a model loads
+            load_dataset(name, limit=recipe.limit, seed=recipe.seed, levels=recipe.levels)
     except (ValueError, DatasetError) as e:
         fail(str(e))
     printer = out_console(as_json)
@@ -156,7 +157,8 @@ def sweep(
                 progress.update(task, completed=done, description=f"sweep: {label}")
 
             try:
-                result = run_sweep(recipe, ex, None, problems, on_progress)
+                # the sweep loads every dataset of the recipe (passing one problem list would run datasets[0] only)
+                result = run_sweep(recipe, ex, None, None, on_progress)
             except ConfigError as e:
                 fail_config(e, where)
     finally:
