@@ -67,6 +67,8 @@ def serve(
     batch_window_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 20.0,
     max_batch: Annotated[int, typer.Option(help="answers solved together at most")] = 16,
     deadline_s: Annotated[float, typer.Option(help="per-request deadline in seconds")] = 600.0,
+    stream_reasoning: Annotated[bool, typer.Option(
+        help="streamed chats: the search's progress as reasoning_content deltas, then the answer")] = False,
 ) -> None:
     """Serve an OpenAI-compatible endpoint that answers with compute-optimal test-time scaling."""
     import uvicorn
@@ -87,7 +89,7 @@ def serve(
                           max_tokens=max_tokens, extraction=extraction,
                           max_tokens_cap=max_tokens_cap, max_budget=max_budget, max_n=max_n,
                           max_body_bytes=max_body_bytes, queue_size=queue_size, batch_window_ms=batch_window_ms,
-                          max_batch=max_batch, deadline_s=deadline_s)
+                          max_batch=max_batch, deadline_s=deadline_s, stream_reasoning=stream_reasoning)
         spec = policy_spec(model, backend, base_url, options)
     except ConfigError as e:
         fail_config(e)

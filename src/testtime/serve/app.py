@@ -123,6 +123,10 @@ def tts_object(plan: Plan, answers: list[Answer]) -> dict[str, Any]:
         if plan.strategy == AUTO:
             d.update(requested="auto", predicted_bin=a.predicted_bin, predicted_pass1=a.predicted_pass1,
                      decided_by=a.decided_by)
+            if a.why:
+                d["why"] = a.why
+        if a.votes:
+            d["votes"] = a.votes
         return d
 
     out = one(answers[0])
@@ -131,6 +135,91 @@ def tts_object(plan: Plan, answers: list[Answer]) -> dict[str, Any]:
         for key in ("policy_tokens", "policy_tokens_generated", "prm_tokens", "policy_flops", "prm_flops"):
             out[key] = sum(x[key] for x in out["per_choice"])
     return out
+
+
+# --- the search's progress as reasoning (--stream-reasoning) ---------------------------------------------
+# Short lines, each ending in a newline, streamed as ``delta.reasoning_content`` (the field vLLM's reasoning
+# parsers and DeepSeek's API use), so chat UIs show them apart from the answer. Pure functions of what the
+# request said and what the worker reported, so each is tested alone.
+
+
+def _flat(text: str) -> str:
+    """One line: a reasoning line never carries a newline of its own."""
+    return " ".join(text.split())
+
+
+def settings_sources(body: ChatRequest | CompletionRequest) -> tuple[str, str]:
+    """Where the request's strategy and budget came from, in words (the precedence of ``plan_request``)."""
+    tts = body.tts
+    strategy_from = "tts.strategy" if tts is not None and tts.strategy else "the server's default"
+    if tts is not None and tts.budget is not None:
+        budget_from = "tts.budget"
+    elif body.reasoning_effort is not None:
+        budget_from = f"reasoning_effort {body.reasoning_effort}"
+    else:
+        budget_from = "the server's default"
+    return strategy_from, budget_from
+
+
+def reasoning_opening(strategy: str, budget: int, strategy_from: str, budget_from: str) -> str:
+    """The first line: the strategy and budget the request got, said before any sample is drawn."""
+    if strategy == AUTO:
+        return (f"Strategy auto ({strategy_from}), budget {budget} ({budget_from}): first predicting how hard "
+                "the question is, to choose the search for it.\n")
+    return f"Strategy {strategy} ({strategy_from}), budget {budget} ({budget_from}).\n"
+
+
+def _decision(strategy: str, budget: int, predicted_bin: str | None, predicted_pass1: float | None,
+              decided_by: str | None, why: str | None) -> list[str]:
+    lines: list[str] = []
+    if predicted_bin is not None or predicted_pass1 is not None:
+        p1 = "" if predicted_pass1 is None else f" (predicted pass@1 {predicted_pass1:.2f})"
+        lines.append(f"Predicted difficulty: {predicted_bin or 'unknown'}{p1}.\n")
+    lines.append(f"Searching with {strategy} at budget {budget}"
+                 + (f", decided by {_flat(decided_by)}" if decided_by else "") + ".\n")
+    if why:
+        lines.append(f"Why: {_flat(why)}\n")
+    return lines
+
+
+def reasoning_progress(event: dict[str, Any]) -> list[str]:
+    """The lines for one progress event from the worker: ``{"depth": backend calls, "samples": samples}``
+    after each backend call (``request_samples``, when given, counts this request's own), and ``{"decided":
+    {strategy, budget, predicted_bin, predicted_pass1, decided_by, why}}`` when ``auto`` has decided."""
+    lines: list[str] = []
+    d = event.get("decided")
+    if isinstance(d, dict) and "strategy" in d and "budget" in d:
+        lines += _decision(str(d["strategy"]), int(d["budget"]), d.get("predicted_bin"),
+                           d.get("predicted_pass1"), d.get("decided_by"), d.get("why"))
+    if "depth" in event and "samples" in event:
+        if "request_samples" in event:
+            drawn = f"{event['request_samples']} samples drawn for this request"
+        else:  # the worker's count: every request solved in the same batch (they share backend calls)
+            drawn = f"{event['samples']} samples drawn in this batch"
+        lines.append(f"Step {event['depth']}: {drawn} so far.\n")
+    return lines
+
+
+def reasoning_closing(a: Answer, auto: bool, decision_said: bool) -> list[str]:
+    """The lines once the answer is known: auto's decision (unless a progress event said it), the candidates
+    kept, the vote, and which answer was chosen by which rule."""
+    lines: list[str] = []
+    if auto and not decision_said:
+        lines += _decision(a.strategy, a.budget, a.predicted_bin, a.predicted_pass1, a.decided_by, a.why)
+    if a.replayed:
+        lines.append("Answered from the store (an identical earlier request): nothing generated now.\n")
+    lines.append(f"Kept {a.candidates} candidate{'s' if a.candidates != 1 else ''}; "
+                 f"{a.generated_now} tokens generated now.\n")
+    if a.votes:
+        tally = ", ".join(f"{_flat(ans)} ({n} sample{'s' if n != 1 else ''})" for ans, n in a.votes.items())
+        lines.append(f"Votes: {tally}.\n")
+    if a.answer is not None:
+        lines.append(f"Chose {_flat(a.answer)} by {a.rule}.\n")
+    else:
+        note = a.note or "no candidate stated a final answer"
+        fallback = "the best-scored candidate" if a.rule == "no_answer_best_score" else "the first sample"
+        lines.append(f"{note[:1].upper()}{note[1:]}: replying with {fallback} ({a.rule}).\n")
+    return lines
 
 
 def _failure(err: BaseException) -> tuple[int, dict[str, Any]]:
@@ -237,10 +326,12 @@ def create_app(solver: Solver, cfg: ServeConfig | None = None, metrics: Metrics 
         loop = asyncio.get_running_loop()
         progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-        def on_progress(event: dict[str, Any]) -> None:  # from the worker thread
-            loop.call_soon_threadsafe(progress.put_nowait, event)
+        def reporter(index: int) -> Callable[[dict[str, Any]], None]:
+            def on_progress(event: dict[str, Any]) -> None:  # from the worker thread; tagged with its choice
+                loop.call_soon_threadsafe(progress.put_nowait, {**event, "index": index})
+            return on_progress
 
-        jobs = [Job(plan, p, i, on_progress if plan.stream else None) for i, p in enumerate(plan.problems)]
+        jobs = [Job(plan, p, i, reporter(i) if plan.stream else None) for i, p in enumerate(plan.problems)]
         try:
             futures = batcher.submit(plan.group_key, jobs)
         except QueueFull as e:
@@ -250,7 +341,11 @@ def create_app(solver: Solver, cfg: ServeConfig | None = None, metrics: Metrics 
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if plan.stream:
-            return StreamingResponse(_stream(plan, jobs, futures, progress, deadline, rid, created, chat),
+            # reasoning is a chat concept (a message's reasoning_content): text completions have no field for
+            # it in any API we know of, so their streams stay as without --stream-reasoning
+            opening = reasoning_opening(plan.strategy, plan.budget, *settings_sources(body)) \
+                if cfg.stream_reasoning and chat else None
+            return StreamingResponse(_stream(plan, jobs, futures, progress, deadline, rid, created, chat, opening),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
@@ -301,7 +396,10 @@ def create_app(solver: Solver, cfg: ServeConfig | None = None, metrics: Metrics 
         return [f.result() for f in futures]
 
     async def _stream(plan: Plan, jobs: list[Job], futures: list[asyncio.Future], progress: asyncio.Queue,
-                      deadline: float, rid: str, created: int, chat: bool) -> AsyncIterator[str]:
+                      deadline: float, rid: str, created: int, chat: bool, opening: str | None
+                      ) -> AsyncIterator[str]:
+        """The SSE stream; ``opening``: the first reasoning line (None: progress as comment lines, as before
+        --stream-reasoning)."""
         loop = asyncio.get_running_loop()
         obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -318,11 +416,28 @@ def create_app(solver: Solver, cfg: ServeConfig | None = None, metrics: Metrics 
                 return {"index": i, "delta": d, "finish_reason": finish, "logprobs": None}
             return {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
 
+        def reasoning(i: int, lines: list[str], role: bool = False) -> str:
+            d: dict[str, Any] = {"role": "assistant"} if role else {}
+            return chunk([{"index": i, "delta": {**d, "reasoning_content": "".join(lines)}, "finish_reason": None,
+                           "logprobs": None}])
+
+        decided: set[int] = set()  # choices whose auto decision a progress event has said
+
+        def said(ev: dict[str, Any]) -> str | None:
+            lines = reasoning_progress(ev)
+            if "decided" in ev:
+                decided.add(ev["index"])
+            return reasoning(ev["index"], lines) if lines else None
+
         finished = False
         gathered: asyncio.Future | None = None
         try:
             # the first chunk goes out at once: the client sees the answer has started
-            yield chunk([delta(i, "", role=True) for i in range(len(jobs))])
+            if opening is None:
+                yield chunk([delta(i, "", role=True) for i in range(len(jobs))])
+            else:
+                for i in range(len(jobs)):
+                    yield reasoning(i, [opening], role=True)
             gathered = asyncio.gather(*futures)
             while not gathered.done():
                 left = deadline - loop.time()
@@ -334,14 +449,25 @@ def create_app(solver: Solver, cfg: ServeConfig | None = None, metrics: Metrics 
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     ev = getter.result()
-                    yield f": progress depth={ev['depth']} samples={ev['samples']}\n\n"
+                    if opening is not None:
+                        text = said(ev)
+                        if text is not None:
+                            yield text
+                    elif "depth" in ev:
+                        yield f": progress depth={ev['depth']} samples={ev['samples']}\n\n"
                 else:
                     getter.cancel()
                     if not done:
                         yield ": keep-alive\n\n"
             answers: list[Answer] = gathered.result()
             _count(answers)
+            while opening is not None and not progress.empty():  # the last calls' events, reported meanwhile
+                text = said(progress.get_nowait())
+                if text is not None:
+                    yield text
             for i, a in enumerate(answers):
+                if opening is not None:
+                    yield reasoning(i, reasoning_closing(a, plan.strategy == AUTO, i in decided))
                 for piece in _chunks(a.text):
                     yield chunk([delta(i, piece)])
             tts = tts_object(plan, answers)
