@@ -120,6 +120,7 @@ SHIPPED_RUN_IDS = {
     "recipes/table-smollm2-arithcheck-medium.yaml": (10, '86f939d4be086c0d'),
     "recipes/table-smollm2-arithcheck-medium2.yaml": (10, 'd17e58f5a75a0655'),
     "recipes/table-smollm2-arithcheck.yaml": (10, 'd346365fcb980898'),
+    "recipes/table-smollm2-chat.yaml": (16, 'a8a39a84751f7f4b'),
 }
 
 
