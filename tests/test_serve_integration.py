@@ -9,7 +9,6 @@ import openai
 import pytest
 
 from testtime.extraction import extract_answers
-from testtime.optimal.calibrate import ROBUST_SHIFT
 from testtime.optimal.metrics import absolute_bins
 from testtime.serve import ServeConfig, Solver, create_app
 from testtime.serve.thread import ServerThread
