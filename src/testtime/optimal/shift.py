@@ -118,12 +118,18 @@ def check_shift(profile: Profile, agreement: Sequence[float], probe_score: Seque
     new_kinds = sorted(set(kinds) - set(profile.kinds))
     if new_kinds and profile.kinds:
         notes.append(f"answer kinds {new_kinds} were not in calibration ({sorted(profile.kinds)})")
-    if prompt is not None and profile.prompt:
-        moved = sorted(k for k in profile.prompt if k in prompt and prompt[k] != profile.prompt[k])
-        if moved:
-            notes.append(f"prompt settings differ from calibration: {', '.join(moved)}")
+    moved = prompt_moved(profile, prompt)
+    if moved:
+        notes.append(f"prompt settings differ from calibration: {', '.join(moved)}")
     score = max(components.values(), default=0.0)
     return Shift(score, components, raw, notes, len(agreement))
+
+
+def prompt_moved(profile: Profile, prompt: dict[str, Any] | None) -> list[str]:
+    """The prompt settings (fewshot, system, instruction, ...) that differ from the calibration's."""
+    if prompt is None or not profile.prompt:
+        return []
+    return sorted(k for k in profile.prompt if k in prompt and prompt[k] != profile.prompt[k])
 
 
 def kinds_of(kinds: Sequence[str]) -> dict[str, int]:
@@ -168,19 +174,15 @@ LANGUAGE_RATIO = 10.0
 MAIN_LANGUAGE_SHARE = 0.2  # a calibration language holds at least this share of its questions' probability
 
 
-def _letters(text: str) -> list[str]:
-    return [ch for ch in text if ch.isalpha()]
-
-
 def non_ascii_letters(question: str) -> float:
     """The share of the question's letters outside ASCII (Cyrillic, CJK, accented Latin...)."""
-    letters = _letters(question)
+    letters = [ch for ch in question if ch.isalpha()]
     return sum(not ch.isascii() for ch in letters) / len(letters) if letters else 0.0
 
 
-_QUANTITY = re.compile(r"\d+(?:[.,]\d+)?|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|"
-                       r"thirty|forty|fifty|hundred|thousand|million|half|twice|double|triple|dozen|quarter)\b",
-                       re.IGNORECASE)
+_QUANTITY = re.compile(r"\d+(?:[.,]\d+)?|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                       r"fifteen|twenty|thirty|forty|fifty|hundred|thousand|million|half|twice|double|triple|dozen|"
+                       r"quarter)\b", re.IGNORECASE)
 
 
 def quantities(question: str) -> float:
@@ -263,8 +265,7 @@ def request_shift(question: str, prompt: dict[str, Any], ranges: dict[str, list[
     other = other_language(question, languages) if languages else None
     if other is not None:
         reasons.append(other)
-    if profile is not None and profile.prompt:
-        moved = sorted(k for k in profile.prompt if k in prompt and prompt[k] != profile.prompt[k])
-        if moved:
-            reasons.append(f"asked with other prompt settings than calibration: {', '.join(moved)}")
+    moved = prompt_moved(profile, prompt) if profile is not None else []
+    if moved:
+        reasons.append(f"asked with other prompt settings than calibration: {', '.join(moved)}")
     return reasons
