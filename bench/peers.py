@@ -527,23 +527,36 @@ def peer_version(py: Path, dist: str) -> str:
     return got.stdout.strip() or "?"
 
 
-def run_optillm(tmp: Path, problems: list[Any], args: argparse.Namespace) -> ToolResult:
-    py = peer_python("optillm")
-    srv = llama_server(tmp, args, "optillm")
+def run_peer_proxy(tmp: Path, problems: list[Any], args: argparse.Namespace, name: str, dist: str,
+                   command: Callable[[Path, str], list[Any]], health: str, extra: dict[str, Any],
+                   env: dict[str, str] | None = None, configure: Callable[[str, str], None] | None = None
+                   ) -> ToolResult:
+    """A peer run as a proxy in front of a fresh llama.cpp server: `command(python, server url)` starts it,
+    `configure(proxy url, server url)` (if given) sets it up, then every question is asked through it."""
+    py = peer_python(name)
+    srv = llama_server(tmp, args, name)
     try:
-        cmd = [py.with_name("optillm"), "--base-url", srv.url + "/v1", "--port", "{port}",
-               "--approach", "majority_voting", "--host", "127.0.0.1"]
-        px = Proc(cmd, "/health", tmp / "optillm.log", env={"OPENAI_API_KEY": "none", "OPTILLM_API_KEY": ""})
+        px = Proc(command(py, srv.url), health, tmp / f"{name}.log", env=env)
         try:
-            ask = chat_tool(px.url, SERVED_MODEL, args, {"k": args.n})
+            if configure is not None:
+                configure(px.url, srv.url)
+            ask = chat_tool(px.url, SERVED_MODEL, args, extra)
             replies, wall = asyncio.run(drive(ask, problems, args.concurrency))
         finally:
             px.close()
         generated, sent = server_counts(srv.url)
-        return ToolResult("optillm", wall, replies, generated, "llama.cpp /metrics", None, sent,
-                          peer_notes(replies, generated, args), f"optillm {peer_version(py, 'optillm')}")
+        return ToolResult(name, wall, replies, generated, "llama.cpp /metrics", None, sent,
+                          peer_notes(replies, generated, args), f"{name} {peer_version(py, dist)}")
     finally:
         srv.close()
+
+
+def run_optillm(tmp: Path, problems: list[Any], args: argparse.Namespace) -> ToolResult:
+    return run_peer_proxy(
+        tmp, problems, args, "optillm", "optillm",
+        lambda py, url: [py.with_name("optillm"), "--base-url", url + "/v1", "--port", "{port}",
+                         "--approach", "majority_voting", "--host", "127.0.0.1"],
+        "/health", {"k": args.n}, env={"OPENAI_API_KEY": "none", "OPTILLM_API_KEY": ""})
 
 
 def peer_notes(replies: list[Reply], generated: int | None, args: argparse.Namespace) -> list[str]:
@@ -567,27 +580,18 @@ def peer_notes(replies: list[Reply], generated: int | None, args: argparse.Names
 def run_its_hub(tmp: Path, problems: list[Any], args: argparse.Namespace) -> ToolResult:
     import httpx
 
-    py = peer_python("its_hub")
-    srv = llama_server(tmp, args, "its_hub")
-    try:
-        cmd = [py.with_name("its-iaas"), "--host", "127.0.0.1", "--port", "{port}"]
-        px = Proc(cmd, "/docs", tmp / "its_hub.log")
-        try:
-            config = {"endpoint": srv.url + "/v1", "api_key": "none", "model": SERVED_MODEL,
-                      "alg": "self-consistency", "budget": args.n, "temperature": args.temperature,
-                      "regex_patterns": [ANSWER_REGEX]}
-            r = httpx.post(px.url + "/configure", json=config, timeout=60)
-            if r.status_code != 200:
-                raise RuntimeError(f"its-iaas /configure: {r.status_code} {r.text[:300]}")
-            ask = chat_tool(px.url, SERVED_MODEL, args, {"budget": args.n})
-            replies, wall = asyncio.run(drive(ask, problems, args.concurrency))
-        finally:
-            px.close()
-        generated, sent = server_counts(srv.url)
-        return ToolResult("its_hub", wall, replies, generated, "llama.cpp /metrics", None, sent,
-                          peer_notes(replies, generated, args), f"its_hub {peer_version(py, 'its_hub')}")
-    finally:
-        srv.close()
+    def configure(proxy: str, server: str) -> None:
+        config = {"endpoint": server + "/v1", "api_key": "none", "model": SERVED_MODEL,
+                  "alg": "self-consistency", "budget": args.n, "temperature": args.temperature,
+                  "regex_patterns": [ANSWER_REGEX]}
+        r = httpx.post(proxy + "/configure", json=config, timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"its-iaas /configure: {r.status_code} {r.text[:300]}")
+
+    return run_peer_proxy(
+        tmp, problems, args, "its_hub", "its_hub",
+        lambda py, url: [py.with_name("its-iaas"), "--host", "127.0.0.1", "--port", "{port}"],
+        "/docs", {"budget": args.n}, configure=configure)
 
 
 # the final number its_hub's self-consistency votes over (its projection regex), as testtime's prompt asks
