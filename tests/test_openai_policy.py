@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
+from faultserver import FaultServer, completions, openai_handler
 from httpserver import Reply, TestServer
+from testtime import engine, netretry
+from testtime.datasets import load_dataset
+from testtime.netretry import Circuits, RequestFailed
 from testtime.policy import GenerationRequest, SamplingParams, load_policy
 from testtime.policy.base import Policy
 from testtime.policy.openai_compat import GenerationFailed, OpenAICompatPolicy
@@ -16,8 +22,9 @@ from testtime.store import Store
 PARAMS = SamplingParams(max_tokens=32, temperature=0.8, top_p=0.95, stop=("\n\n",))
 
 
-def completion(body: dict, *, prompt_tokens: int = 10, cached: int | None = 4, extra_tokens: int = 1,
-               **choice_fields) -> dict:
+def completion(
+    body: dict, *, prompt_tokens: int = 10, cached: int | None = 4, extra_tokens: int = 1, **choice_fields
+) -> dict:
     """A vLLM-like reply: sample i's text names its seed (body seed + i); 3 tokens per sample plus
     ``extra_tokens`` so the even split has a remainder."""
     n = body["n"]
@@ -206,8 +213,9 @@ def test_cached_generator_rerun_makes_no_http_calls(serve, tmp_path):
 
 def test_load_policy_openai(serve):
     srv = serve()
-    pol = load_policy("org/model", backend="openai", base_urls=[srv.url], model_id="vllm:org/model@q8", retries=0,
-                      n_params=1000)
+    pol = load_policy(
+        "org/model", backend="openai", base_urls=[srv.url], model_id="vllm:org/model@q8", retries=0, n_params=1000
+    )
     assert isinstance(pol, OpenAICompatPolicy) and pol.model_id == "vllm:org/model@q8"
     assert pol.render_chat([{"role": "user", "content": "2+2?"}]) == "Question: 2+2?\nAnswer:\n"
     [[c]] = pol.generate([GenerationRequest("P", n=1, seed=3, params=PARAMS)])
@@ -218,9 +226,13 @@ def test_load_policy_openai(serve):
 
 
 def test_jinja_chat_template():
-    pol = OpenAICompatPolicy("http://127.0.0.1:1", "m", retries=0,
-                             chat_template="{% for m in messages %}<{{ m.content }}>{% endfor %}"
-                                           "{% if add_generation_prompt %}[A]{% endif %}")
+    pol = OpenAICompatPolicy(
+        "http://127.0.0.1:1",
+        "m",
+        retries=0,
+        chat_template="{% for m in messages %}<{{ m.content }}>{% endfor %}"
+        "{% if add_generation_prompt %}[A]{% endif %}",
+    )
     assert pol.render_chat([{"role": "user", "content": "hi"}]) == "<hi>[A]"
     pol.close()
 
@@ -246,3 +258,189 @@ def test_exact_token_counts_can_be_turned_off(serve):
     assert "logprobs" not in srv.bodies[0]
     pol.close()
 
+
+# -- a server that is gone: the circuit breaker (testtime.netretry.Circuits) ---------------------------------
+
+
+class Clock:
+    """The breakers' cooldown clock, moved by hand (no test here waits on wall time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def attempts(monkeypatch) -> Counter:
+    """Every HTTP attempt the client makes, by URL: a refused connection leaves no trace on any server."""
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def counting(send):
+        def wrapped(url, body, headers, timeout_s):
+            with lock:
+                seen[url] += 1
+            return send(url, body, headers, timeout_s)
+
+        return wrapped
+
+    monkeypatch.setattr(netretry, "_send_httpx", counting(netretry._send_httpx))
+    monkeypatch.setattr(netretry, "_send_urllib", counting(netretry._send_urllib))
+    return seen
+
+
+def prod_policy(server: FaultServer, clock: Clock, sleep=lambda s: None) -> OpenAICompatPolicy:
+    """The production retry settings (5 retries, 1 s doubling to 30 s, 16 requests at once), with the
+    backoff sleeps injected and the breakers on ``clock``."""
+    pol = OpenAICompatPolicy(server.base_url, "fake", n_params=1000)
+    assert (pol._post_opts["retries"], pol._post_opts["backoff_s"], pol._post_opts["max_backoff_s"]) == (5, 1.0, 30.0)
+    pol._post_opts["sleep"] = sleep
+    pol.circuits = Circuits(clock)
+    return pol
+
+
+def one_each(k: int, tag: str = "P") -> list[GenerationRequest]:
+    return [GenerationRequest(f"{tag}{i}", n=1, seed=i, params=PARAMS) for i in range(k)]
+
+
+@pytest.fixture
+def stopped():
+    """A fault server that was up when the policy opened and is gone now (connections refused)."""
+    servers: list[FaultServer] = []
+
+    def make() -> FaultServer:
+        s = FaultServer(openai_handler)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def test_a_dead_server_fails_a_batch_fast_with_the_breakers_reason(stopped, attempts):
+    srv = stopped()
+    pol = prod_policy(srv, Clock())
+    url = pol.urls[0] + "/completions"
+    srv.stop()
+    try:
+        # without a breaker (what the bench ran into): every one of the 64 requests spends all 6 attempts
+        pol.circuits = None
+        with pytest.raises(GenerationFailed) as before:
+            pol.generate(one_each(64))
+        assert attempts[url] == 64 * 6 and len(before.value.failures) == 64
+        attempts.clear()
+        pol.circuits = Circuits(Clock())
+        with pytest.raises(GenerationFailed) as err:
+            pol.generate(one_each(64))
+    finally:
+        pol.close()
+    # only the 16 requests in flight when the first ran out of retries made attempts; the 48 queued made none
+    assert 6 <= attempts[url] <= 16 * 6
+    failures = err.value.failures
+    assert sorted(ri for ri, _first, _n, _e in failures) == list(range(64))  # every request has its record
+    origin = pol.urls[0].removesuffix("/v1")
+    for _ri, _first, _n, e in failures:
+        assert isinstance(e, RequestFailed) and e.circuit_open and f"circuit open for {origin}" in str(e)
+    assert sum(e.attempts == 0 for *_, e in failures) >= 64 - 16
+    assert "connection failures in a row" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_problem_of_a_run_against_a_dead_server_is_recorded_with_the_reason(stopped, attempts, tmp_path):
+    srv = stopped()
+    pol = prod_policy(srv, Clock())
+    srv.stop()
+    problems = load_dataset("arith", limit=12, seed=3)
+    config = engine.RunConfig(dataset="arith", strategy="majority", n=4, out=str(tmp_path), fewshot=0)
+    try:
+        result = engine.run(config, pol, problems)
+    finally:
+        pol.close()
+    s = result.summary()
+    assert s["failed"] == len(problems) and set(s["failures"]) == {p.id for p in problems}
+    assert all("circuit open for http://127.0.0.1:" in why for why in s["failures"].values())
+    with Store(tmp_path) as store:
+        rows = store.get_results(result.run_id)
+    assert len(rows) == len(problems) and all("circuit open" in r["error"] for r in rows)
+    # the batch's first 16 requests spent their retries; its rest and the one-problem reruns were refused
+    assert attempts[pol.urls[0] + "/completions"] <= 16 * 6
+
+
+def test_one_refused_attempt_then_the_server_is_back_succeeds(stopped, attempts):
+    srv = stopped()
+    lock = threading.Lock()
+
+    def back_during_the_backoff(delay: float) -> None:
+        with lock:
+            if srv.server is None:
+                srv._start()  # the same port again (what FaultServer.down does after its pause)
+
+    pol = prod_policy(srv, Clock(), back_during_the_backoff)
+    srv.stop()
+    try:
+        out = pol.generate(one_each(8))
+    finally:
+        pol.close()
+    assert [o[0].text for o in out] == [
+        completions(
+            {"prompt": f"P{i}", "n": 1, "seed": i, "stop": list(PARAMS.stop) + ["\nQuestion:"], "max_tokens": 32}
+        )["choices"][0]["text"]
+        for i in range(8)
+    ]
+    url = pol.urls[0] + "/completions"
+    assert attempts[url] >= 9 and pol.circuits.get(url).state == "closed"
+
+
+def test_http_errors_with_a_body_never_open_the_breaker(serve, attempts):
+    srv = serve(lambda k, path, body: Reply(503, {"error": "overloaded"}))
+    pol = OpenAICompatPolicy(srv.url, "org/model", n_params=1000)  # production retries
+    pol._post_opts["sleep"] = lambda s: None
+    try:
+        with pytest.raises(GenerationFailed) as err:
+            pol.generate(one_each(16))
+        # every request spent all its retries: nothing was cut short (the server may miss an attempt whose
+        # connection broke under the load; the client counts each one)
+        assert attempts[srv.url + "/v1/completions"] == 16 * 6
+        assert all("HTTP 503" in str(e) and not e.circuit_open for *_, e in err.value.failures)
+        srv.script = lambda k, path, body: Reply(400, {"error": "bad prompt"})
+        before = srv.count
+        with pytest.raises(GenerationFailed, match="HTTP 400"):
+            pol.generate(one_each(16))
+        assert srv.count - before == 16
+        assert pol.circuits.get(srv.url + "/v1/completions").state == "closed"
+        srv.script = ok
+        assert len(pol.generate(one_each(4))) == 4
+    finally:
+        pol.close()
+
+
+def test_half_open_probe_brings_back_a_server_that_returned(stopped, attempts):
+    srv = stopped()
+    clock = Clock()
+    pol = prod_policy(srv, clock)
+    url = pol.urls[0] + "/completions"
+    srv.stop()
+    try:
+        with pytest.raises(GenerationFailed):
+            pol.generate(one_each(16))
+        opened = attempts[url]
+        srv._start()  # the server is back, but the breaker cannot know before its cooldown ends
+        with pytest.raises(GenerationFailed, match="circuit open"):
+            pol.generate(one_each(8))
+        assert attempts[url] == opened and not srv.requests
+        srv.stop()
+        clock.now += 30.0  # max_backoff_s later: one request probes; the server is still gone
+        with pytest.raises(GenerationFailed) as err:
+            pol.generate(one_each(8))
+        assert attempts[url] == opened + 1  # the probe's one attempt; the other 7 waited for it and were refused
+        assert any("probe" in str(e) for *_, e in err.value.failures)
+        srv._start()
+        clock.now += 30.0  # the next probe gets an answer: the other requests, which waited for it, go too
+        out = pol.generate(one_each(8))
+        assert len(out) == 8 and all(len(o) == 1 for o in out)
+        assert attempts[url] >= opened + 1 + 8 and len(srv.requests) >= 8
+        assert pol.circuits.get(url).state == "closed"
+    finally:
+        pol.close()

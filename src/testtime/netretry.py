@@ -7,6 +7,20 @@ and a server's ``Retry-After`` is honoured. Anything else (a 400 says the reques
 at once. Every failure is a ``RequestFailed`` with a one-line message naming the URL, the status or
 cause, and how many attempts were made.
 
+Circuit breaker (``Circuits``, one per client: a policy, a scorer). Retrying one request rides out a
+server that restarts, but a server that is gone makes every request spend its whole retry budget: 240
+requests at 16 at a time with 5 retries of up to 30 s took minutes to fail. So, per origin
+(scheme://host:port), the breaker opens when a request has spent *all* its attempts on connection
+failures (refused, reset, unreachable, a connect timeout) and no request to that origin got any HTTP
+answer meanwhile: the server was unreachable for a whole retry window, the outage the retry settings were
+sized to ride out. Many failures in a row across concurrent requests are not enough on their own (a
+restart shorter than the retry window produces those too), and an HTTP status (4xx, 5xx, with a body) or
+a read timeout never counts: the server is there. While open, requests -- queued ones and those waiting
+out a backoff -- fail at once with a ``RequestFailed`` saying ``circuit open``, the origin and what was
+seen. After ``max_backoff_s`` (the slowest pace the retries would have polled at anyway) one call is let
+through as a probe with a single attempt (half-open; concurrent calls wait for its verdict): any answer
+closes the circuit and requests flow again, a connection failure opens it for another ``max_backoff_s``.
+
 httpx is used when importable (a shared client keeps connections alive across threads); otherwise the
 standard library's urllib.
 """
@@ -22,8 +36,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from testtime.errors import ProblemFailure
 
@@ -35,19 +51,200 @@ _SNIPPET = 200  # characters of a response body quoted in an error
 class RequestFailed(ProblemFailure):
     """A POST that did not produce a usable JSON object (after retries, where retrying made sense)."""
 
-    def __init__(self, url: str, cause: str, attempts: int, *, status: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        url: str,
+        cause: str,
+        attempts: int,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        circuit_open: bool = False,
+    ):
         self.url = url
         self.cause = _one_line(cause)
         self.attempts = attempts
         self.status = status
         # True when the failure was transient (the retries ran out): another server may still succeed.
         self.retryable = retryable
+        # True when the origin's circuit is open (this request opened it, or was refused by it)
+        self.circuit_open = circuit_open
         plural = "attempt" if attempts == 1 else "attempts"
         super().__init__(f"POST {url} failed after {attempts} {plural}: {self.cause}")
 
 
 class _Transient(Exception):
-    """A network-level failure (no HTTP status): always worth retrying."""
+    """A network-level failure (no HTTP status): always worth retrying. ``connection``: no answer could
+    come (refused, reset, unreachable, connect timeout), which the circuit breaker counts; False for a
+    read timeout, where the server took the request and was merely slow."""
+
+    def __init__(self, message: str, *, connection: bool = True):
+        super().__init__(message)
+        self.connection = connection
+
+
+# -- the circuit breaker ----------------------------------------------------------------------------------
+
+Admit = Literal["go", "probe", "wait", "refuse"]
+
+
+@dataclass
+class Circuit:
+    """One origin's breaker: a pure state machine (the caller holds a lock and passes the time ``now``).
+
+    closed -> open: ``exhausted`` for a request whose every attempt was a connection failure, with no
+    HTTP answer from the origin since it began (``answers`` unchanged). open -> half_open: the first
+    ``admit`` at or after ``retry_at`` (that call is the probe; others ``wait`` for its verdict).
+    half_open -> closed: the probe reached the server (``answered``, ``timed_out``); half_open -> open:
+    the probe got a connection failure (``failed``). Any HTTP answer closes the circuit from any state.
+    """
+
+    state: Literal["closed", "open", "half_open"] = "closed"
+    failures: int = 0  # connection failures in a row (across requests) since the last HTTP answer
+    answers: int = 0  # HTTP answers seen, of any status
+    last_error: str = ""
+    why: str = ""  # what opened it
+    retry_at: float = 0.0  # open: when the next call may probe
+    probing: bool = False
+
+    def admit(self, now: float) -> Admit:
+        if self.state == "closed":
+            return "go"
+        if self.state == "open":
+            if now < self.retry_at:
+                return "refuse"
+            self.state = "half_open"
+        if self.probing:
+            return "wait"
+        self.probing = True
+        return "probe"
+
+    def answered(self) -> None:
+        """An HTTP status line arrived: the server is up, whatever the status."""
+        self.state, self.failures, self.probing = "closed", 0, False
+        self.answers += 1
+
+    def timed_out(self) -> None:
+        """A read timeout: the server accepted the request, so it is reachable (a probe closes the circuit);
+        neither a failure nor an answer for the count."""
+        if self.probing:
+            self.state, self.probing = "closed", False
+
+    def failed(self, cause: str, now: float, cooldown_s: float) -> bool:
+        """A connection failure; True when it (re)opened the circuit (a failed probe)."""
+        self.failures += 1
+        self.last_error = cause
+        if self.probing:
+            self._open("the probe after the cooldown got no answer either", now, cooldown_s)
+            return True
+        return False
+
+    def exhausted(
+        self, attempts: int, only_connection: bool, answers_at_start: int, now: float, cooldown_s: float
+    ) -> bool:
+        """A request ran out of retries; True when that opened the circuit."""
+        if self.state != "closed" or not only_connection or self.answers != answers_at_start:
+            return False
+        plural = "attempt" if attempts == 1 else "attempts"
+        self._open(f"a request got no answer in all its {attempts} {plural}", now, cooldown_s)
+        return True
+
+    def release(self) -> None:
+        """The probe ended without a verdict (an unexpected error): let the next call probe."""
+        self.probing = False
+
+    def _open(self, why: str, now: float, cooldown_s: float) -> None:
+        self.state, self.why, self.retry_at, self.probing = "open", why, now + cooldown_s, False
+
+    def describe(self, origin: str, now: float) -> str:
+        return (
+            f"circuit open for {origin} ({self.why}; {self.failures} connection failures in a row, last: "
+            f"{self.last_error}); next probe in {max(0.0, self.retry_at - now):.3g} s"
+        )
+
+
+def origin_of(url: str) -> str:
+    """The part of a URL a connection failure is about: scheme://host:port."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Circuits:
+    """The breakers of one client (a policy, a scorer), one ``Circuit`` per origin, thread-safe.
+
+    ``clock`` (monotonic seconds) times the cooldowns; tests pass their own."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._circuits: dict[str, Circuit] = {}
+
+    def get(self, url: str) -> Circuit:
+        """A snapshot of the circuit of ``url``'s origin (for reports and tests)."""
+        with self._cond:
+            return replace(self._circuit(origin_of(url)))
+
+    def _circuit(self, origin: str) -> Circuit:
+        return self._circuits.setdefault(origin, Circuit())
+
+    def begin(self, url: str) -> int:
+        with self._cond:
+            return self._circuit(origin_of(url)).answers
+
+    def admit(self, url: str, wait_s: float) -> tuple[Admit, str]:
+        """The verdict ("go", "probe", or "refuse" with the reason); a call arriving while a probe is out waits up to
+        ``wait_s`` for its verdict."""
+        origin = origin_of(url)
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            c = self._circuit(origin)
+            while True:
+                verdict = c.admit(self.clock())
+                if verdict != "wait":
+                    return verdict, (c.describe(origin, self.clock()) if verdict == "refuse" else "")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "refuse", f"circuit half-open for {origin}: its probe is still unanswered"
+                self._cond.wait(left)
+
+    def record(
+        self, url: str, *, answered: bool = False, failure: _Transient | None = None, cooldown_s: float = 0.0
+    ) -> str:
+        """An attempt's outcome; returns the open circuit's description when this outcome (re)opened it."""
+        origin = origin_of(url)
+        with self._cond:
+            c = self._circuit(origin)
+            opened = False
+            if answered:
+                c.answered()
+            elif failure is not None and failure.connection:
+                opened = c.failed(str(failure), self.clock(), cooldown_s)
+            elif failure is not None:
+                c.timed_out()
+            self._cond.notify_all()
+            return c.describe(origin, self.clock()) if opened else ""
+
+    def exhausted(
+        self, url: str, attempts: int, only_connection: bool, answers_at_start: int, cooldown_s: float
+    ) -> str:
+        """A request ran out of retries; the open circuit's description if it is open now."""
+        origin = origin_of(url)
+        with self._cond:
+            c = self._circuit(origin)
+            c.exhausted(attempts, only_connection, answers_at_start, self.clock(), cooldown_s)
+            self._cond.notify_all()
+            return c.describe(origin, self.clock()) if c.state == "open" else ""
+
+    def release(self, url: str) -> None:
+        with self._cond:
+            self._circuit(origin_of(url)).release()
+            self._cond.notify_all()
+
+    def __getstate__(self) -> dict:  # a pickled client starts with fresh circuits (a lock cannot travel)
+        return {"clock": self.clock}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["clock"])
 
 
 def post_json(
@@ -64,6 +261,7 @@ def post_json(
     max_retry_after_s: float | None = None,
     rng: random.Random | None = None,
     transport: Transport = "auto",
+    circuits: Circuits | None = None,
 ) -> dict:
     """POST ``payload`` as JSON to ``url`` and return the decoded JSON object of a 2xx response.
 
@@ -72,6 +270,8 @@ def post_json(
     at random; a ``Retry-After`` header replaces the computed delay, bounded by ``max_retry_after_s``
     (default: the larger of 60 s and ``max_backoff_s``) so one bad header cannot stall a whole sweep.
     Other 4xx statuses, and 2xx bodies that are not a JSON object, raise ``RequestFailed`` at once.
+    With ``circuits``, every attempt first asks the origin's circuit breaker (see the module docstring);
+    its cooldown is ``max_backoff_s``.
     """
     if retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_backoff_s < 0:
         raise ValueError("retries, backoff_s and max_backoff_s must be >= 0 and timeout_s > 0")
@@ -80,15 +280,39 @@ def post_json(
     all_headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
     cap_retry_after = max(60.0, max_backoff_s) if max_retry_after_s is None else max_retry_after_s
     rng = rng or random.Random()
+    answers_at_start = circuits.begin(url) if circuits is not None else 0
+    only_connection = True  # every attempt so far failed on the connection
+    cause = ""
     attempt = 0
     while True:
+        probe = False
+        if circuits is not None:
+            verdict, why = circuits.admit(url, timeout_s)
+            if verdict == "refuse":
+                mine = f"; this request's last error: {cause}" if attempt else ""
+                raise RequestFailed(url, why + mine, attempt, retryable=True, circuit_open=True)
+            probe = verdict == "probe"
         attempt += 1
         retry_after: float | None = None
         try:
             status, resp_headers, content = send(url, body, all_headers, timeout_s)
         except _Transient as exc:
             status, cause = None, str(exc)
+            only_connection = only_connection and exc.connection
+            if circuits is not None:
+                reopened = circuits.record(url, failure=exc, cooldown_s=max_backoff_s)
+                if reopened:  # a failed probe: the server is still gone, no point retrying
+                    raise RequestFailed(
+                        url, f"{cause}; {reopened}", attempt, retryable=True, circuit_open=True
+                    ) from None
+        except BaseException:
+            if probe:  # an unexpected error gives no verdict: let the next call probe
+                circuits.release(url)  # type: ignore[union-attr]
+            raise
         else:
+            only_connection = False
+            if circuits is not None:
+                circuits.record(url, answered=True)
             if 200 <= status < 300:
                 return _decode(url, status, content, attempt)
             cause = f"HTTP {status}: {_snippet(content)}"
@@ -97,6 +321,12 @@ def post_json(
                 raise RequestFailed(url, cause, attempt, status=status)
             retry_after = parse_retry_after(resp_headers.get("retry-after"))
         if attempt > retries:
+            if circuits is not None:
+                why = circuits.exhausted(url, attempt, only_connection, answers_at_start, max_backoff_s)
+                if why:
+                    raise RequestFailed(
+                        url, f"{cause}; {why}", attempt, status=status, retryable=True, circuit_open=True
+                    )
             raise RequestFailed(url, cause, attempt, status=status, retryable=True)
         if retry_after is not None:
             delay = min(retry_after, cap_retry_after)
@@ -136,11 +366,13 @@ def _decode(url: str, status: int, content: bytes, attempt: int) -> dict:
     try:
         data = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise RequestFailed(url, f"HTTP {status} but the body is not JSON: {_snippet(content)}", attempt,
-                            status=status) from None
+        raise RequestFailed(
+            url, f"HTTP {status} but the body is not JSON: {_snippet(content)}", attempt, status=status
+        ) from None
     if not isinstance(data, dict):
-        raise RequestFailed(url, f"HTTP {status} but the JSON body is a {type(data).__name__}, not an object",
-                            attempt, status=status)
+        raise RequestFailed(
+            url, f"HTTP {status} but the JSON body is a {type(data).__name__}, not an object", attempt, status=status
+        )
     return data
 
 
@@ -182,11 +414,11 @@ def _send_urllib(url: str, body: bytes, headers: Mapping[str, str], timeout_s: f
         except (OSError, http.client.HTTPException):
             content = b""
         return exc.code, _lower((exc.headers or {}).items()), content
-    except urllib.error.URLError as exc:
+    except urllib.error.URLError as exc:  # raised while connecting and sending: the server was not reached
         raise _Transient(f"connection error: {_describe(exc.reason)}") from None
-    except TimeoutError:
-        raise _Transient(f"timed out after {timeout_s:g} s") from None
-    except (OSError, http.client.HTTPException) as exc:
+    except TimeoutError:  # the request went out; no answer in time
+        raise _Transient(f"timed out after {timeout_s:g} s", connection=False) from None
+    except (OSError, http.client.HTTPException) as exc:  # reset, closed, cut short
         raise _Transient(f"connection error: {_describe(exc)}") from None
 
 
@@ -205,8 +437,10 @@ def _send_httpx(url: str, body: bytes, headers: Mapping[str, str], timeout_s: fl
     try:
         resp = client.post(url, content=body, headers=dict(headers), timeout=timeout_s)
         return resp.status_code, _lower(resp.headers.items()), resp.content
-    except httpx.TimeoutException:
-        raise _Transient(f"timed out after {timeout_s:g} s") from None
+    except httpx.ConnectTimeout:  # the server (or the route to it) never took the connection
+        raise _Transient(f"connection error: connect timed out after {timeout_s:g} s") from None
+    except httpx.TimeoutException:  # the request went out; no answer in time
+        raise _Transient(f"timed out after {timeout_s:g} s", connection=False) from None
     except httpx.TransportError as exc:
         raise _Transient(f"connection error: {_describe(exc)}") from None
 

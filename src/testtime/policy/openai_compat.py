@@ -53,7 +53,7 @@ from typing import Any
 
 from testtime.confidence import TOP_K, summarize, token_confidence
 from testtime.errors import ConfigError, ProblemFailure
-from testtime.netretry import post_json
+from testtime.netretry import Circuits, post_json
 from testtime.policy.base import ChunkCallback, GenerationRequest
 from testtime.policy.prompts import plain_chat, render_jinja_chat, tokenizer_chat
 from testtime.policy.server_info import ServerInfo, Unreachable, discover_with_retries, local_params
@@ -72,8 +72,10 @@ class GenerationFailed(ProblemFailure):
         self.failures = failures
         ri, first, n, err = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        super().__init__(f"{len(failures)} generation request(s) failed; first: request {ri} samples "
-                         f"[{first}, {first + n}): {err}{more}")
+        super().__init__(
+            f"{len(failures)} generation request(s) failed; first: request {ri} samples "
+            f"[{first}, {first + n}): {err}{more}"
+        )
 
 
 def choice_confidence(logprobs: dict[str, Any]) -> Confidence | None:
@@ -139,12 +141,13 @@ class OpenAICompatPolicy:
         # ask for the sampled tokens' log-probabilities: the only per-sample token count every server gives
         # (llama.cpp's `usage` counts only the first of n choices)
         self.exact_token_counts = exact_token_counts
-        self._post_opts = dict(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
-                               max_backoff_s=max_backoff_s)
+        self._post_opts = dict(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.circuits = Circuits()  # one breaker per server, shared by every request of this policy
         try:
-            self.server = discover_with_retries(self.urls, model, self._headers, min(timeout_s, 30.0), retries,
-                                                backoff_s, max_backoff_s)
+            self.server = discover_with_retries(
+                self.urls, model, self._headers, min(timeout_s, 30.0), retries, backoff_s, max_backoff_s
+            )
         except Unreachable as e:  # the run goes on: each request's failure is recorded per problem
             log.warning("no OpenAI-compatible server answered (%s): plain prompts, FLOPs unknown", e)
             self.server = ServerInfo("unreachable")
@@ -153,9 +156,12 @@ class OpenAICompatPolicy:
         self.turn_stops = PLAIN_TURN_STOPS if self.prompt_format == "plain" else ()
         self.n_params = n_params or self.server.n_params or local_params(tokenizer)
         if not self.n_params and self.server.kind != "unreachable":
-            raise ConfigError("policy_option", "n_params",
-                              f"{self.urls[0]} does not report the model's parameter count; pass n_params=N "
-                              "(FLOPs = 2 x params x tokens)")
+            raise ConfigError(
+                "policy_option",
+                "n_params",
+                f"{self.urls[0]} does not report the model's parameter count; pass n_params=N "
+                "(FLOPs = 2 x params x tokens)",
+            )
         # llama.cpp refuses n above its slot count
         self.max_n_per_request = max_n_per_request or min(16, self.server.slots or 16)
         self._next_url = itertools.cycle(self.urls)
@@ -209,7 +215,9 @@ class OpenAICompatPolicy:
     def _call(self, req: GenerationRequest, first: int, n: int) -> list[Completion]:
         with self._url_lock:
             url = next(self._next_url) + "/completions"
-        resp = post_json(url, self._body(req, first, n), headers=self._headers, **self._post_opts)
+        resp = post_json(
+            url, self._body(req, first, n), headers=self._headers, circuits=self.circuits, **self._post_opts
+        )
         return self._parse(url, req, n, resp)
 
     def _parse(self, url: str, req: GenerationRequest, n: int, resp: dict) -> list[Completion]:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from testtime.backends.vllm import import_transformers
-from testtime.netretry import RequestFailed, post_json
+from testtime.netretry import Circuits, RequestFailed, post_json
 from testtime.reward.base import BatchScorer, RewardError, RewardModel, Scored, ScoreRequest, check_scored
 from testtime.reward.neural import Encoded, PRMFormat, Readout, TokenPRM
 from testtime.reward.vllm import Outputs, read_rows, resolve_format, to_log_space, to_numpy
@@ -63,7 +63,8 @@ def split_urls(url_or_urls: str | Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How each request is retried (see ``testtime.netretry.post_json``)."""
+    """How each request is retried (see ``testtime.netretry.post_json``), and the circuit breaker the
+    scorer's requests share: a scoring server that is gone fails the rest fast (``circuit open``)."""
 
     timeout_s: float = 120.0
     retries: int = 3
@@ -71,6 +72,7 @@ class RetryPolicy:
     max_backoff_s: float = 8.0
     headers: dict[str, str] = field(default_factory=dict)
     sleep: Callable[[float], None] = time.sleep
+    circuits: Circuits = field(default_factory=Circuits, compare=False, repr=False)
 
     def post(self, url: str, payload: Any) -> dict:
         return post_json(
@@ -82,6 +84,7 @@ class RetryPolicy:
             max_backoff_s=self.max_backoff_s,
             headers=self.headers,
             sleep=self.sleep,
+            circuits=self.circuits,
         )
 
 
@@ -356,14 +359,26 @@ def load_http_prm(
     ``pooling_options`` go to ``HTTPPoolingForward`` (``task``, ``use_activation``, ``outputs``,
     ``step_tag_id``).
     """
-    retry = RetryPolicy(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
-                        headers=dict(headers or {}))
+    retry = RetryPolicy(
+        timeout_s=timeout_s,
+        retries=retries,
+        backoff_s=backoff_s,
+        max_backoff_s=max_backoff_s,
+        headers=dict(headers or {}),
+    )
     urls = split_urls(url_or_urls)
     if protocol == "testtime":
         if pooling_options:
             raise TypeError(f"unexpected options for the testtime protocol: {sorted(pooling_options)}")
-        return HTTPScorer(urls, name=name, model=model or name, batch_size=batch_size,
-                          max_concurrency=max_concurrency, n_params=n_params, retry=retry)
+        return HTTPScorer(
+            urls,
+            name=name,
+            model=model or name,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            n_params=n_params,
+            retry=retry,
+        )
     if protocol != "vllm-pooling":
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     source = tokenizer if tokenizer is not None else model
@@ -377,10 +392,19 @@ def load_http_prm(
         return import_transformers().AutoConfig.from_pretrained(source)
 
     fmt = resolve_format(format, format_options, tok, load_config, str(source))
-    forward = HTTPPoolingForward(urls, model=model, batch_size=batch_size, max_concurrency=max_concurrency,
-                                 retry=retry, **pooling_options)
-    return TokenPRM(name or model or f"vllm-pooling:{urls[0]}", fmt, tok, forward, n_params=n_params,
-                    max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, close=forward.close)
+    forward = HTTPPoolingForward(
+        urls, model=model, batch_size=batch_size, max_concurrency=max_concurrency, retry=retry, **pooling_options
+    )
+    return TokenPRM(
+        name or model or f"vllm-pooling:{urls[0]}",
+        fmt,
+        tok,
+        forward,
+        n_params=n_params,
+        max_batch_tokens=max_batch_tokens,
+        max_batch_size=max_batch_size,
+        close=forward.close,
+    )
 
 
 # -- the server side -----------------------------------------------------------------------------------
@@ -436,17 +460,21 @@ def serve_scorer(
             except Exception as exc:  # report, don't kill the server
                 self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
                 return
-            self._reply(200, {
-                "model": scorer.name,
-                "rewards": [[float(r) for r in s.rewards] for s in scored],
-                "tokens": [int(s.tokens) for s in scored],
-            })
+            self._reply(
+                200,
+                {
+                    "model": scorer.name,
+                    "rewards": [[float(r) for r in s.rewards] for s in scored],
+                    "tokens": [int(s.tokens) for s in scored],
+                },
+            )
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     # A short poll interval keeps shutdown() prompt.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="testtime-serve-scorer",
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="testtime-serve-scorer", daemon=True
+    )
     thread.start()
     bound_host, bound_port = server.server_address[:2]
     url_host = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
