@@ -30,9 +30,9 @@ def test_opens_only_when_a_request_saw_nothing_but_connection_failures():
     for _ in range(50):  # many failures in a row (a restart, 16 requests at once) do not open it alone
         assert not c.failed("refused", now=0.0, cooldown_s=COOLDOWN)
     assert c.state == "closed" and c.failures == 50
-    assert not c.exhausted(6, only_connection=False, answers_at_start=start, now=0.0, cooldown_s=COOLDOWN)
+    assert not c.exhausted(6, only_connection=False, answers_then=start, now=0.0, cooldown_s=COOLDOWN)
     assert c.state == "closed"  # that request also saw an HTTP status: the server was there
-    assert c.exhausted(6, only_connection=True, answers_at_start=start, now=0.0, cooldown_s=COOLDOWN)
+    assert c.exhausted(6, only_connection=True, answers_then=start, now=0.0, cooldown_s=COOLDOWN)
     assert c.state == "open" and c.retry_at == COOLDOWN and "all its 6 attempts" in c.why
 
 
@@ -236,6 +236,48 @@ def test_a_request_in_backoff_stops_when_another_opens_the_circuit(attempts, tra
     assert err.value.attempts == 1 and err.value.circuit_open
     assert "this request's last error: connection error" in str(err.value)
     assert attempts[url] == 7  # 1 + the other's 6, not 12
+
+
+def test_a_request_in_flight_when_the_server_died_opens_it(attempts, transport):
+    """Answers to other requests before this one's first failure do not keep the circuit closed (the bench's
+    case: vLLM died under 16 requests that had all started while it was answering)."""
+    release = threading.Event()
+
+    def script(k, path, body):
+        if k == 0:  # held open until another request was answered, then dropped unanswered
+            release.wait(30)
+            return Reply(hang=True)
+        return Reply(200, {"ok": True})
+
+    srv = TestServer(script, url_path="/score")
+    circuits = Circuits(Clock())
+    down = threading.Event()
+
+    def server_dies(delay):
+        if not down.is_set():
+            down.set()
+            srv.close()  # from now on connections are refused
+
+    result: dict = {}
+
+    def first():
+        try:
+            post_json(srv.url, {}, sleep=server_dies, transport=transport, circuits=circuits, **PROD)
+        except RequestFailed as e:
+            result["err"] = e
+
+    t = threading.Thread(target=first)
+    t.start()
+    while srv.count < 1:  # the first request is at the server
+        t.join(0.01)
+    assert post(srv.url, circuits, transport) == {"ok": True}  # another request is answered meanwhile
+    release.set()
+    t.join(60)
+    err = result["err"]
+    assert err.attempts == 6 and err.circuit_open and "circuit open" in str(err)
+    with pytest.raises(RequestFailed, match="circuit open") as later:
+        post(srv.url, circuits, transport)
+    assert later.value.attempts == 0
 
 
 def test_half_open_probe_recovers_a_server_that_came_back(attempts, transport):

@@ -12,8 +12,8 @@ server that restarts, but a server that is gone makes every request spend its wh
 requests at 16 at a time with 5 retries of up to 30 s took minutes to fail. So, per origin
 (scheme://host:port), the breaker opens when a request has spent *all* its attempts on connection
 failures (refused, reset, unreachable, a connect timeout) and no request to that origin got any HTTP
-answer meanwhile: the server was unreachable for a whole retry window, the outage the retry settings were
-sized to ride out. Many failures in a row across concurrent requests are not enough on their own (a
+answer since its first failure: the server was unreachable for a whole retry window, the outage the retry
+settings were sized to ride out. Many failures in a row across concurrent requests are not enough on their own (a
 restart shorter than the retry window produces those too), and an HTTP status (4xx, 5xx, with a body) or
 a read timeout never counts: the server is there. While open, requests -- queued ones and those waiting
 out a backoff -- fail at once with a ``RequestFailed`` saying ``circuit open``, the origin and what was
@@ -93,7 +93,8 @@ class Circuit:
     """One origin's breaker: a pure state machine (the caller holds a lock and passes the time ``now``).
 
     closed -> open: ``exhausted`` for a request whose every attempt was a connection failure, with no
-    HTTP answer from the origin since it began (``answers`` unchanged). open -> half_open: the first
+    HTTP answer from the origin since its first one failed (``answers`` unchanged: a request in flight when
+    the server died counts too, one that failed while others were being answered does not). open -> half_open: the first
     ``admit`` at or after ``retry_at`` (that call is the probe; others ``wait`` for its verdict).
     half_open -> closed: the probe reached the server (``answered``, ``timed_out``); half_open -> open:
     the probe got a connection failure (``failed``). Any HTTP answer closes the circuit from any state.
@@ -139,11 +140,9 @@ class Circuit:
             return True
         return False
 
-    def exhausted(
-        self, attempts: int, only_connection: bool, answers_at_start: int, now: float, cooldown_s: float
-    ) -> bool:
+    def exhausted(self, attempts: int, only_connection: bool, answers_then: int, now: float, cooldown_s: float) -> bool:
         """A request ran out of retries; True when that opened the circuit."""
-        if self.state != "closed" or not only_connection or self.answers != answers_at_start:
+        if self.state != "closed" or not only_connection or self.answers != answers_then:
             return False
         plural = "attempt" if attempts == 1 else "attempts"
         self._open(f"a request got no answer in all its {attempts} {plural}", now, cooldown_s)
@@ -187,10 +186,6 @@ class Circuits:
     def _circuit(self, origin: str) -> Circuit:
         return self._circuits.setdefault(origin, Circuit())
 
-    def begin(self, url: str) -> int:
-        with self._cond:
-            return self._circuit(origin_of(url)).answers
-
     def admit(self, url: str, wait_s: float) -> tuple[Admit, str]:
         """The verdict ("go", "probe", or "refuse" with the reason); a call arriving while a probe is out waits up to
         ``wait_s`` for its verdict."""
@@ -209,8 +204,9 @@ class Circuits:
 
     def record(
         self, url: str, *, answered: bool = False, failure: _Transient | None = None, cooldown_s: float = 0.0
-    ) -> str:
-        """An attempt's outcome; returns the open circuit's description when this outcome (re)opened it."""
+    ) -> tuple[str, int]:
+        """An attempt's outcome; returns the open circuit's description when this outcome (re)opened it
+        (else ""), and the number of HTTP answers the origin has given so far."""
         origin = origin_of(url)
         with self._cond:
             c = self._circuit(origin)
@@ -222,16 +218,14 @@ class Circuits:
             elif failure is not None:
                 c.timed_out()
             self._cond.notify_all()
-            return c.describe(origin, self.clock()) if opened else ""
+            return (c.describe(origin, self.clock()) if opened else ""), c.answers
 
-    def exhausted(
-        self, url: str, attempts: int, only_connection: bool, answers_at_start: int, cooldown_s: float
-    ) -> str:
+    def exhausted(self, url: str, attempts: int, only_connection: bool, answers_then: int, cooldown_s: float) -> str:
         """A request ran out of retries; the open circuit's description if it is open now."""
         origin = origin_of(url)
         with self._cond:
             c = self._circuit(origin)
-            c.exhausted(attempts, only_connection, answers_at_start, self.clock(), cooldown_s)
+            c.exhausted(attempts, only_connection, answers_then, self.clock(), cooldown_s)
             self._cond.notify_all()
             return c.describe(origin, self.clock()) if c.state == "open" else ""
 
@@ -280,8 +274,8 @@ def post_json(
     all_headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
     cap_retry_after = max(60.0, max_backoff_s) if max_retry_after_s is None else max_retry_after_s
     rng = rng or random.Random()
-    answers_at_start = circuits.begin(url) if circuits is not None else 0
     only_connection = True  # every attempt so far failed on the connection
+    answers_then = 0  # the origin's answer count when this request's first attempt failed
     cause = ""
     attempt = 0
     while True:
@@ -300,7 +294,9 @@ def post_json(
             status, cause = None, str(exc)
             only_connection = only_connection and exc.connection
             if circuits is not None:
-                reopened = circuits.record(url, failure=exc, cooldown_s=max_backoff_s)
+                reopened, answers = circuits.record(url, failure=exc, cooldown_s=max_backoff_s)
+                if attempt == 1:
+                    answers_then = answers
                 if reopened:  # a failed probe: the server is still gone, no point retrying
                     raise RequestFailed(
                         url, f"{cause}; {reopened}", attempt, retryable=True, circuit_open=True
@@ -322,7 +318,7 @@ def post_json(
             retry_after = parse_retry_after(resp_headers.get("retry-after"))
         if attempt > retries:
             if circuits is not None:
-                why = circuits.exhausted(url, attempt, only_connection, answers_at_start, max_backoff_s)
+                why = circuits.exhausted(url, attempt, only_connection, answers_then, max_backoff_s)
                 if why:
                     raise RequestFailed(
                         url, f"{cause}; {why}", attempt, status=status, retryable=True, circuit_open=True
