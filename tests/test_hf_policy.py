@@ -20,7 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from testtime.policy import Policy, load_policy  # noqa: E402
 from testtime.policy.base import GenerationRequest, SamplingParams  # noqa: E402
-from testtime.policy.hf import HFPolicy, MissingExtraError, sample_uniforms  # noqa: E402
+from testtime.policy.hf import HFPolicy, MissingExtraError, _share_groups, sample_uniforms  # noqa: E402
 from testtime.replay import CachedGenerator  # noqa: E402
 from testtime.store import Store  # noqa: E402
 from testtime.testing.synthetic import build_tokenizer  # noqa: E402
@@ -47,9 +47,16 @@ def tiny_lm(family: str = "generic", seed: int = 0):
     tok = build_tokenizer(family)
     cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if family == "generic" else (LlamaConfig, LlamaForCausalLM)
     config = cls(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id, tie_word_embeddings=False,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = model_cls(config).eval()
@@ -187,8 +194,10 @@ def test_greedy_equals_stepwise_argmax_with_exact_counts(policy, lm):
     model, tok = lm
     eos = set(policy.eos_ids)
     budgets = [9, 3, 14]
-    reqs = [GenerationRequest(p, 1, 0, SamplingParams(max_tokens=m, temperature=0.0)) for p, m in zip(
-        PROMPTS, budgets, strict=True)]
+    reqs = [
+        GenerationRequest(p, 1, 0, SamplingParams(max_tokens=m, temperature=0.0))
+        for p, m in zip(PROMPTS, budgets, strict=True)
+    ]
     out = policy.generate(reqs)
     for req, comps in zip(reqs, out, strict=True):
         ids = prompt_ids(policy, req.prompt)
@@ -227,6 +236,48 @@ def test_left_padding_and_batch_composition_change_nothing(lm):
         assert summary(a) == summary(b) == summary(c) == summary(d)
     assert len({c.text for c in together[0]}) == 3  # seeds differ -> samples differ
     assert [c.generated_tokens for c in together[3]] == [2] * 4
+
+
+SHARED = "Solve the problem step by step, one step per paragraph, and finish with the answer. Problem: "
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def test_a_shared_prefix_is_prefilled_once_and_changes_nothing(lm):
+    """Distinct prompts with a long common prefix (few-shot turns) prefill it once, then their suffixes:
+    the samples are those of each prompt decoded alone, and the prefix counts as cached for all but one."""
+    prompts = [SHARED + q for q in ("What is 2 + 3?", "Compute 12 * 7.", "What is 2")]  # the last: a prefix
+    sampled = SamplingParams(max_tokens=8, temperature=1.0)
+    greedy = SamplingParams(max_tokens=8, temperature=0.0)
+    reqs = [
+        GenerationRequest(prompts[0], 2, 3, sampled),
+        GenerationRequest(prompts[1], 1, 0, greedy),
+        GenerationRequest(prompts[2], 2, 9, sampled),
+        GenerationRequest(PROMPTS[1], 1, 0, greedy),  # shares nothing: prefilled on its own
+    ]
+    pol = variant(lm)
+    together = pol.generate(reqs)
+    assert pol.calls == 1
+    alone = [pol.generate([r])[0] for r in reqs]  # one distinct prompt per call: nothing shared
+    for a, b in zip(together, alone, strict=True):
+        assert summary(a) == summary(b)
+    ids = [prompt_ids(pol, p) for p in prompts]
+    shared = min(_lcp(ids[0], ids[1]), _lcp(ids[1], ids[2]), _lcp(ids[0], ids[2]), len(ids[2]) - 1)
+    assert shared >= 16
+    assert sorted(together[k][0].cached_prompt_tokens for k in range(3)) == [0, shared, shared]
+    assert together[0][1].cached_prompt_tokens == len(ids[0])  # a sibling reuses the whole prompt
+    assert together[3][0].cached_prompt_tokens == 0
+    assert [c.prompt_tokens for c in together[2]] == [len(ids[2])] * 2
+
+
+def test_share_groups_keep_one_token_of_each_prompt_to_prefill():
+    a = list(range(40))
+    assert _share_groups([a + [1], a + [2], [7, 8], a], min_shared=16) == [(39, [3, 0, 1])]
+    assert _share_groups([a[:10] + [1], a[:10] + [2]], min_shared=16) == []  # too short to be worth it
+    # a member that shares little would shrink the group's savings: it stays out
+    assert _share_groups([a + [1], a + [2], a[:19] + [50]], min_shared=16) == [(40, [0, 1])]
 
 
 def test_sample_i_is_drawn_with_seed_plus_i(policy):
@@ -363,11 +414,13 @@ def test_eos_finishes_eos_and_is_counted_not_printed(lm):
 def test_prompt_and_cached_token_accounting(lm):
     pol = variant(lm, max_batch_rows=4)
     p = SamplingParams(max_tokens=3, temperature=1.0)
-    out = pol.generate([
-        GenerationRequest(PROMPTS[0], 3, 0, p),
-        GenerationRequest(PROMPTS[0], 3, 50, p),  # same prompt, other request: shares the prefill
-        GenerationRequest(PROMPTS[1], 1, 0, p),
-    ])
+    out = pol.generate(
+        [
+            GenerationRequest(PROMPTS[0], 3, 0, p),
+            GenerationRequest(PROMPTS[0], 3, 50, p),  # same prompt, other request: shares the prefill
+            GenerationRequest(PROMPTS[1], 1, 0, p),
+        ]
+    )
     n0, n1 = len(prompt_ids(pol, PROMPTS[0])), len(prompt_ids(pol, PROMPTS[1]))
     assert [c.prompt_tokens for c in out[0] + out[1]] == [n0] * 6 and out[2][0].prompt_tokens == n1
     # batches of 4 rows: [A0 A1 A2 B0] [B1 B2 C0]; each batch prefills each of its prompts once
@@ -403,8 +456,10 @@ def test_on_chunk_covers_every_sample_once_in_request_order(lm):
 
 def test_store_round_trip(lm, tmp_path):
     pol = variant(lm)
-    reqs = [GenerationRequest(PROMPTS[0], 3, 1, SamplingParams(max_tokens=6, temperature=1.0, stop=("\n\n",))),
-            GenerationRequest(PROMPTS[1], 2, 4, SamplingParams(max_tokens=6, temperature=0.0))]
+    reqs = [
+        GenerationRequest(PROMPTS[0], 3, 1, SamplingParams(max_tokens=6, temperature=1.0, stop=("\n\n",))),
+        GenerationRequest(PROMPTS[1], 2, 4, SamplingParams(max_tokens=6, temperature=0.0)),
+    ]
     with Store(tmp_path) as store:
         gen = CachedGenerator(pol, store)
         first = gen.generate(reqs)

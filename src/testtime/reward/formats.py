@@ -6,7 +6,8 @@ was not trained on returns plausible-looking but wrong numbers:
 * ``math-shepherd`` (peiyi9979/math-shepherd-mistral-7b-prm, README snippet): plain text
   ``f"{question} {output}"`` where ``output`` is ``"{step} ки\\n{step} ки\\n...{step} ки"``, tokenized
   with ``tokenizer.encode`` (BOS added); read at every token equal to ``encode("ки")[-1]``; reward =
-  softmax over the logits of ``encode("+ -")[1:]`` (the space-prefixed "+", "-"), P("+").
+  softmax over the logits of ``encode("+ -")[1:]`` (the space-prefixed "+", "-"), P("+"). A tokenizer
+  without SentencePiece's dummy prefix gets the same space-prefixed pair (``MathShepherdFormat.readout``).
 * ``rlhflow`` (RLHFlow/RLHF-Reward-Modeling ``math-rm/prm_evaluate.py``): a multi-turn chat through the
   tokenizer's chat template: the first user turn is ``question + " " + step1``, later user turns one
   (stripped) step each, each assistant turn ``"+"``. The authors read ``logits[:, -3]`` of each prefix
@@ -123,12 +124,16 @@ class MathShepherdFormat:
     negative: str = "-"
 
     def readout(self, tokenizer: Any) -> Readout:
-        # The authors take encode("+ -")[1:], dropping the BOS; without special tokens that is the
-        # same pair of space-prefixed tokens, and it stays correct for a tokenizer adding no BOS.
-        ids = _ids(tokenizer, f"{self.positive} {self.negative}", special=False)
-        if len(ids) != 2 or ids[0] == ids[1]:
+        # The authors take encode("+ -")[1:] on Mistral's SentencePiece tokenizer: the BOS dropped, the
+        # space-prefixed "▁+" and "▁-" (the dummy prefix spaces the first), i.e. each label as it follows
+        # a space mid-text, where the tag stood. A byte-level BPE (SmolLM2, Qwen, Llama-3) adds no dummy
+        # prefix: "+ -" gives the bare "+" and the spaced " -", an unmatched pair. The label after the
+        # other label and a space is the spaced token for both kinds, and the authors' pair on theirs.
+        pos = _ids(tokenizer, f"{self.negative} {self.positive}", special=False)
+        neg = _ids(tokenizer, f"{self.positive} {self.negative}", special=False)
+        if len(pos) != 2 or len(neg) != 2 or pos[-1] == neg[-1]:
             raise RewardError(f"math-shepherd format: '{self.positive} {self.negative}' is not two label tokens")
-        return Readout("label_tokens", token_ids=(ids[0], ids[1]))
+        return Readout("label_tokens", token_ids=(pos[-1], neg[-1]))
 
     def encode(self, tokenizer: Any, question: str, steps: Sequence[str]) -> Encoded:
         tag = self.step_tag
