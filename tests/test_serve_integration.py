@@ -89,6 +89,46 @@ def test_completions_and_streaming(client, solver, monkeypatch):
     assert all(a > search_end for a in arrivals[1:])  # the text itself is the search's answer: it comes after
 
 
+# the rules the shipped chat table (make table-chat, 2026-12-08) decides these by, each alone in its batch at
+# reasoning_effort high (average budget 16): 17 * 3 is predicted pass@1 0.11, "medium", and raised two steps to
+# best_of_n@8; the word problem 0.02, "hard", where nothing costlier is predicted to help, so it gets CoT
+RULE_17X3 = "bin medium: allocation, raised 2 step(s)"
+RULE_WORD = "bin hard: allocation, cheapest"
+# a GSM8K-style word problem (not from the GSM8K file the chat table was calibrated on)
+WORD_PROBLEM = ("A baker makes 48 muffins and sells them in boxes of 6. Each box costs $4. How much money does the "
+                "baker make if he sells every box?")
+
+
+@pytest.fixture(scope="module")
+def default_client(smollm2, tmp_path_factory):
+    """A server with no options but its store: strategy auto, the shipped chat table, the default efforts."""
+    solver = Solver(smollm2, ServeConfig(out=str(tmp_path_factory.mktemp("serve-default"))))
+    try:
+        with ServerThread(create_app(solver)) as srv:
+            yield openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=300), solver
+    finally:
+        solver.close()
+
+
+@pytest.mark.parametrize(("question", "rule"), [("What is 17 * 3?", RULE_17X3), (WORD_PROBLEM, RULE_WORD)])
+def test_auto_decides_ordinary_chat_questions_by_the_table(default_client, question, rule):
+    """The issue's case: a chat with reasoning_effort high and no tts object, on a server started with no
+    options, is decided by the shipped chat table's bin and allocator (not by a fallback), by this exact rule."""
+    client, solver = default_client
+    r = client.chat.completions.create(model="testtime", messages=[{"role": "user", "content": question}],
+                                       reasoning_effort="high", max_tokens=24, seed=5)
+    tts = r.model_extra["tts"]
+    assert tts["requested"] == "auto" and solver.cfg.strategy == "auto"
+    assert tts["decided_by"] == rule, (tts["decided_by"], tts["predicted_pass1"], tts.get("why"))
+    table = solver.table()
+    assert tts["predicted_bin"] == absolute_bins({"q": tts["predicted_pass1"]}, table.easy, table.hard)["q"]
+    # the other side of the shift check: the same question in another language is not decided by the table
+    r = client.chat.completions.create(
+        model="testtime", reasoning_effort="high", max_tokens=24, seed=5,
+        messages=[{"role": "user", "content": "Combien font dix-sept fois trois ? Réponds en français."}])
+    assert r.model_extra["tts"]["decided_by"] == "prm-free: shift"
+
+
 def test_auto_with_the_shipped_table(client, solver):
     r = client.chat.completions.create(
         model="testtime", messages=[{"role": "user", "content": "What is 7 + 6?"}], max_tokens=24, seed=2,
