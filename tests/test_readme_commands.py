@@ -492,19 +492,39 @@ class Server:
 
 
 def send_curl(argv: list[str], port: int) -> dict[str, Any]:
-    """The README's curl request (URL, -H headers, -d body), sent with httpx to the test's port."""
+    """The README's curl request (URL, -H headers, -d body), sent with httpx to the test's port; a streamed
+    request (``"stream": true``) comes back as its SSE chunks (``{"chunks": [...]}``)."""
     import httpx
 
     url = next(a for a in argv if a.startswith("http")).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     headers = dict(h.split(": ", 1) for h in (argv[i + 1] for i, a in enumerate(argv) if a == "-H"))
     body = option(argv, "-d")
+    if body and json.loads(body).get("stream"):
+        with httpx.stream("POST", url, headers=headers, content=body, timeout=TIMEOUT_S) as r:
+            assert r.status_code == 200, f"{url}: {r.status_code} {r.read()[:2000]!r}"
+            data = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]
+        assert data and data[-1] == "[DONE]", data[-3:]
+        return {"chunks": [json.loads(d) for d in data[:-1]]}
     r = httpx.post(url, headers=headers, content=body, timeout=TIMEOUT_S) if body else httpx.get(url, timeout=60)
     assert r.status_code == 200, f"{url}: {r.status_code} {r.text[:2000]}"
     return r.json()
 
 
-def check_chat_completion(reply: dict[str, Any]) -> None:
-    """README, Serving: an OpenAI chat completion with usage and the `tts` object."""
+def check_chat_completion(reply: dict[str, Any], stream_reasoning: bool = False) -> None:
+    """README, Serving: an OpenAI chat completion with usage and the `tts` object; streamed, its chunks carry
+    the answer as content deltas and (``--stream-reasoning``) the search's progress as reasoning_content deltas,
+    all of them before the first content delta."""
+    if "chunks" in reply:
+        deltas = [c["choices"][0].get("delta", {}) for c in reply["chunks"] if c.get("choices")]
+        kinds = [k for d in deltas for k in ("reasoning_content", "content") if d.get(k)]
+        assert "content" in kinds, kinds
+        if stream_reasoning:
+            first = kinds.index("content")
+            assert "reasoning_content" in kinds[:first] and "reasoning_content" not in kinds[first:], kinds
+        else:
+            assert "reasoning_content" not in kinds, kinds
+        assert any("tts" in c for c in reply["chunks"]), "no chunk carried the tts object"
+        return
     content = reply["choices"][0]["message"]["content"]
     assert isinstance(content, str) and content.strip()
     usage = reply["usage"]
@@ -525,7 +545,7 @@ def run_block(block: Block, cwd: Path) -> list[tuple[str, float]]:
             if not is_testtime(cmd.argv):
                 if cmd.argv[0] == "curl":
                     assert server is not None, "a curl request with no `testtime serve` before it"
-                    check_chat_completion(send_curl(cmd.argv, port))
+                    check_chat_completion(send_curl(cmd.argv, port), "--stream-reasoning" in server.argv)
                 continue
             if skip_reason(cmd):
                 continue

@@ -266,8 +266,10 @@ def test_auto_reasoning_says_what_decided(clients, solver):
     reasoning = "".join(t for _, t in thought)
     assert reasoning.startswith(f"Strategy auto (tts.strategy), budget {solver.cfg.efforts['low']} "
                                 "(reasoning_effort low): ")
-    assert (f"Searching with {tts['strategy']} at budget {tts['budget']}, decided by {tts['decided_by']}.\n"
-            in reasoning)
+    decision = f"Searching with {tts['strategy']} at budget {tts['budget']}, decided by {tts['decided_by']}.\n"
+    assert reasoning.count(decision) == 1, reasoning
+    # auto says its decision as soon as it is made, before the search draws anything (not only at the end)
+    assert "Step 1:" in reasoning and reasoning.index(decision) < reasoning.index("Step 1:"), reasoning
     assert f"Predicted difficulty: {tts['predicted_bin']} (predicted pass@1 {tts['predicted_pass1']:.2f}).\n" \
         in reasoning
     if tts.get("votes"):

@@ -223,10 +223,15 @@ class Solver:
                 if j.on_progress is not None and not j.cancelled.is_set():
                     j.on_progress({"depth": calls, "samples": samples})
 
+        def announce(problem_id: str, event: dict[str, Any]) -> None:
+            for j in jobs:
+                if j.problem.id == problem_id and j.on_progress is not None and not j.cancelled.is_set():
+                    j.on_progress(event)
+
         self.policy.begin(roots, listener, lambda: all(j.cancelled.is_set() for j in jobs))
         try:
             if plan.strategy == AUTO:
-                found = self._auto(plan, unique)
+                found = self._auto(plan, unique, announce)
             else:
                 res = execute(self.executor, plan.config, unique)
                 found = {r.problem.id: (r.trace, f"{res.run_id}/{r.problem.id}", r.trace.compute, {})
@@ -256,7 +261,12 @@ class Solver:
             return str(problem.meta["request_prompt"])
         return self.policy.render_chat(list(problem.meta["request_messages"]))
 
-    def _auto(self, plan: Plan, problems: list[Problem]) -> dict[str, tuple[Trace, str, Compute, dict[str, Any]]]:
+    def _auto(self, plan: Plan, problems: list[Problem],
+              announce: Callable[[str, dict[str, Any]], None] | None = None
+              ) -> dict[str, tuple[Trace, str, Compute, dict[str, Any]]]:
+        """``auto`` by the question-only model and the batch allocator; ``announce(problem_id, {"decided": ...})``
+        tells each request its config as soon as it is decided, before any of it runs."""
+
         from testtime.optimal.allocation import allocation_model
         from testtime.optimal.selector import checked_scorer, run_choices
         from testtime.serve.auto import decide_requests, request_cap, serves_requests
@@ -269,6 +279,11 @@ class Solver:
         prm, info = checked_scorer(table, self.executor, None, plan.prm, False)
         decisions = decide_requests(table, model, problems, plan.budget,
                                     request_cap(plan.budget, self.cfg.request_cap, self.cfg.max_budget))
+        if announce is not None:
+            for pid, d in decisions.items():
+                announce(pid, {"decided": {"strategy": d.choice.strategy, "budget": d.choice.budget,
+                                           "predicted_bin": d.predicted_bin, "predicted_pass1": d.predicted_pass1,
+                                           "decided_by": d.rule, "why": d.why}})
         compute = {p.id: Compute() for p in problems}
         failed: dict[str, str] = {}
         self.executor.runs.clear()
