@@ -18,3 +18,27 @@ def smollm2():
     policy = load_policy(None, slots=8, ctx_per_slot=2048)
     yield policy
     policy.close()
+
+
+@pytest.fixture
+def attempts(monkeypatch):
+    """Every HTTP attempt testtime.netretry makes, by URL (a refused connection leaves no trace on a server)."""
+    import threading
+    from collections import Counter
+
+    from testtime import netretry
+
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def counting(send):
+        def wrapped(url, body, headers, timeout_s):
+            with lock:
+                seen[url] += 1
+            return send(url, body, headers, timeout_s)
+
+        return wrapped
+
+    monkeypatch.setattr(netretry, "_send_httpx", counting(netretry._send_httpx))
+    monkeypatch.setattr(netretry, "_send_urllib", counting(netretry._send_urllib))
+    return seen

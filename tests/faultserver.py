@@ -213,3 +213,13 @@ def openai_handler(path: str, body: dict) -> dict:
 def score_handler(path: str, body: dict) -> dict:
     assert path.endswith("/score"), path
     return scores(body)
+
+
+class Clock:
+    """A circuit breaker's cooldown clock, moved by hand (no test waits on wall time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

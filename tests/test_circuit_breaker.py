@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faultserver import FaultServer, score_handler, scores
+from faultserver import Clock, FaultServer, score_handler, scores
 from httpserver import Reply, TestServer
-from testtime import netretry
 from testtime.netretry import Circuit, Circuits, RequestFailed, origin_of, post_json
 from testtime.reward.base import ScoreRequest
 from testtime.reward.http import HTTPScorer, RetryPolicy
@@ -151,31 +149,6 @@ def test_origin_is_scheme_host_and_port():
 # -- post_json with Circuits, on real sockets ------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def attempts(monkeypatch) -> Counter:
-    """Every attempt either transport makes, by URL (a refused connection leaves no trace on a server)."""
-    seen: Counter = Counter()
-    lock = threading.Lock()
-
-    def counting(send):
-        def wrapped(url, body, headers, timeout_s):
-            with lock:
-                seen[url] += 1
-            return send(url, body, headers, timeout_s)
-
-        return wrapped
-
-    monkeypatch.setattr(netretry, "_send_httpx", counting(netretry._send_httpx))
-    monkeypatch.setattr(netretry, "_send_urllib", counting(netretry._send_urllib))
-    return seen
 
 
 def dead_url(path: str = "/score") -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
-from faultserver import FaultServer, completions, openai_handler
+from faultserver import Clock, FaultServer, completions, openai_handler
 from httpserver import Reply, TestServer
-from testtime import engine, netretry
+from testtime import engine
 from testtime.datasets import load_dataset
 from testtime.netretry import Circuits, RequestFailed
 from testtime.policy import GenerationRequest, SamplingParams, load_policy
@@ -262,33 +261,6 @@ def test_exact_token_counts_can_be_turned_off(serve):
 # -- a server that is gone: the circuit breaker (testtime.netretry.Circuits) ---------------------------------
 
 
-class Clock:
-    """The breakers' cooldown clock, moved by hand (no test here waits on wall time)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def attempts(monkeypatch) -> Counter:
-    """Every HTTP attempt the client makes, by URL: a refused connection leaves no trace on any server."""
-    seen: Counter = Counter()
-    lock = threading.Lock()
-
-    def counting(send):
-        def wrapped(url, body, headers, timeout_s):
-            with lock:
-                seen[url] += 1
-            return send(url, body, headers, timeout_s)
-
-        return wrapped
-
-    monkeypatch.setattr(netretry, "_send_httpx", counting(netretry._send_httpx))
-    monkeypatch.setattr(netretry, "_send_urllib", counting(netretry._send_urllib))
-    return seen
 
 
 def prod_policy(server: FaultServer, clock: Clock, sleep=lambda s: None) -> OpenAICompatPolicy:
