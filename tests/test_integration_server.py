@@ -114,10 +114,10 @@ def test_cli_backend_openai_against_the_server(llama_server, tmp_path):
 
 
 def test_a_server_that_went_away_is_recorded_per_problem(tmp_path):
-    """A server that went away (its port refuses connections) fails every problem, after retries, and the
-    run still finishes with each failure recorded. The port is one the OS just handed out and nothing
-    listens on (starting and at once destroying an xllamacpp server for this deadlocked once in its
-    destructor)."""
+    """A server that went away (its port refuses connections) fails every problem, after one request's
+    retries (then the circuit breaker), and the run still finishes with each failure recorded. The port is one
+    the OS just handed out and nothing listens on (starting and at once destroying an xllamacpp server for this
+    deadlocked once in its destructor)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -129,5 +129,9 @@ def test_a_server_that_went_away_is_recorded_per_problem(tmp_path):
         served.close()
     s = res.summary()
     assert s["failed"] == 2 and s["accuracy"] == 0.0
-    assert all("connection error" in e and "after 2 attempts" in e for e in s["failures"].values())
+    # the first request spent its 2 attempts and opened the server's circuit breaker; after that (the
+    # engine's per-problem reruns included) requests fail at once, and every problem's record says why
+    for e in s["failures"].values():
+        assert f"circuit open for {url}" in e and "no answer in all its 2 attempts" in e, e
+        assert "connection error: ConnectError" in e, e
 
